@@ -1,0 +1,80 @@
+"""eigencam: gradient-free class activation maps (Eigen-CAM) and the CAMs it is compared with.
+
+Quick start::
+
+    import eigencam
+    model, pre = eigencam.load_model("efficientnet_lite0")   # embedded ImageNet weights
+    x = pre.batch([image])                                    # (1, 3, 224, 224)
+    result = eigencam.EigenCAM(model)(x)                      # result.maps: (1, 1, 224, 224)
+
+Heavy modules (torch, the models) load on first use, so ``import eigencam`` is fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "EigenCAM": "eigencam.methods",
+    "CAMResult": "eigencam.methods",
+    "Explainer": "eigencam.methods",
+    "get_method": "eigencam.methods",
+    "available_methods": "eigencam.methods",
+    "eigen_cam": "eigencam.decomposition",
+    "Decomposition": "eigencam.decomposition",
+    "tokens_to_grid": "eigencam.capture",
+    "list_layers": "eigencam.capture",
+    "LayerRef": "eigencam.capture",
+    "load_model": "eigencam.models",
+    "available_models": "eigencam.models",
+    "Preprocessing": "eigencam.models",
+    "normalize": "eigencam.maps",
+    "upsample": "eigencam.maps",
+    "errors": "eigencam.errors",
+}
+
+__all__ = [
+    "CAMResult",
+    "Decomposition",
+    "EigenCAM",
+    "Explainer",
+    "LayerRef",
+    "Preprocessing",
+    "__version__",
+    "available_methods",
+    "available_models",
+    "eigen_cam",
+    "errors",
+    "get_method",
+    "list_layers",
+    "load_model",
+    "normalize",
+    "tokens_to_grid",
+    "upsample",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eigencam' has no attribute {name!r}")
+    mod = importlib.import_module(module)
+    value = mod if name == "errors" else getattr(mod, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from eigencam import errors
+    from eigencam.capture import LayerRef, list_layers, tokens_to_grid
+    from eigencam.decomposition import Decomposition, eigen_cam
+    from eigencam.maps import normalize, upsample
+    from eigencam.methods import CAMResult, EigenCAM, Explainer, available_methods, get_method
+    from eigencam.models import Preprocessing, available_models, load_model

@@ -1,0 +1,3 @@
+from eigencam.cli.main import main
+
+raise SystemExit(main())

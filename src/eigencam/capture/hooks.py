@@ -1,0 +1,204 @@
+"""Forward hooks that live for exactly one call, and the model state they must leave intact."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    """A resolved target layer.
+
+    Attributes:
+        name: dotted name in ``model.named_modules()`` ("" is the model itself).
+        module: the module.
+        call: which call of the module to capture (0-based) when the forward pass calls it
+            several times (a shared activation module, say); None captures the last call.
+    """
+
+    name: str
+    module: nn.Module = field(repr=False, compare=False)
+    call: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Name shown to users: ``name`` or ``name#call``."""
+        return self.name if self.call is None else f"{self.name}#{self.call}"
+
+
+def first_tensor(output: Any) -> Tensor | None:
+    """The tensor a module produced: itself, or the first tensor in a tuple/list/dict output."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    if isinstance(output, dict):
+        for item in output.values():
+            found = first_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+@contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
+    """Put every submodule in eval mode for the call, then restore all flags exactly.
+
+    ``training`` is set on each module directly rather than through ``model.eval()``: some
+    wrappers (Ultralytics YOLO) override ``train()``/``eval()`` with side effects. Each
+    module's own ``training`` flag and each parameter's ``requires_grad`` are restored as found,
+    even when the forward pass raises.
+    """
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    params = list(model.parameters())
+    requires_grad = [p.requires_grad for p in params]
+    try:
+        if eval_mode:
+            for m in modules:
+                m.training = False
+        yield
+    finally:
+        for m, flag in zip(modules, training):
+            m.training = flag
+        for p, flag in zip(params, requires_grad):
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+
+
+class OutputStore:
+    """What the capture hooks recorded during one forward pass, keyed by layer label."""
+
+    def __init__(self) -> None:
+        self.outputs: dict[str, Any] = {}
+        self.calls: dict[str, int] = {}
+
+    def __getitem__(self, label: str) -> Any:
+        return self.outputs[label]
+
+    def __contains__(self, label: str) -> bool:
+        return label in self.outputs
+
+
+@contextmanager
+def capture_outputs(
+    layers: Sequence[LayerRef],
+    on_output: Callable[[LayerRef, Any], Any] | None = None,
+) -> Iterator[OutputStore]:
+    """Record the output of each layer during the forward passes run inside the block.
+
+    Args:
+        layers: the layers to hook.
+        on_output: optional function called with (layer, output) at capture time; its return
+            value is stored instead of the output (gradient methods attach tensor hooks here).
+
+    The hooks are registered on entry and removed in ``finally``: none survive the block, also
+    when the forward pass raises.
+    """
+    store = OutputStore()
+    handles = []
+    try:
+        for ref in layers:
+            handles.append(ref.module.register_forward_hook(_make_hook(ref, store, on_output)))
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _make_hook(ref: LayerRef, store: OutputStore, on_output: Callable | None) -> Callable:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        count = store.calls.get(ref.label, 0)
+        store.calls[ref.label] = count + 1
+        if ref.call is None or ref.call == count:
+            store.outputs[ref.label] = output if on_output is None else on_output(ref, output)
+
+    return hook
+
+
+@dataclass
+class _Event:
+    name: str
+    module: nn.Module
+    call: int
+    output: weakref.ref
+
+
+class ForwardRecorder:
+    """Records, for every submodule, each call's output (weakly) and shape in completion order.
+
+    Used to pick the target layer automatically and to list candidate layers. Outputs are held
+    by weak reference (plus the current best candidate, strongly), so recording a batch costs
+    no memory beyond the forward pass itself.
+    """
+
+    def __init__(self, model: nn.Module, accept: Callable[[Tensor], bool]) -> None:
+        self.model = model
+        self.accept = accept
+        self.events: list[tuple[str, str, tuple[int, ...] | None, int]] = []
+        self._calls: dict[str, int] = {}
+        self._pooled: list[weakref.ref] = []
+        self.candidate: Tensor | None = None
+        self.candidate_ref: LayerRef | None = None
+
+    def _is_pooled(self, t: Tensor) -> bool:
+        return any(r() is t for r in self._pooled)
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            call = self._calls.get(name, 0)
+            self._calls[name] = call + 1
+            t = first_tensor(output)
+            shape = tuple(t.shape) if t is not None else None
+            self.events.append((name, type(module).__name__, shape, call))
+            if t is None:
+                return
+            if _is_pooling(module):
+                self._pooled.append(weakref.ref(t))
+                return
+            if self._is_pooled(t) or not self.accept(t):
+                return
+            # The same tensor re-emitted by an enclosing container: prefer the outer name.
+            self.candidate = t
+            self.candidate_ref = LayerRef(name, module, call)
+
+        return hook
+
+    @contextmanager
+    def recording(self) -> Iterator[ForwardRecorder]:
+        handles = []
+        try:
+            for name, module in self.model.named_modules():
+                if module is self.model:
+                    continue
+                handles.append(module.register_forward_hook(self._hook(name)))
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def chosen(self) -> LayerRef | None:
+        """The last accepted layer, its call index dropped when it is the module's last call."""
+        ref = self.candidate_ref
+        if ref is None:
+            return None
+        last = self._calls.get(ref.name, 1) - 1
+        return LayerRef(ref.name, ref.module, None if ref.call == last else ref.call)
+
+
+def _is_pooling(module: nn.Module) -> bool:
+    return "pool" in type(module).__name__.lower()
+
+
+def spatial_map(t: Tensor) -> bool:
+    """A 4-D (B, C, h, w) floating tensor with more than one spatial position."""
+    return t.ndim == 4 and t.is_floating_point() and t.shape[-1] * t.shape[-2] > 1

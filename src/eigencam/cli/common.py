@@ -1,0 +1,144 @@
+"""Arguments and helpers shared by the commands. The CLI stays a thin layer over the API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model, --weights and the preprocessing overrides."""
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        default="efficientnet_lite0",
+        metavar="NAME",
+        help="embedded default efficientnet_lite0 (real ImageNet weights), a torchvision name "
+        "(resnet50, vgg16...), or package.module:factory / file.py:factory "
+        "(default: %(default)s; list: eigencam models)",
+    )
+    g.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="state dict (.pt/.pth, read with weights_only=True) or .safetensors for --model",
+    )
+    g.add_argument(
+        "--input-size", type=int, nargs="+", metavar="N", help="model input size: N or H W"
+    )
+    g.add_argument(
+        "--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean"
+    )
+    g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
+    g.add_argument(
+        "--resize",
+        choices=["stretch", "center-crop"],
+        help="stretch the whole image to the input size (default) or take the centre crop",
+    )
+    g.add_argument("--device", default=None, help=DEVICE_HELP)
+
+
+def resolve_device(name: str | None):
+    import torch
+
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r} is not a device name ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {name}: CUDA is not available on this machine; use --device cpu"
+        )
+    return device
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """(LoadedModel, Preprocessing, device) from the model arguments; warnings go to stderr."""
+    from eigencam.models import RandomWeightsWarning, load_model
+
+    device = resolve_device(args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomWeightsWarning)
+        loaded = load_model(args.model, weights=args.weights, device=device)
+    for w in caught:
+        if issubclass(w.category, RandomWeightsWarning):
+            print(f"eigencam: warning: {w.message}", file=sys.stderr)
+    input_size = args.input_size
+    if input_size is not None and len(input_size) not in (1, 2):
+        raise ValueError(f"--input-size takes N or H W, got {len(input_size)} values")
+    pre = loaded.preprocessing.with_overrides(
+        input_size=None if input_size is None else (input_size * 2)[:2],
+        mean=args.mean,
+        std=args.std,
+        resize=args.resize,
+    )
+    return loaded, pre, device
+
+
+def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
+    g = parser.add_argument_group("throughput")
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=batch_size,
+        help="images per forward pass (default: %(default)s)",
+    )
+    g.add_argument(
+        "--workers", type=int, default=2, help="decoding/writing threads (default: %(default)s)"
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=int,
+        default=89_478_485,
+        help="refuse larger images, a decompression-bomb guard (default: %(default)s)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def comma_list(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+class Progress:
+    """A tqdm progress bar on stderr with images/s, silent for a handful of images."""
+
+    def __init__(self, total: int, desc: str, enabled: bool = True, min_items: int = 4) -> None:
+        self.bar = None
+        if enabled and total >= min_items:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+        self._last = 0
+
+    def __call__(self, done: int, failed: int) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(done - self._last)
+        self._last = done
+        if failed:
+            self.bar.set_postfix(failed=failed)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], file=None) -> None:
+    """A plain aligned text table."""
+    file = file or sys.stdout
+    cols = [list(map(str, col)) for col in zip(header, *rows)] if rows else [[h] for h in header]
+    widths = [max(len(c) for c in col) for col in cols]
+    lines = [header, *rows]
+    for i, row in enumerate(lines):
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
+        if i == 0:
+            print("  ".join("-" * w for w in widths), file=file)

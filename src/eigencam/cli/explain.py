@@ -1,0 +1,244 @@
+"""``eigencam explain`` and ``eigencam demo``."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from eigencam.cli.common import (
+    Progress,
+    add_batch_args,
+    add_model_args,
+    comma_list,
+    load_model_from_args,
+)
+
+EXPLAIN_EXAMPLE = """\
+examples:
+  eigencam explain photo.jpg
+  eigencam explain photos/ 'more/*.png' --components 2 --out maps/
+  eigencam explain img.jpg --model resnet50 --weights resnet50.pth --layer layer4
+  eigencam explain img.jpg --model mypkg.models:build --input-size 256 \\
+      --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5
+"""
+
+DEMO_EXAMPLE = """\
+example:
+  eigencam demo --out eigencam-demo/
+"""
+
+
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    from eigencam.methods import available_methods
+
+    g = parser.add_argument_group("method")
+    g.add_argument(
+        "--method",
+        default="eigencam",
+        choices=available_methods(),
+        help="explanation method (default: %(default)s; list: eigencam methods)",
+    )
+    g.add_argument(
+        "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
+    )
+    g.add_argument(
+        "--components",
+        type=int,
+        default=1,
+        metavar="K",
+        help="principal components per image (eigencam)",
+    )
+    g.add_argument(
+        "--center",
+        action="store_true",
+        help="subtract channel means first (PCA, as pytorch-grad-cam)",
+    )
+    g.add_argument(
+        "--solver",
+        default="auto",
+        choices=["auto", "eigh", "svd", "squaring", "subspace"],
+        help="eigen-solver (all exact; default: %(default)s)",
+    )
+
+
+def add_output_args(parser: argparse.ArgumentParser, default_out: str) -> None:
+    g = parser.add_argument_group("output")
+    g.add_argument(
+        "--out", default=default_out, metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    g.add_argument(
+        "--save",
+        type=comma_list,
+        default=["overlay", "npy"],
+        metavar="overlay,npy",
+        help="per-image files to write (default: overlay,npy)",
+    )
+    g.add_argument("--colormap", default="jet", help="matplotlib colormap (default: %(default)s)")
+    g.add_argument(
+        "--alpha", type=float, default=0.5, help="heat-map opacity (default: %(default)s)"
+    )
+    g.add_argument("--caption", action="store_true", help="caption overlays with the top-3 classes")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="explain images: overlays, maps (.npy) and results.json",
+        description="Compute class activation maps for images (files, folders, globs) and write "
+        "<stem>.png (overlay, original resolution), <stem>.npy (float32 map in [0, 1]) and "
+        "results.json (layer, explained variance, top-5 classes, errors).",
+        epilog=EXPLAIN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns"
+    )
+    add_model_args(p)
+    add_method_args(p)
+    add_output_args(p, "eigencam-out")
+    add_batch_args(p)
+    p.set_defaults(run=run_explain)
+
+    d = sub.add_parser(
+        "demo",
+        help="explain the bundled sample photos with the embedded EfficientNet-Lite0",
+        description="Run Eigen-CAM with the embedded EfficientNet-Lite0 (real ImageNet weights) on "
+        "the bundled sample photos and write captioned overlays. Works offline.",
+        epilog=DEMO_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument(
+        "--out", default="eigencam-demo", metavar="DIR", help="output folder (default: %(default)s)"
+    )
+    d.add_argument(
+        "--components", type=int, default=1, metavar="K", help="principal components per image"
+    )
+    d.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(run=run_demo)
+
+
+def build_explainer(args: argparse.Namespace, loaded: Any):
+    """An explainer for ``args.method`` with the options its constructor accepts."""
+    from eigencam.methods import get_method
+
+    cls = get_method(args.method)
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {
+        "n_components": args.components,
+        "center": args.center,
+        "solver": args.solver,
+    }
+    kwargs = {k: v for k, v in options.items() if k in accepted}
+    if args.components != 1 and "n_components" not in accepted:
+        raise ValueError(f"--components applies to eigencam only, not {args.method}")
+    layer = args.layer or loaded.target_layer
+    return cls(loaded.model, layer, **kwargs)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from eigencam import __version__
+    from eigencam.io import expand_inputs
+    from eigencam.pipeline import OutputOptions
+
+    paths, unmatched = expand_inputs(args.images)
+    options = OutputOptions(
+        save=tuple(args.save), colormap=args.colormap, alpha=args.alpha, caption=args.caption
+    )
+    if "overlay" in options.save:
+        from eigencam.viz import colormap_lut
+
+        colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    loaded, pre, device = load_model_from_args(args)
+    explainer = build_explainer(args, loaded)
+    run_info = {
+        "eigencam_version": __version__,
+        "command": "explain",
+        "model": loaded.name,
+        "weights": args.weights,
+        "pretrained": loaded.pretrained,
+        "method": args.method,
+        "params": {
+            "layer": args.layer or loaded.target_layer,
+            "components": args.components,
+            "center": args.center,
+            "solver": args.solver,
+        },
+        "preprocessing": {
+            "input_size": list(pre.input_size),
+            "mean": list(pre.mean),
+            "std": list(pre.std),
+            "resize": pre.resize,
+        },
+        "device": str(device),
+    }
+    return _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_info)
+
+
+def _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_info) -> int:
+    from eigencam.pipeline import explain_files
+
+    for item, reason in unmatched:
+        print(f"eigencam: {item}: {reason}", file=sys.stderr)
+    progress = Progress(len(paths), args.command, enabled=not args.quiet)
+    try:
+        report = explain_files(
+            paths,
+            explainer,
+            pre,
+            args.out,
+            labels=loaded.labels,
+            options=options,
+            batch_size=getattr(args, "batch_size", 8),
+            workers=getattr(args, "workers", 2),
+            device=device,
+            max_pixels=getattr(args, "max_pixels", None),
+            progress=progress,
+            run_info=run_info,
+            extra_failures=unmatched,
+        )
+    finally:
+        progress.close()
+    for rec in report.failed:
+        if (rec["file"], rec["error"]) not in {(i, r) for i, r in unmatched}:
+            print(f"eigencam: {rec['file']}: {rec['error']}", file=sys.stderr)
+    n_ok, n_bad = len(report.ok), len(report.failed)
+    rate = n_ok / report.seconds if report.seconds > 0 else 0.0
+    print(
+        f"{n_ok} image(s) explained, {n_bad} failed, {rate:.1f} img/s -> "
+        f"{Path(args.out) / 'results.json'}"
+    )
+    return 1 if n_bad or not paths else 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from eigencam import __version__
+    from eigencam.cli.common import resolve_device
+    from eigencam.methods import EigenCAM
+    from eigencam.models import load_model
+    from eigencam.pipeline import OutputOptions
+    from eigencam.samples import sample_paths
+
+    device = resolve_device(args.device)
+    loaded = load_model(device=device)
+    explainer = EigenCAM(loaded.model, loaded.target_layer, n_components=args.components)
+    options = OutputOptions(caption=True)
+    run_info = {
+        "eigencam_version": __version__,
+        "command": "demo",
+        "model": loaded.name,
+        "method": "eigencam",
+        "params": {"components": args.components},
+        "device": str(device),
+    }
+    args.batch_size, args.workers = 4, 2
+    code = _run(
+        sample_paths(), [], explainer, loaded, loaded.preprocessing, device, options, args, run_info
+    )
+    print(f"open the overlays in {args.out}/ (captions: top-3 ImageNet classes)")
+    return code

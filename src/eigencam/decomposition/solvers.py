@@ -1,0 +1,149 @@
+"""Top-k eigenpairs of batched symmetric positive semi-definite (Gram) matrices.
+
+Every solver takes ``gram`` of shape (B, m, m), float64, and returns ``(values, vectors)``:
+``values`` (B, k) in descending order and ``vectors`` (B, m, k) with orthonormal columns. They
+differ only in speed and in where they synchronise with the host; all of them are exact to
+float64 round-off on the matrices eigencam feeds them (``tests/test_solvers.py`` checks each one
+against a float64 SVD).
+
+- ``eigh``: LAPACK / cuSOLVER symmetric eigendecomposition. The reference; fastest on CPU for
+  m up to a few hundred. On CUDA it reads an error flag back to the host (a synchronisation).
+- ``squaring``: repeated squaring of the normalised Gram matrix (power iteration with 2^t
+  steps in t matrix products) followed by Rayleigh refinement and deflation. Only matrix
+  products: no host synchronisation, so it keeps a GPU pipeline full.
+- ``subspace``: block subspace iteration with Rayleigh-Ritz and a Davis-Kahan stopping rule; it
+  falls back to ``eigh`` for any matrix that has not converged, so speed never costs accuracy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SOLVERS = ("auto", "eigh", "svd", "squaring", "subspace")
+
+
+def eigh_top_k(gram: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k eigenpairs with ``torch.linalg.eigh`` (values descending)."""
+    values, vectors = torch.linalg.eigh(gram)
+    values = values[..., -k:].flip(-1)
+    vectors = vectors[..., -k:].flip(-1)
+    return values, vectors
+
+
+def squaring_top_k(
+    gram: Tensor, k: int, squarings: int = 40, refine: int = 3
+) -> tuple[Tensor, Tensor]:
+    """Top-k eigenpairs by repeated squaring, without host synchronisation.
+
+    For a PSD matrix G with eigenvalues l1 >= l2 >= ..., ``P_{t+1} = P_t^2 / tr(P_t^2)`` starting
+    from ``G / tr(G)`` equals ``G^(2^t) / tr(G^(2^t))``: after t squarings the share of every
+    other eigenvector has shrunk by (l_i / l1)^(2^t). With t = 40 that is below float64
+    resolution for any gap above 1e-10 * l1; smaller gaps make the first component undefined
+    anyway (any vector of the top eigenspace is returned, as any solver would). The column of P
+    with the largest diagonal entry is proportional to v1; a few products with G refine it, and
+    the component is deflated before the next one.
+    """
+    batch, m, _ = gram.shape
+    g = gram
+    values = gram.new_zeros(batch, k)
+    vectors = gram.new_zeros(batch, m, k)
+    tiny = torch.finfo(gram.dtype).tiny
+    for i in range(k):
+        trace = torch.diagonal(g, dim1=-2, dim2=-1).sum(-1).clamp_min(tiny)
+        p = g / trace[:, None, None]
+        for _ in range(squarings):
+            p = p @ p
+            p = p / torch.diagonal(p, dim1=-2, dim2=-1).sum(-1).clamp_min(tiny)[:, None, None]
+        diag = torch.diagonal(p, dim1=-2, dim2=-1)
+        col = diag.argmax(-1)
+        v = torch.take_along_dim(p, col[:, None, None], dim=-1)  # (B, m, 1)
+        v = v / v.norm(dim=1, keepdim=True).clamp_min(tiny)
+        for _ in range(refine):
+            gv = g @ v
+            v = gv / gv.norm(dim=1, keepdim=True).clamp_min(tiny)
+        lam = (v.mT @ g @ v)[:, 0, 0].clamp_min(0.0)
+        values[:, i] = lam
+        vectors[:, :, i] = v[:, :, 0]
+        g = g - lam[:, None, None] * (v @ v.mT)
+    return values, vectors
+
+
+def subspace_top_k(
+    gram: Tensor,
+    k: int,
+    oversample: int = 8,
+    max_iter: int = 60,
+    tol: float = 1e-9,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Top-k eigenpairs by block subspace iteration, exact by construction.
+
+    Iterates ``Q <- orth(G Q)`` on a block of k + oversample vectors. After each step a
+    Rayleigh-Ritz projection gives Ritz pairs; by the Davis-Kahan theorem the angle between the
+    i-th Ritz vector and the true eigenvector is at most ``||G v - l v|| / gap_i``. The
+    iteration stops when that bound is below ``tol`` for every component of every matrix in the
+    batch; matrices that do not get there within ``max_iter`` steps are solved by ``eigh``.
+    The starting block comes from a fixed seed, so the result is deterministic.
+    """
+    batch, m, _ = gram.shape
+    width = min(m, k + oversample)
+    if width >= m:  # the block spans everything: nothing to gain
+        return eigh_top_k(gram, k)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    q = torch.randn(m, width, generator=gen, dtype=gram.dtype).to(gram.device)
+    q = q.expand(batch, m, width)
+    q = torch.linalg.qr(gram @ q).Q
+    converged = torch.zeros(batch, dtype=torch.bool, device=gram.device)
+    values = vectors = None
+    for _ in range(max_iter):
+        z = gram @ q
+        t = q.mT @ z
+        ritz_vals, ritz_vecs = torch.linalg.eigh(t)
+        ritz_vals = ritz_vals.flip(-1)
+        ritz_vecs = ritz_vecs.flip(-1)
+        v = q @ ritz_vecs[..., :k]
+        lam = ritz_vals[..., :k]
+        resid = (gram @ v - v * lam[:, None, :]).norm(dim=1)  # (B, k)
+        # Gap to the next Ritz value; the Ritz values converge much faster than the vectors.
+        gaps = (lam - ritz_vals[..., 1 : k + 1]).clamp_min(0.0)
+        tiny = torch.finfo(gram.dtype).tiny
+        converged = (resid / gaps.clamp_min(tiny) <= tol).all(-1)
+        values, vectors = lam, v
+        if bool(converged.all()):
+            break
+        q = torch.linalg.qr(z).Q
+    if values is None or vectors is None:  # max_iter == 0
+        return eigh_top_k(gram, k)
+    if not bool(converged.all()):
+        idx = (~converged).nonzero().flatten()
+        ev, evec = eigh_top_k(gram[idx], k)
+        values = values.clone()
+        vectors = vectors.clone()
+        values[idx] = ev
+        vectors[idx] = evec
+    return values, vectors
+
+
+def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
+    """Dispatch to a named solver (``eigh``, ``squaring`` or ``subspace``)."""
+    if solver == "eigh":
+        return eigh_top_k(gram, k)
+    if solver == "squaring":
+        return squaring_top_k(gram, k)
+    if solver == "subspace":
+        return subspace_top_k(gram, k)
+    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
+def choose_solver(device: torch.device, m: int) -> str:
+    """The solver ``auto`` picks for an m x m Gram matrix on ``device``.
+
+    Measured in ``benchmarks/bench_solvers.py`` (see docs/benchmarks.md): on CPU ``eigh`` of the
+    smaller Gram matrix wins up to m of about 1024, block subspace iteration beyond; on CUDA the
+    synchronisation-free ``squaring`` solver keeps the pipeline full for the small m that
+    Eigen-CAM layers have, and ``eigh`` takes over when m^3 work dominates.
+    """
+    if device.type == "cuda":
+        return "squaring" if m <= 512 else "eigh"
+    return "eigh" if m <= 1024 else "subspace"

@@ -1,0 +1,110 @@
+"""Typed errors raised by eigencam.
+
+Every error subclasses a built-in exception as well as :class:`EigenCAMError`, so callers can
+catch either ``ValueError`` (or ``TypeError``, ``FileNotFoundError``...) or everything eigencam
+raises with one ``except EigenCAMError``. Messages name the argument or file, say what was
+expected and what was received, and suggest a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class EigenCAMError(Exception):
+    """Base class of every error eigencam raises on purpose."""
+
+
+class LayerNotFoundError(EigenCAMError, KeyError):
+    """A target layer name does not exist in the model."""
+
+    def __init__(self, name: str, candidates: Iterable[str]) -> None:
+        candidates = list(candidates)
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.4)
+        if not close:
+            # Fall back on names that share the last dotted component or a prefix.
+            tail = name.rsplit(".", 1)[-1]
+            close = [c for c in candidates if c.endswith(tail) or c.startswith(name)][:5]
+        hint = f" Closest valid names: {', '.join(close)}." if close else ""
+        self.name = name
+        self.suggestions = close
+        msg = (
+            f"target_layer {name!r} is not a module of this model.{hint} "
+            "Run `eigencam layers MODEL` (or eigencam.list_layers(model)) to see every candidate."
+        )
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class LayerSelectionError(EigenCAMError, ValueError):
+    """The target layer cannot be used (wrong output shape, never called, ambiguous...)."""
+
+
+class NonFiniteActivationError(EigenCAMError, ValueError):
+    """The captured activations contain NaN or infinity."""
+
+
+class ShapeError(EigenCAMError, ValueError):
+    """A tensor does not have the shape an operation needs."""
+
+    def __init__(self, what: str, expected: str, got: tuple[int, ...] | str, fix: str = "") -> None:
+        got_s = str(tuple(got)) if not isinstance(got, str) else got
+        msg = f"{what}: expected shape {expected}, got {got_s}."
+        if fix:
+            msg += f" {fix}"
+        super().__init__(msg)
+
+
+class ModelNotFoundError(EigenCAMError, KeyError):
+    """An unknown model name was given."""
+
+    def __init__(self, name: str, candidates: Iterable[str]) -> None:
+        candidates = list(candidates)
+        close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        msg = (
+            f"unknown model {name!r}.{hint} Run `eigencam models` for the list, or pass "
+            "'package.module:factory' for your own model."
+        )
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WeightsError(EigenCAMError, ValueError):
+    """A weights file cannot be read or does not fit the model."""
+
+
+class ImageReadError(EigenCAMError, ValueError):
+    """An image file is missing, unreadable, corrupt or too large."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{path}: {cause}")
+
+
+class MethodNotFoundError(EigenCAMError, KeyError):
+    """An unknown explanation method name was given."""
+
+    def __init__(self, name: str, candidates: Iterable[str]) -> None:
+        candidates = list(candidates)
+        close = difflib.get_close_matches(name.lower(), candidates, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        msg = f"unknown method {name!r}.{hint} Known methods: {', '.join(candidates)}."
+        super().__init__(msg)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class UnsupportedModelError(EigenCAMError, TypeError):
+    """A method cannot explain this model (missing head, unsupported layer type...)."""
+
+
+class TargetError(EigenCAMError, ValueError):
+    """A class target does not fit the model output or the batch."""

@@ -1,0 +1,85 @@
+"""Writing results: atomic files (temp file + rename) and collision-free output names."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# mkstemp creates files readable by the owner only; outputs get the usual umask permissions.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Write a file through ``write(fileobj)`` into a temp file, then rename it into place.
+
+    A reader never sees a half-written file, and an interrupted run leaves no partial output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Atomically write ``data`` as indented UTF-8 JSON."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=_json_default)
+    return atomic_write(path, lambda fh: fh.write(text + "\n"), mode="w")
+
+
+def write_npy(path: str | Path, array: np.ndarray) -> Path:
+    """Atomically write a numpy array (.npy)."""
+    return atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> Path:
+    """Atomically write a uint8 (H, W, 3) array as PNG."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return atomic_write(path, lambda fh: image.save(fh, format="PNG", compress_level=1))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class UniqueStems:
+    """Hands out output stems, adding ``-2``, ``-3``... when two inputs share a file stem."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def __call__(self, path: str | Path) -> str:
+        stem = Path(path).stem or "image"
+        candidate, n = stem, 1
+        while candidate.lower() in self._used:
+            n += 1
+            candidate = f"{stem}-{n}"
+        self._used.add(candidate.lower())
+        return candidate

@@ -1,0 +1,34 @@
+"""Models: the registry (embedded default, torchvision, user factories), weights, preprocessing."""
+
+from eigencam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from eigencam.models.registry import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    ModelEntry,
+    RandomWeightsWarning,
+    available_models,
+    imagenet_labels,
+    load_model,
+    model_entry,
+    register_model,
+    registered_models,
+)
+from eigencam.models.weights import load_weights, read_state_dict
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LoadedModel",
+    "ModelEntry",
+    "Preprocessing",
+    "RandomWeightsWarning",
+    "available_models",
+    "imagenet_labels",
+    "load_model",
+    "load_weights",
+    "model_entry",
+    "read_state_dict",
+    "register_model",
+    "registered_models",
+]

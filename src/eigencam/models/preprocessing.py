@@ -1,0 +1,113 @@
+"""A model's input preprocessing: size, resize policy, mean and std."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_MODES = ("stretch", "center-crop")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images become model input.
+
+    Attributes:
+        input_size: (H, W) the model sees.
+        mean, std: per-channel normalisation of [0, 1] RGB values.
+        resize: ``stretch`` resizes the whole image to ``input_size`` (aspect ratio not kept, the
+            protocol of the Eigen-CAM paper: the map covers the whole image); ``center-crop``
+            resizes the short side to ``input_size / crop_fraction`` and takes the centre crop
+            (the usual ImageNet evaluation; the map covers the crop only).
+        crop_fraction: for ``center-crop``, the crop's share of the resized short side.
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: str = "stretch"
+    crop_fraction: float = 0.875
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if len(self.input_size) != 2 or min(self.input_size) < 1:
+            raise ValueError(
+                f"input_size must be (H, W) with positive sizes, got {self.input_size}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(
+                f"mean and std need 3 values (RGB), got mean={self.mean}, std={self.std}"
+            )
+        if min(self.std) <= 0:
+            raise ValueError(f"std values must be positive, got {self.std}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+
+    def with_overrides(
+        self,
+        input_size: int | Sequence[int] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        resize: str | None = None,
+    ) -> Preprocessing:
+        """A copy with the given fields replaced (None keeps the current value)."""
+        changes: dict = {}
+        if input_size is not None:
+            size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+            changes["input_size"] = tuple(int(s) for s in size)
+        if mean is not None:
+            changes["mean"] = tuple(float(m) for m in mean)
+        if std is not None:
+            changes["std"] = tuple(float(s) for s in std)
+        if resize is not None:
+            changes["resize"] = resize
+        return replace(self, **changes)
+
+    def crop_region(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The region (x0, y0, x1, y1) of the original image, in its pixels, the model sees."""
+        if self.resize == "stretch":
+            return (0.0, 0.0, float(width), float(height))
+        th, tw = self.input_size
+        scale = min(th, tw) / self.crop_fraction / min(width, height)
+        crop_w, crop_h = tw / scale, th / scale
+        x0 = (width - crop_w) / 2
+        y0 = (height - crop_h) / 2
+        return (x0, y0, x0 + crop_w, y0 + crop_h)
+
+    def resize_image(self, image: Image.Image) -> np.ndarray:
+        """Resize (and crop) an RGB PIL image to ``input_size``: uint8 array (H, W, 3).
+
+        Runs in worker threads (Pillow releases the GIL while resampling).
+        """
+        from PIL import Image
+
+        th, tw = self.input_size
+        if self.resize == "stretch":
+            out = image.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
+        else:
+            x0, y0, x1, y1 = self.crop_region(*image.size)
+            out = image.resize((tw, th), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+        return np.asarray(out.convert("RGB"), dtype=np.uint8)
+
+    def normalize_batch(self, pixels: Tensor) -> Tensor:
+        """uint8 (B, H, W, 3) -> normalised float32 (B, 3, H, W), on the tensor's device."""
+        x = pixels.permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std)
+
+    def batch(self, images: Sequence[Image.Image], device: str | torch.device = "cpu") -> Tensor:
+        """PIL images -> a normalised batch (B, 3, H, W) on ``device``."""
+        arrays = np.stack([self.resize_image(img) for img in images])
+        return self.normalize_batch(torch.from_numpy(arrays).to(device))

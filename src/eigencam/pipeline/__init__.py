@@ -1,0 +1,14 @@
+"""Pipelines over files: threaded loading, batched explanation, atomic writing."""
+
+from eigencam.pipeline.explain import ExplainReport, OutputOptions, explain_files, maps_at_original
+from eigencam.pipeline.loader import LoadedImage, LoadFailure, iter_batches
+
+__all__ = [
+    "ExplainReport",
+    "LoadFailure",
+    "LoadedImage",
+    "OutputOptions",
+    "explain_files",
+    "iter_batches",
+    "maps_at_original",
+]

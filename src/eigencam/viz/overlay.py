@@ -1,0 +1,87 @@
+"""Heat-map overlays and captions. Separate from the maths; matplotlib loads only when used."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@functools.cache
+def colormap_lut(name: str) -> np.ndarray:
+    """A (256, 3) uint8 lookup table for a matplotlib colormap name (``jet``, ``viridis``...)."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        known = ", ".join(sorted(n for n in matplotlib.colormaps if not n.endswith("_r"))[:12])
+        raise ValueError(
+            f"unknown colormap {name!r}; use a matplotlib colormap name, e.g. {known}"
+        ) from None
+    values = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(values * 255).astype(np.uint8)
+
+
+def colorize(heat: np.ndarray, colormap: str = "jet") -> np.ndarray:
+    """Map a (H, W) array in [0, 1] to RGB uint8 (H, W, 3)."""
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.ndim != 2:
+        raise ValueError(f"heat map must be 2-D (H, W), got shape {heat.shape}")
+    idx = np.clip(np.nan_to_num(heat, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return colormap_lut(colormap)[idx]
+
+
+def overlay(
+    image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, colormap: str = "jet"
+) -> np.ndarray:
+    """Blend a heat map over an RGB image of the same H x W: ``(1 - alpha) image + alpha heat``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != np.shape(heat)[:2]:
+        raise ValueError(
+            "image (H, W, 3) and heat map (H, W) must match, "
+            f"got {image.shape} and {np.shape(heat)}"
+        )
+    colored = colorize(heat, colormap).astype(np.float32)
+    out = (1.0 - alpha) * image.astype(np.float32) + alpha * colored
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+@functools.cache
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def add_caption(image: np.ndarray, lines: Sequence[str], *, background: int = 255) -> np.ndarray:
+    """Add a text band under an RGB image: one line of text per entry of ``lines``."""
+    from PIL import Image, ImageDraw
+
+    height, width = image.shape[:2]
+    size = int(np.clip(width / 28, 11, 28))
+    font = _font(size)
+    pad = max(3, size // 3)
+    band = pad * 2 + len(lines) * (size + pad)
+    canvas = Image.new("RGB", (width, height + band), (background,) * 3)
+    canvas.paste(Image.fromarray(np.asarray(image, dtype=np.uint8)), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    y = height + pad
+    for line in lines:
+        draw.text((pad, y), _fit(draw, line, font, width - 2 * pad), fill=(0, 0, 0), font=font)
+        y += size + pad
+    return np.asarray(canvas)
+
+
+def _fit(draw, text: str, font, max_width: int) -> str:
+    if draw.textlength(text, font=font) <= max_width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > max_width:
+        text = text[:-1]
+    return text + "..."

@@ -1,0 +1,260 @@
+"""EigenCAM as an explainer: hooks, model state, layer choice, result object, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+
+from eigencam import EigenCAM, eigen_cam, list_layers, tokens_to_grid
+from eigencam.errors import (
+    EigenCAMError,
+    LayerNotFoundError,
+    LayerSelectionError,
+    NonFiniteActivationError,
+    ShapeError,
+)
+from tiny_models import Boom, ExplodingCNN, SharedActivation, TinyCNN, TinyViT
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+
+
+def test_result_shapes_and_ranges():
+    model = TinyCNN()
+    x = torch.randn(3, 3, 20, 24)
+    r = EigenCAM(model, n_components=2)(x)
+    assert r.maps.shape == (3, 2, 20, 24)
+    assert r.raw.shape == (3, 2, 10, 12)
+    assert r.maps.dtype == torch.float32
+    assert float(r.maps.min()) >= 0 and float(r.maps.max()) <= 1
+    assert r.layer == "features"
+    assert r.method == "eigencam"
+    assert r.explained_variance_ratio.shape == (3, 2)
+    assert r.output.shape == (3, 5)
+    assert r.params["n_components"] == 2 and r.params["center"] is False
+    assert len(r) == 3 and r.numpy().shape == (3, 2, 20, 24)
+
+
+def test_result_is_immutable():
+    r = EigenCAM(TinyCNN())(torch.randn(1, 3, 8, 8))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.layer = "other"
+    with pytest.raises(TypeError):
+        r.params["center"] = True
+    r.maps.mul_(2)  # outputs are ordinary tensors, usable outside inference mode
+
+
+def test_raw_maps_equal_the_decomposition_of_the_layer_output():
+    model = TinyCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        acts = model.features(x)
+    r = EigenCAM(model, "features", n_components=2, center=True)(x)
+    torch.testing.assert_close(r.raw, eigen_cam(acts, 2, center=True).projections)
+
+
+def test_hooks_removed_and_flags_restored_after_success():
+    model = TinyCNN()
+    model.train()
+    model.features[1].eval()  # a mixed state must come back exactly
+    model.fc.weight.requires_grad_(False)
+    training = [m.training for m in model.modules()]
+    grads = [p.requires_grad for p in model.parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = hook_count(model)
+    x = torch.randn(2, 3, 16, 16)
+    EigenCAM(model)(x)
+    EigenCAM(model, "features.2")(x)
+    assert hook_count(model) == before == 0
+    assert [m.training for m in model.modules()] == training
+    assert [p.requires_grad for p in model.parameters()] == grads
+    for k, v in model.state_dict().items():  # eval mode: BatchNorm statistics untouched
+        assert torch.equal(v, state[k]), k
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("layer", ["auto", "features"])
+def test_hooks_removed_and_flags_restored_after_exception(layer):
+    model = ExplodingCNN()
+    model.train()
+    training = [m.training for m in model.modules()]
+    with pytest.raises(Boom):
+        EigenCAM(model, layer)(torch.randn(2, 3, 8, 8))
+    assert hook_count(model) == 0
+    assert [m.training for m in model.modules()] == training
+
+
+def test_eval_mode_is_used_for_the_call():
+    model = TinyCNN().train()
+    x = torch.randn(4, 3, 16, 16)
+    r1 = EigenCAM(model)(x)
+    r2 = EigenCAM(model)(x)
+    torch.testing.assert_close(r1.maps, r2.maps)  # dropout/BN off: deterministic
+    model_eval = TinyCNN()
+    model_eval.load_state_dict(model.state_dict())
+    torch.testing.assert_close(EigenCAM(model_eval.eval())(x).maps, r1.maps)
+
+
+def test_input_not_mutated_and_no_grad_recorded():
+    model = TinyCNN()
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    before = x.detach().clone()
+    r = EigenCAM(model)(x)
+    assert torch.equal(x.detach(), before)
+    assert x.grad is None and not r.maps.requires_grad
+
+
+def test_batch_of_one_equals_batch_of_n():
+    model = TinyCNN()
+    x = torch.randn(5, 3, 16, 16)
+    full = EigenCAM(model, n_components=2)(x)
+    for i in range(5):
+        one = EigenCAM(model, n_components=2)(x[i : i + 1])
+        torch.testing.assert_close(one.maps[0], full.maps[i], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_layer_on_torchvision_models():
+    x = torch.randn(1, 3, 64, 64)
+    assert EigenCAM(torchvision.models.resnet18().eval())(x).layer == "layer4"
+    assert (
+        EigenCAM(torchvision.models.vgg11().eval())(x).layer == "features.19"
+    )  # last conv + ReLU, before the last max-pool
+    assert EigenCAM(torchvision.models.densenet121().eval())(x).layer == "features"
+
+
+def test_auto_layer_picks_the_right_call_of_a_shared_module():
+    model = SharedActivation()
+    r = EigenCAM(model)(torch.randn(2, 3, 8, 8))
+    assert r.layer == "act#1"
+    assert r.raw.shape == (2, 1, 8, 8)
+    # the explicit spelling works too, and another call index gives the other map
+    assert EigenCAM(model, "act#1")(torch.randn(1, 3, 8, 8)).layer == "act#1"
+    assert EigenCAM(model, "act#0")(torch.randn(1, 3, 8, 8)).layer == "act#0"
+
+
+def test_target_layer_by_module_and_name():
+    model = TinyCNN()
+    x = torch.randn(1, 3, 16, 16)
+    assert EigenCAM(model, model.features[2])(x).layer == "features.2"
+    assert EigenCAM(model, "features.2")(x).layer == "features.2"
+
+
+def test_wrong_layer_name_lists_closest_names():
+    model = TinyCNN()
+    with pytest.raises(LayerNotFoundError) as info:
+        EigenCAM(model, "feature")(torch.randn(1, 3, 8, 8))
+    assert "features" in str(info.value) and "eigencam layers" in str(info.value)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, EigenCAMError)
+
+
+def test_layer_errors():
+    model = TinyCNN()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(LayerSelectionError, match="not a submodule"):
+        EigenCAM(model, torch.nn.ReLU())(x)
+    with pytest.raises(ShapeError, match="fc"):
+        EigenCAM(model, "fc")(x)  # 2-D output
+    with pytest.raises(LayerSelectionError, match="not called"):
+        EigenCAM(model, "dropout#3")(x)
+    with pytest.raises(TypeError, match="dotted name"):
+        EigenCAM(model, 3)(x)
+
+
+def test_no_spatial_layer_found():
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    with pytest.raises(LayerSelectionError, match="found no module"):
+        EigenCAM(model)(torch.randn(1, 3, 2, 2))
+
+
+def test_input_errors():
+    model = TinyCNN()
+    with pytest.raises(ShapeError, match="unsqueeze"):
+        EigenCAM(model)(torch.randn(3, 8, 8))
+    with pytest.raises(TypeError, match="floating"):
+        EigenCAM(model)(torch.ones(1, 3, 8, 8, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        EigenCAM(model)([[1.0]])
+    with pytest.raises(ShapeError, match="B >= 1"):
+        EigenCAM(model)(torch.randn(0, 3, 8, 8))
+    with pytest.raises(TypeError, match="class-agnostic"):
+        EigenCAM(model)(torch.randn(1, 3, 8, 8), targets=[1])
+    with pytest.raises(TypeError, match="nn.Module"):
+        EigenCAM(lambda x: x)(torch.randn(1, 3, 8, 8))
+
+
+def test_nan_input_names_the_layer():
+    model = TinyCNN()
+    x = torch.randn(2, 3, 8, 8)
+    x[1, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteActivationError, match="layer 'features'"):
+        EigenCAM(model)(x)
+
+
+def test_constructor_has_no_side_effects():
+    model = TinyCNN()
+    EigenCAM(model, "does.not.exist")  # validated at call time, not here
+    assert hook_count(model) == 0
+
+
+def test_vit_tokens_with_reshape_transform():
+    model = TinyViT()
+    x = torch.randn(2, 3, 32, 32)
+    r = EigenCAM(model, "block", reshape_transform=tokens_to_grid(num_prefix_tokens=1))(x)
+    assert r.raw.shape == (2, 1, 4, 4) and r.maps.shape == (2, 1, 32, 32)
+    auto = EigenCAM(model, reshape_transform=tokens_to_grid())(x)
+    assert auto.layer == "norm"  # the last token output the transform accepts
+    with pytest.raises(ShapeError, match="reshape_transform"):
+        EigenCAM(model, "block")(x)
+
+
+def test_tokens_to_grid_shapes():
+    t = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)
+    g = tokens_to_grid()(t)  # 17 = 1 + 4*4: class token guessed
+    assert g.shape == (2, 3, 4, 4)
+    assert torch.equal(g[:, :, 0, 0], t[:, 1, :])
+    assert tokens_to_grid()(t[:, 1:]).shape == (2, 3, 4, 4)
+    assert tokens_to_grid(num_prefix_tokens=1, grid=(2, 8))(t).shape == (2, 3, 2, 8)
+    assert tokens_to_grid(channels_last=True)(torch.rand(2, 5, 6, 3)).shape == (2, 3, 5, 6)
+    with pytest.raises(ShapeError, match="num_prefix_tokens"):
+        tokens_to_grid(num_prefix_tokens=2)(t)
+
+
+def test_list_layers_marks_auto_choice():
+    infos = list_layers(torchvision.models.resnet18().eval(), torch.zeros(1, 3, 64, 64))
+    auto = [i for i in infos if i.auto]
+    assert [i.name for i in auto] == ["layer4"]
+    assert auto[0].shape == (1, 512, 2, 2)
+    assert any(i.name == "layer3" and i.candidate for i in infos)
+
+
+def test_timm_style_feature_info_is_used():
+    model = TinyCNN()
+    model.feature_info = [{"module": "features.0", "num_chs": 8, "reduction": 1}]
+    assert EigenCAM(model)(torch.randn(1, 3, 8, 8)).layer == "features.0"
+
+
+def test_all_solvers_give_the_same_maps_end_to_end():
+    model = TinyCNN()
+    x = torch.randn(3, 3, 16, 16)
+    ref = EigenCAM(model, solver="svd", n_components=2)(x).maps
+    for solver in ("eigh", "squaring", "subspace", "auto"):
+        torch.testing.assert_close(
+            EigenCAM(model, solver=solver, n_components=2)(x).maps, ref, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_relu_option_matches_the_pytorch_grad_cam_convention():
+    model = TinyCNN()
+    x = torch.randn(2, 3, 16, 16)
+    r = EigenCAM(model, center=True, relu=True)(x)
+    from eigencam.maps import normalize, upsample
+
+    expected = normalize(upsample(r.raw, (16, 16)), relu=True)
+    torch.testing.assert_close(r.maps, expected)
