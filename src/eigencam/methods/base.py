@@ -44,14 +44,18 @@ class CAMResult:
 
     Attributes:
         maps: (B, k, H, W) float32 in [0, 1], upsampled (bilinear) to the input's H x W, on the
-            input's device. k is the number of components (Eigen-CAM) or 1.
-        raw: (B, k, h, w) float32 maps at the layer's resolution, before normalisation (for
-            Eigen-CAM the signed projections O V_i).
+            input's device. k is the number of components (Eigen-CAM) or of targets per image
+            (class-specific methods).
+        raw: (B, k, h, w) float32 maps at the layer's resolution, before normalisation and
+            before any ReLU (for Eigen-CAM the signed projections O V_i, for Grad-CAM
+            :math:`\\sum_c w_c A_c`); ``params["relu"]`` says whether ``maps`` clipped them.
         layer: name of the target layer used (``name#call`` for a module called several times).
         method: registry name of the method.
         output: the model's output for the batch (logits for a classifier).
         explained_variance_ratio: (B, k) float32 for decomposition methods, else None.
-        targets: (B,) int64 class indices explained by class-specific methods, else None.
+        targets: (B, k) int64 class indices explained by class-specific methods (map j of image
+            b explains class ``targets[b, j]``); None for class-agnostic methods and for
+            callable targets.
         params: the method's parameters for this call, read-only.
     """
 
@@ -123,6 +127,14 @@ class Explainer(abc.ABC):
     summary: ClassVar[str] = ""
     needs_gradients: ClassVar[bool] = False
     class_specific: ClassVar[bool] = False
+    #: Reference of the method's paper (authors, venue, year), for the docs table.
+    paper: ClassVar[str] = ""
+    #: What the target layer (or the model) must provide, for the docs table.
+    layer_requirement: ClassVar[str] = ""
+    #: Cost of one call in forward/backward passes, for the docs table.
+    cost: ClassVar[str] = ""
+    #: False for methods that explain the input pixels and ignore ``target_layer``.
+    uses_layer: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -147,6 +159,33 @@ class Explainer(abc.ABC):
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         return self.model
+
+    def _resolve_layer(self, inputs: Tensor) -> LayerRef:
+        """The target layer as a :class:`LayerRef`, without capturing anything.
+
+        ``"auto"`` costs one extra forward pass (under inference mode) the first time a model
+        is seen with this input signature; the choice is cached afterwards.
+        """
+        model = self._check_model()
+        ref = resolve_named(model, self.target_layer) or declared_layer(model)
+        if ref is not None:
+            return ref
+        key = auto_key(inputs, self.reshape_transform)
+        ref = cached_auto(model, key)
+        if ref is not None:
+            return ref
+        recorder = ForwardRecorder(model, acceptor(self.reshape_transform))
+        with (
+            torch.inference_mode(),
+            preserved_state(model, eval_mode=self.eval_mode),
+            recorder.recording(),
+        ):
+            model(inputs)
+        ref = recorder.chosen()
+        if ref is None:
+            raise no_candidate_error(recorder, self.reshape_transform is not None)
+        remember_auto(model, key, ref)
+        return ref
 
     def _captured_forward(self, inputs: Tensor) -> tuple[Any, Tensor, LayerRef]:
         """Run the model once under inference mode, capturing the target layer's output.
