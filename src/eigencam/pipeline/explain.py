@@ -130,6 +130,7 @@ def explain_files(
     progress: Callable[[int, int], None] | None = None,
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
+    targets: Any = None,
 ) -> ExplainReport:
     """Explain every image and write ``<stem>.png``, ``<stem>.npy`` and ``results.json``.
 
@@ -146,6 +147,8 @@ def explain_files(
         progress: called as ``progress(done, failed)`` after each batch.
         run_info: extra fields for results.json (model name, arguments...).
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
+        targets: class targets for class-specific explainers (``"top3"``, an index...); None
+            uses the explainer's default (the predicted class).
 
     Returns:
         An :class:`ExplainReport`; ``results.json`` is written even when the run is interrupted.
@@ -173,14 +176,15 @@ def explain_files(
         ):
             for f in failures:
                 records[f.index] = _failure_record(f.path, f.error)
-            for img, result, error in _explain_batch(images, explainer, preprocessing, device):
+            batch = _explain_batch(images, explainer, preprocessing, device, targets)
+            for img, result, error in batch:
                 if error is not None:
                     records[img.index] = _failure_record(img.path, error)
                     continue
                 layer_used.append(result.layer)
                 stem = stems(img.path)
                 preds = top_predictions(result.output, labels, options.top_k)
-                record = _ok_record(img, result, stem, options, preds[0] if preds else None)
+                record = _ok_record(img, result, stem, options, preds[0] if preds else None, labels)
                 records[img.index] = record
                 pending.append(
                     writer.submit(
@@ -221,7 +225,11 @@ def explain_files(
 
 
 def _explain_batch(
-    images: list[LoadedImage], explainer: Explainer, pre: Preprocessing, device: Any
+    images: list[LoadedImage],
+    explainer: Explainer,
+    pre: Preprocessing,
+    device: Any,
+    targets: Any = None,
 ) -> list[tuple[LoadedImage, CAMResult | None, str | None]]:
     """Explain a batch; if activations are not finite, retry image by image to isolate it."""
     if not images:
@@ -229,11 +237,15 @@ def _explain_batch(
     pixels = torch.from_numpy(np.stack([img.pixels for img in images])).to(device)
     x = pre.normalize_batch(pixels)
     try:
-        result = explainer(x)
+        result = explainer(x) if targets is None else explainer(x, targets)
     except NonFiniteActivationError as err:
         if len(images) == 1:
             return [(images[0], None, str(err))]
-        return [item for img in images for item in _explain_batch([img], explainer, pre, device)]
+        return [
+            item
+            for img in images
+            for item in _explain_batch([img], explainer, pre, device, targets)
+        ]
     return [(img, _slice(result, i), None) for i, img in enumerate(images)]
 
 
@@ -253,13 +265,34 @@ def _slice(result: CAMResult, i: int) -> CAMResult:
     )
 
 
+def target_records(targets: Tensor | None, labels: Sequence[str] | None) -> list[dict] | None:
+    """[{"index", "label"}] for one image's (k,) class indices, or None."""
+    if targets is None:
+        return None
+    use_labels = labels is not None
+    return [
+        {
+            "index": int(t),
+            "label": labels[int(t)] if use_labels and 0 <= int(t) < len(labels) else str(int(t)),
+        }
+        for t in targets.reshape(-1).tolist()
+    ]
+
+
 def _ok_record(
-    img: LoadedImage, result: CAMResult, stem: str, options: OutputOptions, preds: list | None
+    img: LoadedImage,
+    result: CAMResult,
+    stem: str,
+    options: OutputOptions,
+    preds: list | None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     k = int(result.raw.shape[1])
+    targets = target_records(None if result.targets is None else result.targets[0], labels)
+    suffix = "pc" if targets is None else "top"
     outputs = {}
     if "overlay" in options.save:
-        outputs["overlay"] = [f"{stem}.png"] + [f"{stem}_pc{j + 1}.png" for j in range(1, k)]
+        outputs["overlay"] = [f"{stem}.png"] + [f"{stem}_{suffix}{j + 1}.png" for j in range(1, k)]
     if "npy" in options.save:
         outputs["npy"] = f"{stem}.npy"
     evr = result.explained_variance_ratio
@@ -271,7 +304,8 @@ def _ok_record(
         "method": result.method,
         "layer": result.layer,
         "explained_variance_ratio": None if evr is None else [round(float(v), 6) for v in evr[0]],
-        "target": None if result.targets is None else int(result.targets[0]),
+        "target": None if targets is None else targets[0]["index"],
+        "targets": targets,
         "top5": preds,
         "outputs": outputs,
         "error": None,
@@ -304,18 +338,22 @@ def _write_outputs(
             for j, name in enumerate(record["outputs"]["overlay"]):
                 rgb = overlay(base, maps[j], alpha=options.alpha, colormap=options.colormap)
                 if options.caption:
-                    rgb = add_caption(rgb, caption_lines(result, preds, j))
+                    rgb = add_caption(rgb, caption_lines(result, preds, j, record.get("targets")))
                 write_png(out / name, rgb)
     except Exception as err:  # a write failure is this image's failure, not the run's
         record.update(status="error", error=f"writing outputs failed: {err}", outputs={})
 
 
-def caption_lines(result: CAMResult, preds: list | None, component: int = 0) -> list[str]:
-    """Caption for an overlay: method, layer, component and the top-3 predictions."""
+def caption_lines(
+    result: CAMResult, preds: list | None, component: int = 0, targets: list | None = None
+) -> list[str]:
+    """Caption for an overlay: method, layer, component or class, and the top-3 predictions."""
     head = f"{result.method} @ {result.layer}"
     if result.explained_variance_ratio is not None:
         evr = float(result.explained_variance_ratio[0, component])
         head += f"  PC{component + 1} ({evr:.0%} of variance)"
+    if targets:
+        head += f"  class: {targets[component]['label']}"
     lines = [head]
     if preds:
         lines.append("  ".join(f"{p['label']} {p['probability']:.2f}" for p in preds[:3]))
