@@ -123,55 +123,58 @@ def peak_memory(fn):
 
 
 def part_c(dev, batch):
-    from eigencam import EigenCAM
-
     rows = []
     for name in ("resnet50", "vgg16", "efficientnet_lite0"):
-        model = load(name, dev).model
-        x = torch.randn(batch, 3, 224, 224, device=dev)
-        fast = EigenCAM(model, check_finite=False)
-        checked = EigenCAM(model)
-
-        def forward():
-            with torch.inference_mode():
-                model(x)
-
-        fns = {
-            "forward": forward,
-            "eigencam_nosync": lambda: fast(x),
-            "eigencam_checked": lambda: checked(x),
-        }
-        try:
-            from pytorch_grad_cam import EigenCAM as Peer
-
-            peer = Peer(model, target_layers=[dict(model.named_modules())[PEER_LAYER[name]]])
-            fns["pytorch-grad-cam"] = lambda: peer(x)
-        except ImportError:
-            pass
-        stats = pipelined(fns)
-        floor = stats["forward"]["median"]
-        row = {
-            "model": name,
-            "batch": batch,
-            "seconds": stats,
-            "nosync_over_forward": stats["eigencam_nosync"]["median"] / floor,
-            "checked_over_forward": stats["eigencam_checked"]["median"] / floor,
-            "peak_mib": {
-                "forward": peak_memory(forward),
-                "eigencam_nosync": peak_memory(lambda: fast(x)),
-            },
-        }
-        if "pytorch-grad-cam" in stats:
-            row["peer_over_forward"] = stats["pytorch-grad-cam"]["median"] / floor
-            row["speedup_vs_peer"] = (
-                stats["pytorch-grad-cam"]["median"] / stats["eigencam_nosync"]["median"]
-            )
-        row["peak_ratio"] = row["peak_mib"]["eigencam_nosync"] / row["peak_mib"]["forward"]
-        log(json.dumps({k: v for k, v in row.items() if k != "seconds"}))
-        rows.append(row)
-        del model, fast, checked
+        rows.append(cost_row(name, dev, batch))
+        log(json.dumps({k: v for k, v in rows[-1].items() if k != "seconds"}))
         torch.cuda.empty_cache()
     return rows
+
+
+def cost_row(name, dev, batch):
+    from eigencam import EigenCAM
+
+    model = load(name, dev).model
+    x = torch.randn(batch, 3, 224, 224, device=dev)
+    fast = EigenCAM(model, check_finite=False)
+    checked = EigenCAM(model)
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    fns = {
+        "forward": forward,
+        "eigencam_nosync": lambda: fast(x),
+        "eigencam_checked": lambda: checked(x),
+    }
+    try:
+        from pytorch_grad_cam import EigenCAM as Peer
+
+        peer = Peer(model, target_layers=[dict(model.named_modules())[PEER_LAYER[name]]])
+        fns["pytorch-grad-cam"] = lambda: peer(x)
+    except ImportError:
+        pass
+    stats = pipelined(fns)
+    floor = stats["forward"]["median"]
+    row = {
+        "model": name,
+        "batch": batch,
+        "seconds": stats,
+        "nosync_over_forward": stats["eigencam_nosync"]["median"] / floor,
+        "checked_over_forward": stats["eigencam_checked"]["median"] / floor,
+        "peak_mib": {
+            "forward": peak_memory(forward),
+            "eigencam_nosync": peak_memory(lambda: fast(x)),
+        },
+    }
+    if "pytorch-grad-cam" in stats:
+        row["peer_over_forward"] = stats["pytorch-grad-cam"]["median"] / floor
+        row["speedup_vs_peer"] = (
+            stats["pytorch-grad-cam"]["median"] / stats["eigencam_nosync"]["median"]
+        )
+    row["peak_ratio"] = row["peak_mib"]["eigencam_nosync"] / row["peak_mib"]["forward"]
+    return row
 
 
 def part_d(dev):
@@ -209,21 +212,23 @@ def part_e(dev, batch):
 
     rows = []
     for name in ("resnet50", "efficientnet_lite0"):
-        model = load(name, dev).model
-        x = torch.randn(batch, 3, 224, 224, device=dev)
-        layer = PEER_LAYER[name]
-        ours = get_method("gradcam")(model, layer)
-        peer = GradCAM(model, target_layers=[dict(model.named_modules())[layer]])
-        stats = pipelined(
-            {"eigencam.gradcam": lambda: ours(x), "pytorch-grad-cam": lambda: peer(x)},
-            calls=5,
-            repeats=3,
-        )
-        rows.append(
-            {"model": name, "ms": {k: round(v["median"] * 1e3, 2) for k, v in stats.items()}}
-        )
+        rows.append(gradcam_row(name, dev, batch, get_method("gradcam"), GradCAM))
         log(json.dumps(rows[-1]))
     return rows
+
+
+def gradcam_row(name, dev, batch, ours_cls, peer_cls):
+    model = load(name, dev).model
+    x = torch.randn(batch, 3, 224, 224, device=dev)
+    layer = PEER_LAYER[name]
+    ours = ours_cls(model, layer)
+    peer = peer_cls(model, target_layers=[dict(model.named_modules())[layer]])
+    stats = pipelined(
+        {"eigencam.gradcam": lambda: ours(x), "pytorch-grad-cam": lambda: peer(x)},
+        calls=5,
+        repeats=3,
+    )
+    return {"model": name, "ms": {k: round(v["median"] * 1e3, 2) for k, v in stats.items()}}
 
 
 def main():
