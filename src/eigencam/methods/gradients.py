@@ -162,7 +162,7 @@ class GradientExplainer(Explainer):
                     "returned no floating tensor); pick a layer that runs, see `eigencam layers`"
                 )
             leaf = leaves[-1]
-            resolved = resolve_targets(targets, _detached(output), batch)
+            resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
         activations = self._as_map(leaf.detach(), ref)
@@ -172,7 +172,7 @@ class GradientExplainer(Explainer):
                 f"layer {ref.label!r}: activations or gradients contain NaN or infinity; check "
                 "the input for NaN and the model for overflow (fp16 models: try float32)"
             )
-        return LayerGradients(_detached(output), activations, gradients, resolved, ref)
+        return LayerGradients(detach_tree(output), activations, gradients, resolved, ref)
 
 
 def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor]:
@@ -197,15 +197,16 @@ def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor
     return grads
 
 
-def _detached(output: Any) -> Any:
+def detach_tree(output: Any) -> Any:
+    """``output`` with every tensor detached (tuples, lists, dicts and namedtuples kept)."""
     if isinstance(output, Tensor):
         return output.detach()
     if isinstance(output, tuple) and hasattr(output, "_fields"):
-        return type(output)(*(_detached(o) for o in output))
+        return type(output)(*(detach_tree(o) for o in output))
     if isinstance(output, (tuple, list)):
-        return type(output)(_detached(o) for o in output)
+        return type(output)(detach_tree(o) for o in output)
     if isinstance(output, dict):
-        return {k: _detached(v) for k, v in output.items()}
+        return {k: detach_tree(v) for k, v in output.items()}
     return output
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from eigencam.errors import NonFiniteActivationError, TargetError
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
-from eigencam.methods.gradients import _detached, gradient_mode, score_tensor
+from eigencam.methods.gradients import detach_tree, gradient_mode, score_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, resolve_targets
 
@@ -88,7 +88,7 @@ class Saliency(Explainer):
         with gradient_mode(model, eval_mode=self.eval_mode):
             x = inputs.detach().clone().requires_grad_(True)
             output = model(x)
-            resolved = resolve_targets(targets, _detached(output), batch)
+            resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             if not scores.requires_grad:
                 raise TargetError(
@@ -111,7 +111,7 @@ class Saliency(Explainer):
             raw=raw,
             layer="input",
             method=self.name,
-            output=_detached(output),
+            output=detach_tree(output),
             targets=resolved.indices,
             params=MappingProxyType({"reduction": self.reduction, "relu": False}),
         )
