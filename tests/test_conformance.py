@@ -209,3 +209,14 @@ def test_bad_class_index_is_a_target_error(name, model, x):
 
     with pytest.raises(TargetError, match=r"\[0, 4\]"):
         make(name, model)(x, targets=9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", METHODS)
+def test_cuda_results_stay_on_the_device_and_match_cpu(name, x):
+    torch.backends.cudnn.allow_tf32 = False
+    model = TinyCNN(channels=4).eval()
+    cpu = make(name, model)(x)
+    gpu = make(name, model.cuda())(x.cuda())
+    assert gpu.maps.device.type == gpu.raw.device.type == "cuda"
+    torch.testing.assert_close(gpu.raw.cpu(), cpu.raw, rtol=1e-3, atol=1e-4)

@@ -254,6 +254,18 @@ def test_cam_finds_densenets_functional_relu():
     torch.testing.assert_close(r.raw[0, 0], expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "build,layer,fc",
+    [
+        (torchvision.models.mobilenet_v2, "features", "classifier.1"),
+        (torchvision.models.shufflenet_v2_x0_5, "conv5", "fc"),
+    ],
+)
+def test_cam_on_other_gap_linear_architectures(build, layer, fc):
+    r = CAM(build().eval())(torch.randn(1, 3, 64, 64))
+    assert r.layer == layer and r.params["fc_layer"] == fc
+
+
 def test_cam_refuses_models_without_a_gap_linear_head():
     x = torch.randn(1, 3, 64, 64)
     with pytest.raises(UnsupportedModelError, match="no linear layer"):

@@ -223,7 +223,9 @@ class CAM(Explainer):
                 "the model output (more layers follow it); CAM needs GAP -> one linear layer -> "
                 "output. Use gradcam, which equals CAM up to a positive factor where CAM applies."
             )
-        seen = ", ".join(f"{n} (in_features={m.in_features})" for n, m in linears) or "none"
+        shown = [f"{n} (in_features={m.in_features})" for n, m in linears[-5:]]
+        more = f" and {len(linears) - 5} more" if len(linears) > 5 else ""
+        seen = (", ".join(shown) + more) or "none"
         raise UnsupportedModelError(
             f"cam: no linear layer of the model receives the global average pool of layer "
             f"{layer!r} ({channels} channels); linear layers: {seen}. CAM (Zhou et al. 2016) "
