@@ -9,7 +9,11 @@ Rules implemented (the contribution of input unit :math:`j` to output unit :math
 linear operation is :math:`a_j w_{ij}`; "selected" units form a set per layer):
 
 - **fully connected, fed by a vector** (``fc8 <- fc7``): every input unit with a positive
-  contribution to at least one selected output is selected (the authors' rule);
+  contribution to at least one selected output is selected (the authors' rule). A classifier
+  fed by a global average pool (ResNets, EfficientNets) is treated as fed by a vector: every
+  channel with a positive contribution is kept. (The authors' Caffe ResNet code, seeing the
+  pooled 2048 x 1 x 1 blob as a volume, keeps only the single most contributing channel,
+  which leaves at most h x w fixations; we keep the richer set.)
 - **fully connected, fed by a flattened feature map** (``fc6 <- pool5`` in VGG): each selected
   output selects its single most contributing input unit (channel and position) (the
   authors' rule);
