@@ -108,3 +108,7 @@ class UnsupportedModelError(EigenCAMError, TypeError):
 
 class TargetError(EigenCAMError, ValueError):
     """A class target does not fit the model output or the batch."""
+
+
+class ModelFileError(EigenCAMError, ValueError):
+    """A model file (ONNX, TorchScript, Ultralytics yaml) is missing, unreadable or unusable."""
