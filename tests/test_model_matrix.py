@@ -60,7 +60,12 @@ ROWS = [
     Row("alexnet", tv("alexnet"), (2, 3, 96, 96), "features.11"),
     Row("vgg16", tv("vgg16"), (2, 3, 64, 64), "features.29"),
     Row("resnet101", tv("resnet101"), (2, 3, 64, 64), "layer4"),
-    Row("googlenet", tv("googlenet", aux_logits=False, init_weights=True), (2, 3, 64, 64), "inception5b"),
+    Row(
+        "googlenet",
+        tv("googlenet", aux_logits=False, init_weights=True),
+        (2, 3, 64, 64),
+        "inception5b",
+    ),
     Row("densenet121", tv("densenet121"), (2, 3, 64, 64), "features"),
     # more torchvision classifiers
     Row("resnet50", tv("resnet50"), (2, 3, 64, 80), "layer4"),
@@ -68,29 +73,92 @@ ROWS = [
     Row("efficientnet_b0", tv("efficientnet_b0"), (2, 3, 64, 64), "features"),
     Row("regnet_y_400mf", tv("regnet_y_400mf"), (2, 3, 64, 64), "trunk_output"),
     Row("convnext_tiny", tv("convnext_tiny"), (2, 3, 64, 64), "features"),
-    Row("vit_b_16", tv("vit_b_16", image_size=64), (2, 3, 64, 64), "encoder.layers.encoder_layer_11.ln_1"),
+    Row(
+        "vit_b_16",
+        tv("vit_b_16", image_size=64),
+        (2, 3, 64, 64),
+        "encoder.layers.encoder_layer_11.ln_1",
+    ),
     Row("swin_t", tv("swin_t"), (2, 3, 64, 64), "norm"),
     # the embedded default (real weights)
     Row("efficientnet_lite0", registry("efficientnet_lite0"), (2, 3, 64, 64), "_swish"),
     # timm by name
     Row("timm:resnet18", registry("timm:resnet18"), (2, 3, 64, 64), "layer4"),
     Row("timm:convnext_atto", registry("timm:convnext_atto"), (2, 3, 64, 64), "stages.3"),
-    Row("timm:vit_tiny_patch16_224", registry("timm:vit_tiny_patch16_224", img_size=64), (2, 3, 64, 64), "blocks.11.norm1"),
-    Row("timm:deit_tiny_distilled_patch16_224", registry("timm:deit_tiny_distilled_patch16_224", img_size=64), (2, 3, 64, 64), "blocks.11.norm1"),
-    Row("timm:swin_tiny_patch4_window7_224", registry("timm:swin_tiny_patch4_window7_224", img_size=64, window_size=2), (2, 3, 64, 64), "layers.3"),
+    Row(
+        "timm:vit_tiny_patch16_224",
+        registry("timm:vit_tiny_patch16_224", img_size=64),
+        (2, 3, 64, 64),
+        "blocks.11.norm1",
+    ),
+    Row(
+        "timm:deit_tiny_distilled_patch16_224",
+        registry("timm:deit_tiny_distilled_patch16_224", img_size=64),
+        (2, 3, 64, 64),
+        "blocks.11.norm1",
+    ),
+    Row(
+        "timm:swin_tiny_patch4_window7_224",
+        registry("timm:swin_tiny_patch4_window7_224", img_size=64, window_size=2),
+        (2, 3, 64, 64),
+        "layers.3",
+    ),
     # torchvision detectors (dict/list outputs, internal resize + pad)
-    Row("fasterrcnn_resnet50_fpn", registry("fasterrcnn_resnet50_fpn", **SMALL_DETECTOR), (2, 3, 80, 112), "backbone"),
-    Row("retinanet_resnet50_fpn", registry("retinanet_resnet50_fpn", min_size=96, max_size=128, topk_candidates=50, detections_per_img=20), (2, 3, 80, 112), "backbone"),
-    Row("fcos_resnet50_fpn", registry("fcos_resnet50_fpn", min_size=96, max_size=128, topk_candidates=50, detections_per_img=20), (2, 3, 80, 112), "backbone"),
-    Row("ssd300_vgg16", registry("ssd300_vgg16", topk_candidates=50, detections_per_img=20), (2, 3, 80, 112), "backbone", slow=True),
-    Row("ssdlite320_mobilenet_v3_large", registry("ssdlite320_mobilenet_v3_large", topk_candidates=50, detections_per_img=20), (2, 3, 80, 112), "backbone"),
+    Row(
+        "fasterrcnn_resnet50_fpn",
+        registry("fasterrcnn_resnet50_fpn", **SMALL_DETECTOR),
+        (2, 3, 80, 112),
+        "backbone",
+    ),
+    Row(
+        "retinanet_resnet50_fpn",
+        registry(
+            "retinanet_resnet50_fpn",
+            min_size=96,
+            max_size=128,
+            topk_candidates=50,
+            detections_per_img=20,
+        ),
+        (2, 3, 80, 112),
+        "backbone",
+    ),
+    Row(
+        "fcos_resnet50_fpn",
+        registry(
+            "fcos_resnet50_fpn",
+            min_size=96,
+            max_size=128,
+            topk_candidates=50,
+            detections_per_img=20,
+        ),
+        (2, 3, 80, 112),
+        "backbone",
+    ),
+    Row(
+        "ssd300_vgg16",
+        registry("ssd300_vgg16", topk_candidates=50, detections_per_img=20),
+        (2, 3, 80, 112),
+        "backbone",
+        slow=True,
+    ),
+    Row(
+        "ssdlite320_mobilenet_v3_large",
+        registry("ssdlite320_mobilenet_v3_large", topk_candidates=50, detections_per_img=20),
+        (2, 3, 80, 112),
+        "backbone",
+    ),
     # Ultralytics YOLO, from yaml
     Row("yolov8n.yaml", registry("yolov8n.yaml"), (2, 3, 96, 128), "model.18"),
     Row("yolo11n.yaml", registry("yolo11n.yaml"), (2, 3, 96, 128), "model.19"),
     # torchvision segmenters (Eigen-CAM on the backbone)
     Row("deeplabv3_resnet50", registry("deeplabv3_resnet50"), (2, 3, 64, 64), "backbone.layer4"),
     Row("fcn_resnet50", registry("fcn_resnet50"), (2, 3, 64, 64), "backbone.layer4"),
-    Row("lraspp_mobilenet_v3_large", registry("lraspp_mobilenet_v3_large"), (2, 3, 64, 64), "backbone.16"),
+    Row(
+        "lraspp_mobilenet_v3_large",
+        registry("lraspp_mobilenet_v3_large"),
+        (2, 3, 64, 64),
+        "backbone.16",
+    ),
 ]
 
 
@@ -125,9 +193,7 @@ def mixed_training_flags(model: nn.Module) -> list[bool]:
 
 
 def params(rows: list[Row]) -> list:
-    return [
-        pytest.param(r, id=r.id, marks=[pytest.mark.slow] if r.slow else []) for r in rows
-    ]
+    return [pytest.param(r, id=r.id, marks=[pytest.mark.slow] if r.slow else []) for r in rows]
 
 
 @pytest.mark.parametrize("row", params(ROWS))

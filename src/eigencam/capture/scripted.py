@@ -77,6 +77,11 @@ class ScriptedModel(nn.Module):
                 parent = parent._modules[part]
             parent.add_module(leaf, Tap(getattr(sub, "original_name", type(sub).__name__)))
 
+    missing_layer_hint = (
+        " (in a TorchScript module, a layer called inside control flow, an if or a loop, "
+        "cannot be read: pick its parent or a neighbour)"
+    )
+
     @property
     def scripted(self) -> torch.jit.ScriptModule:
         """The TorchScript module this runs."""

@@ -220,6 +220,7 @@ class Explainer(abc.ABC):
                             else ""
                         )
                         + "; pick a layer that runs, see `eigencam layers`"
+                        + getattr(runner, "missing_layer_hint", "")
                     )
                 activation = store[ref.label]
             activation = as_map(activation, ref, transform)

@@ -70,17 +70,19 @@ def build_yolo(cfg: str, **options: Any) -> nn.Module:
 
 
 def bundled_yamls() -> list[str]:
-    """Model yaml names Ultralytics ships (v8 and later), e.g. ``yolov8n.yaml``."""
+    """Model yaml names Ultralytics ships (v8 and later), with their scales: ``yolov8n.yaml``."""
     try:
         root = Path(import_ultralytics().__file__).parent.parent / "cfg" / "models"
     except ImportError:
         return []
-    return sorted(
-        p.name
-        for sub in ("v8", "11", "12", "26")
-        for p in (root / sub).glob("*.yaml")
-        if (root / sub).is_dir()
-    )
+    names = set()
+    for sub in ("v8", "11", "12", "26"):
+        for path in sorted((root / sub).glob("*.yaml")) if (root / sub).is_dir() else []:
+            base, dash, rest = path.stem.partition("-")
+            names.add(path.name)
+            if base[-1:].isdigit():  # yolov8.yaml is built as yolov8n.yaml ... yolov8x.yaml
+                names.update(f"{base}{scale}{dash}{rest}.yaml" for scale in "nsmlx")
+    return sorted(names)
 
 
 def coco80() -> list[str]:
@@ -106,6 +108,7 @@ def yolo_detections(
     max_det: int = 300,
     nc: int = 0,
     end2end: bool | None = None,
+    image_size: tuple[int, int] | None = None,
 ) -> list[Detections]:
     """Detections from a YOLO network's eval output, with Ultralytics' NMS.
 
@@ -117,13 +120,18 @@ def yolo_detections(
         nc: number of classes (needed when the predictions carry extra channels: masks,
             keypoints); 0 infers 4 + nc = all channels.
         end2end: the head is NMS-free; None guesses from the shape.
+        image_size: (H, W) of the input, to clip the boxes to it (as Ultralytics' predictor
+            does); None leaves them as predicted.
 
     Returns:
         One :class:`Detections` per image, boxes in input pixels.
     """
     from ultralytics.utils.nms import non_max_suppression
 
-    pred = output[0] if isinstance(output, (tuple, list)) else output
+    pred = output
+    for _ in range(3):  # (predictions, extras), ((predictions, protos), extras)...
+        if isinstance(pred, (tuple, list)) and pred:
+            pred = pred[0]
     if not isinstance(pred, Tensor) or pred.ndim != 3:
         from eigencam.errors import ShapeError
 
@@ -139,7 +147,14 @@ def yolo_detections(
     kept = non_max_suppression(
         pred.detach().float(), conf, iou, max_det=max_det, nc=nc, end2end=end2end
     )
-    return [Detections(k[:, :4].float(), k[:, 4].float(), k[:, 5].long()) for k in kept]
+    out = []
+    for k in kept:
+        boxes = k[:, :4].float().clone()
+        if image_size is not None:
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[0])
+        out.append(Detections(boxes, k[:, 4].float(), k[:, 5].long()))
+    return out
 
 
 def yolo_configure(model: nn.Module) -> dict[str, Any]:
