@@ -289,12 +289,23 @@ def test_cuda_fp32_fp16_and_autocast(resnet):
 
 
 @CUDA
-def test_cuda_detector_and_yolo():
+def test_cuda_detector():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         det = load_model("fasterrcnn_resnet50_fpn", device="cuda", min_size=128, max_size=160)
-        yolo = load_model("yolov8n.yaml", device="cuda")
-    r = EigenCAM(det.model)(torch.rand(2, 3, 90, 120, device="cuda"))
+    x = torch.rand(2, 3, 90, 120)
+    r = EigenCAM(det.model)(x.cuda())
     assert r.maps.shape == (2, 1, 90, 120) and r.maps.device.type == "cuda"
+    assert r.extent is None or min(r.extent) >= 1
+    ref = EigenCAM(det.model.cpu())(x)
+    assert bool((correlation(r.raw.cpu(), ref.raw) > 0.999).all())
+
+
+@CUDA
+def test_cuda_yolo():
+    pytest.importorskip("ultralytics")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yolo = load_model("yolov8n.yaml", device="cuda")
     r = EigenCAM(yolo.model)(torch.rand(2, 3, 128, 160, device="cuda"))
     assert r.maps.shape == (2, 1, 128, 160) and len(yolo.detections(r.output)) == 2
