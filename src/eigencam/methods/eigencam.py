@@ -29,6 +29,10 @@ class EigenCAM(Explainer):
         solver: ``auto``, ``eigh``, ``svd``, ``squaring`` or ``subspace``; all agree with a
             float64 SVD, they differ in speed (see :mod:`eigencam.decomposition.solvers`).
         relu: clip negative projections before normalising (pytorch-grad-cam's convention).
+        check_finite: raise :class:`NonFiniteActivationError` when the layer's activations hold
+            NaN or infinity. On CUDA this check reads one flag back to the host (a
+            synchronisation); with False the call never synchronises and such images get NaN
+            maps and NaN explained variance instead.
         reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
         eval_mode: run the model in eval mode for the call (flags restored after).
 
@@ -54,6 +58,7 @@ class EigenCAM(Explainer):
         center: bool = False,
         solver: str = "auto",
         relu: bool = False,
+        check_finite: bool = True,
         reshape_transform: Any = None,
         eval_mode: bool = True,
     ) -> None:
@@ -64,6 +69,7 @@ class EigenCAM(Explainer):
         self.center = center
         self.solver = solver
         self.relu = relu
+        self.check_finite = check_finite
 
     def __call__(self, inputs: Tensor, targets: Any = None) -> CAMResult:
         """Explain a batch.
@@ -87,7 +93,13 @@ class EigenCAM(Explainer):
         captured = self._capture(inputs)
         layer, activations = captured.layer, captured.activations
         try:
-            dec = eigen_cam(activations, self.n_components, center=self.center, solver=self.solver)
+            dec = eigen_cam(
+                activations,
+                self.n_components,
+                center=self.center,
+                solver=self.solver,
+                check_finite=self.check_finite,
+            )
         except NonFiniteActivationError as err:
             raise NonFiniteActivationError(f"layer {layer.label!r}: {err}") from None
         except ValueError as err:
@@ -106,6 +118,7 @@ class EigenCAM(Explainer):
                     "center": self.center,
                     "solver": self.solver,
                     "relu": self.relu,
+                    "check_finite": self.check_finite,
                 }
             ),
             extent=captured.extent,

@@ -1,0 +1,1 @@
+"""Evaluation of explanation maps: localization, faithfulness, robustness."""
