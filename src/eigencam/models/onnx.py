@@ -234,7 +234,9 @@ def export_onnx(
 
     path = Path(path)
     axes = {"input": {0: "batch"}} if dynamic_batch else None
-    with preserved_state(model), torch.no_grad():
+    # Not under no_grad: PyTorch's attention fast path (taken without grad in eval mode) has no
+    # ONNX export; the exporter records no gradients anyway.
+    with preserved_state(model):
         torch.onnx.export(
             model,
             (example,),
