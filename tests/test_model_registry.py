@@ -152,3 +152,17 @@ def test_layers_command_for_a_detector_proposes_backbone_levels(capsys):
     assert [r["name"] for r in auto] == ["backbone"]
     assert auto[0]["levels"] and len(auto[0]["levels"]) >= 2
     assert "backbone.fpn.layer_blocks.0" in names
+
+
+def test_missing_optional_packages_say_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from eigencam.cli.main import main
+    from eigencam.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "timm", None)
+    with pytest.raises(MissingDependencyError, match=r"eigencam\[timm\]") as info:
+        load_model("timm:resnet18")
+    assert isinstance(info.value, ImportError)
+    assert main(["layers", "timm:resnet18"]) == 2
+    assert "pip install" in capsys.readouterr().err

@@ -78,7 +78,7 @@ class Family:
         m = self.input_multiple
         if m and (inputs.shape[-2] % m or inputs.shape[-1] % m):
             raise ShapeError(
-                f"inputs of a {self.name} model",
+                f"inputs of this {self.name} model",
                 f"(B, 3, H, W) with H and W multiples of {m}",
                 tuple(inputs.shape),
                 "Letterbox the images to e.g. 640 x 640 (the model's preprocessing does).",

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.taps import Tap, hooked_taps
-from eigencam.errors import ModelFileError, ShapeError
+from eigencam.errors import MissingDependencyError, ModelFileError, ShapeError
 
 _FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}  # onnx.TensorProto elem types
 
@@ -77,8 +77,8 @@ class OnnxModel(nn.Module):
         threads: int = 0,
     ) -> None:
         super().__init__()
-        import onnx
-
+        onnx = _require("onnx")
+        _require("onnxruntime")
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"{path}: ONNX file not found")
@@ -208,6 +208,15 @@ class OnnxModel(nn.Module):
             return ort.InferenceSession(data, options, providers=self._providers)
         except Exception as err:  # onnxruntime raises its own exception types
             raise ModelFileError(f"{self.path}: onnxruntime cannot run this model ({err})") from err
+
+
+def _require(package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError as err:
+        raise MissingDependencyError(package, "onnx", "running ONNX models") from err
 
 
 def export_onnx(

@@ -14,14 +14,23 @@ from typing import Any
 
 from torch import nn
 
-from eigencam.errors import ModelNotFoundError
+from eigencam.errors import MissingDependencyError, ModelNotFoundError
 
 PREFIX = "timm:"
 
 
+def _timm() -> Any:
+    try:
+        import timm
+        import timm.data
+    except ImportError as err:
+        raise MissingDependencyError("timm", "timm", "timm:NAME models") from err
+    return timm
+
+
 def build_timm(name: str, **options: Any) -> nn.Module:
     """``timm.create_model(name, pretrained=False, **options)``."""
-    import timm
+    timm = _timm()
 
     options.setdefault("pretrained", False)
     if options["pretrained"]:
@@ -34,11 +43,9 @@ def build_timm(name: str, **options: Any) -> nn.Module:
 
 def timm_preprocessing(model: nn.Module) -> Any:
     """Input size, mean, std and crop of a timm model from its ``pretrained_cfg``."""
-    import timm.data
-
     from eigencam.models.preprocessing import Preprocessing
 
-    cfg = timm.data.resolve_data_config({}, model=model)
+    cfg = _timm().data.resolve_data_config({}, model=model)
     size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     _, h, w = cfg["input_size"]
     if size is not None:  # a ViT built for another image size (img_size=...) accepts only that
@@ -55,11 +62,10 @@ def timm_preprocessing(model: nn.Module) -> Any:
 
 def timm_entry(spec: str) -> Any:
     """The registry entry of ``timm:NAME``."""
-    import timm
-
     from eigencam.models.registry import ModelEntry, imagenet_labels
 
     name = spec.removeprefix(PREFIX)
+    timm = _timm()
     if not timm.is_model(name):
         raise ModelNotFoundError(spec, [PREFIX + n for n in timm.list_models(f"*{name[:4]}*")])
     return ModelEntry(

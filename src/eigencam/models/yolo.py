@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from eigencam.errors import ModelNotFoundError
+from eigencam.errors import MissingDependencyError, ModelNotFoundError
 from eigencam.models.detection import Detections
 
 YOLO_FILL = (114 / 255, 114 / 255, 114 / 255)
@@ -42,8 +42,10 @@ def import_ultralytics() -> Any:
     """Import ``ultralytics.nn.tasks`` with the network checks off (``YOLO_OFFLINE=1``)."""
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
-    import ultralytics.nn.tasks as tasks
-
+    try:
+        import ultralytics.nn.tasks as tasks
+    except ImportError as err:
+        raise MissingDependencyError("ultralytics", "yolo", "Ultralytics YOLO models") from err
     return tasks
 
 
@@ -73,7 +75,7 @@ def bundled_yamls() -> list[str]:
     """Model yaml names Ultralytics ships (v8 and later), with their scales: ``yolov8n.yaml``."""
     try:
         root = Path(import_ultralytics().__file__).parent.parent / "cfg" / "models"
-    except ImportError:
+    except MissingDependencyError:
         return []
     names = set()
     for sub in ("v8", "11", "12", "26"):
@@ -126,6 +128,7 @@ def yolo_detections(
     Returns:
         One :class:`Detections` per image, boxes in input pixels.
     """
+    import_ultralytics()
     from ultralytics.utils.nms import non_max_suppression
 
     pred = output
