@@ -3,9 +3,9 @@
 Quick start::
 
     import eigencam
-    model, pre = eigencam.load_model("efficientnet_lite0")   # embedded ImageNet weights
-    x = pre.batch([image])                                    # (1, 3, 224, 224)
-    result = eigencam.EigenCAM(model)(x)                      # result.maps: (1, 1, 224, 224)
+    loaded = eigencam.load_model("efficientnet_lite0")       # embedded ImageNet weights
+    x = loaded.preprocessing.batch([image])                   # (1, 3, 224, 224)
+    result = eigencam.EigenCAM(loaded.model)(x)               # result.maps: (1, 1, 224, 224)
 
 Heavy modules (torch, the models) load on first use, so ``import eigencam`` is fast.
 """
