@@ -123,7 +123,8 @@ def test_other_yolo_generations_and_tasks():
 
 def test_nothing_reaches_the_network(tmp_path):
     """In a fresh interpreter with every socket call failing loudly: import, build, explain
-    and suppress work, and nothing tried to connect or resolve a name."""
+    and suppress work, and nothing tried to connect or resolve a name. Reading a bad image
+    afterwards still gives eigencam's error, not Ultralytics' attempt to install a plugin."""
     script = textwrap.dedent(
         """
         import socket, sys, json
@@ -140,23 +141,45 @@ def test_nothing_reaches_the_network(tmp_path):
         import warnings
         warnings.simplefilter("ignore")
         import torch
+        from PIL import Image
         from eigencam import EigenCAM
+        from eigencam.errors import ImageReadError
+        from eigencam.io import load_image
         from eigencam.models import load_model
+        originals = (Image.open, torch.save)
         loaded = load_model("yolov8n.yaml")
         r = EigenCAM(loaded.model)(torch.rand(1, 3, 64, 64))
         dets = loaded.detections(r.output)
-        print(json.dumps({"attempts": attempts, "layer": r.layer, "n": len(dets)}))
+        untouched = (Image.open, torch.save) == originals
+        open(sys.argv[1], "w").write("not an image")
+        try:
+            load_image(sys.argv[1])
+            error = None
+        except ImageReadError as err:
+            error = "ImageReadError"
+        print(json.dumps({"attempts": attempts, "layer": r.layer, "n": len(dets),
+                          "untouched": untouched, "error": error}))
         """
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("YOLO_")}
     env["PYTHONPATH"] = str(REPO / "src")
     env["YOLO_CONFIG_DIR"] = str(tmp_path)  # a fresh settings file: first-run code paths too
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", script, str(tmp_path / "bad.jpg")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report == {"attempts": [], "layer": "model.18", "n": 1}
+    assert report == {
+        "attempts": [],
+        "layer": "model.18",
+        "n": 1,
+        "untouched": True,  # Ultralytics' import-time patches of Pillow and torch are undone
+        "error": "ImageReadError",
+    }
 
 
 def test_explain_cli_on_yolo(sample_images, tmp_path):

@@ -11,7 +11,8 @@ layers and its ``train()`` starts a training run) nor ``eval()``/``train()`` on 
 :func:`eigencam.capture.adapters.runner_for` runs the inner network and the flags are set
 directly. Ultralytics checks the network when imported (``ONLINE = is_online()``) and may send
 events: :func:`import_ultralytics` sets ``YOLO_OFFLINE=1`` first (unless the caller set it), so
-nothing eigencam calls reaches the network.
+nothing eigencam calls reaches the network, and undoes the patches Ultralytics applies to
+``PIL.Image.open`` and ``torch.save`` on import.
 
 Preprocessing is Ultralytics': letterbox to 640 x 640 with grey (114) padding, RGB in [0, 1]
 (mean 0, std 1). Input sides must be multiples of the model's largest stride (32).
@@ -20,6 +21,7 @@ Preprocessing is Ultralytics': letterbox to 640 x 640 with grey (114) padding, R
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +41,28 @@ _TASK_CLASSES = {
 
 
 def import_ultralytics() -> Any:
-    """Import ``ultralytics.nn.tasks`` with the network checks off (``YOLO_OFFLINE=1``)."""
+    """Import ``ultralytics.nn.tasks`` with the network checks off (``YOLO_OFFLINE=1``).
+
+    Importing Ultralytics also patches ``PIL.Image.open`` (on an unidentified file it tries to
+    pip-install a HEIF plugin, then fails with ModuleNotFoundError) and ``torch.save``. When
+    eigencam is the one importing it, both are put back as they were, so reading images and
+    saving tensors elsewhere in the process behave as before.
+    """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
+    fresh = "ultralytics" not in sys.modules
+    if fresh:
+        import torch
+        from PIL import Image
+
+        saved = (Image.open, torch.save)
     try:
         import ultralytics.nn.tasks as tasks
     except ImportError as err:
         raise MissingDependencyError("ultralytics", "yolo", "Ultralytics YOLO models") from err
+    finally:
+        if fresh:
+            Image.open, torch.save = saved
     return tasks
 
 
