@@ -3,9 +3,9 @@
 Quick start::
 
     import eigencam
-    model, pre = eigencam.load_model("efficientnet_lite0")   # embedded ImageNet weights
-    x = pre.batch([image])                                    # (1, 3, 224, 224)
-    result = eigencam.EigenCAM(model)(x)                      # result.maps: (1, 1, 224, 224)
+    loaded = eigencam.load_model("efficientnet_lite0")       # embedded ImageNet weights
+    x = loaded.preprocessing.batch([image])                   # (1, 3, 224, 224)
+    result = eigencam.EigenCAM(loaded.model)(x)               # result.maps: (1, 1, 224, 224)
 
 Heavy modules (torch, the models) load on first use, so ``import eigencam`` is fast.
 """
@@ -38,6 +38,10 @@ _LAZY = {
     "eigen_cam": "eigencam.decomposition",
     "Decomposition": "eigencam.decomposition",
     "tokens_to_grid": "eigencam.capture",
+    "FeaturePyramid": "eigencam.capture",
+    "SegmentationTarget": "eigencam.methods.segmentation_target",
+    "OnnxModel": "eigencam.models",
+    "Detections": "eigencam.models",
     "list_layers": "eigencam.capture",
     "LayerRef": "eigencam.capture",
     "load_model": "eigencam.models",
@@ -55,17 +59,21 @@ __all__ = [
     "CNNFixations",
     "ContrastiveMWP",
     "Decomposition",
+    "Detections",
     "EigenCAM",
     "EigenGradCAM",
     "Explainer",
+    "FeaturePyramid",
     "GradCAM",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
     "LayerRef",
+    "OnnxModel",
     "Preprocessing",
     "Saliency",
     "ScoreCAM",
+    "SegmentationTarget",
     "XGradCAM",
     "__version__",
     "available_methods",
@@ -97,7 +105,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eigencam import errors
-    from eigencam.capture import LayerRef, list_layers, tokens_to_grid
+    from eigencam.capture import FeaturePyramid, LayerRef, list_layers, tokens_to_grid
     from eigencam.decomposition import Decomposition, eigen_cam
     from eigencam.maps import normalize, upsample
     from eigencam.methods import (
@@ -119,4 +127,11 @@ if TYPE_CHECKING:  # pragma: no cover
         available_methods,
         get_method,
     )
-    from eigencam.models import Preprocessing, available_models, load_model
+    from eigencam.methods.segmentation_target import SegmentationTarget
+    from eigencam.models import (
+        Detections,
+        OnnxModel,
+        Preprocessing,
+        available_models,
+        load_model,
+    )

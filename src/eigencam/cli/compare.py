@@ -83,18 +83,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_explainers(names: list[str], loaded, layer: str | None) -> dict:
     """Method name -> explainer on ``loaded.model``, in the order given (validated)."""
+    import inspect
+
     from eigencam.methods import get_method
 
+    reshape = getattr(loaded, "reshape_transform", None)
     explainers = {}
     for name in names:
         cls = get_method(name)
         key = cls.name
         if key in explainers:
             raise ValueError(f"--methods lists {key!r} twice")
-        if cls.uses_layer:
-            explainers[key] = cls(loaded.model, layer or loaded.target_layer)
-        else:
+        if not cls.uses_layer:
             explainers[key] = cls(loaded.model)
+            continue
+        kwargs = {}
+        if reshape is not None and "reshape_transform" in inspect.signature(cls).parameters:
+            kwargs["reshape_transform"] = reshape
+        explainers[key] = cls(loaded.model, layer or loaded.target_layer, **kwargs)
     return explainers
 
 

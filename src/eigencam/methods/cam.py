@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from eigencam.capture.hooks import capture_outputs, first_tensor, preserved_state
 from eigencam.capture.layers import resolve_named
 from eigencam.errors import LayerSelectionError, TargetError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
+from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import reduce_weighted
@@ -148,21 +148,21 @@ class CAM(Explainer):
             )
         model = self._check_model()
         inputs = check_inputs(inputs, model)
-        ref = self._resolve_layer(inputs)
-        linears = self._linears(model)
+        runner, ref, transform = self._resolve_layer(inputs)
+        linears = self._linears(runner)
         with (
             torch.inference_mode(),
             preserved_state(model, eval_mode=self.eval_mode),
             capture_outputs([ref]) as store,
             _linear_calls(linears) as calls,
         ):
-            output = model(inputs)
+            output = runner(inputs)
         if ref.label not in store:
             raise LayerSelectionError(
                 f"target layer {ref.label!r} was not called during the forward pass; pick a "
                 "layer that runs, see `eigencam layers`"
             )
-        acts = self._as_map(store[ref.label], ref).float()
+        acts = as_map(store[ref.label], ref, transform).float()
         logits = logits_of(output)
         head_name, head, feats = self._find_head(acts, logits, calls, ref.label, linears)
         resolved = resolve_targets(targets, logits, inputs.shape[0])

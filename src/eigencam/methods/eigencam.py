@@ -90,7 +90,8 @@ class EigenCAM(Explainer):
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
         inputs = check_inputs(inputs, self._check_model())
-        output, activations, layer = self._captured_forward(inputs)
+        captured = self._capture(inputs)
+        layer, activations = captured.layer, captured.activations
         try:
             dec = eigen_cam(
                 activations,
@@ -103,13 +104,13 @@ class EigenCAM(Explainer):
             raise NonFiniteActivationError(f"layer {layer.label!r}: {err}") from None
         except ValueError as err:
             raise ValueError(f"layer {layer.label!r}: {err}") from None
-        maps = self._finish(dec.projections, inputs, relu=self.relu)
+        maps = self._finish(dec.projections, inputs, relu=self.relu, extent=captured.extent)
         return CAMResult(
             maps=maps,
             raw=dec.projections.float(),
             layer=layer.label,
             method=self.name,
-            output=detach_output(output),
+            output=detach_output(captured.output),
             explained_variance_ratio=dec.explained_variance_ratio,
             params=MappingProxyType(
                 {
@@ -120,4 +121,5 @@ class EigenCAM(Explainer):
                     "check_finite": self.check_finite,
                 }
             ),
+            extent=captured.extent,
         )

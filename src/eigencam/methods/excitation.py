@@ -113,9 +113,9 @@ class ContrastiveMWP(Explainer):
             )
         model = self._check_model()
         inputs = check_inputs(inputs, model)
-        ref = self._resolve_layer(inputs)
+        runner, ref, _ = self._resolve_layer(inputs)
         with preserved_state(model, eval_mode=True):
-            gm = trace(model, self.name)
+            gm = trace(runner, self.name)
             traced = record(gm, inputs)
         node = find_node(traced, ref)
         output = traced.value(traced.output)

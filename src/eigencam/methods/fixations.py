@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.hooks import preserved_state
 from eigencam.errors import TargetError, UnsupportedModelError
 from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
 from eigencam.methods.graph import Op, Traced, conv_weight, pool_indices, record, trace
@@ -134,10 +136,8 @@ class CNNFixations(Explainer):
             )
         model = self._check_model()
         inputs = check_inputs(inputs, model)
-        from eigencam.capture.hooks import preserved_state
-
         with preserved_state(model, eval_mode=True):
-            gm = trace(model, self.name)
+            gm = trace(runner_for(model), self.name)
             traced = record(gm, inputs)
         output = traced.value(traced.output)
         logits = logits_of(output)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from eigencam.capture.hooks import LayerRef, first_tensor, preserved_state
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs
+from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
 from eigencam.methods.weighting import reduce_weighted
@@ -152,10 +152,10 @@ class GradientExplainer(Explainer):
     def _layer_gradients(self, inputs: Tensor, targets: TargetSpec) -> LayerGradients:
         """One forward pass from the input, k backward passes from the scores to the layer."""
         model = self._check_model()
-        ref = self._resolve_layer(inputs)
+        runner, ref, transform = self._resolve_layer(inputs)
         batch = inputs.shape[0]
         with gradient_mode(model, eval_mode=self.eval_mode), leaf_hook(ref) as leaves:
-            output = model(detached_input(inputs))
+            output = runner(detached_input(inputs))
             if not leaves:
                 raise LayerSelectionError(
                     f"target layer {ref.label!r} was not called during the forward pass (or "
@@ -165,8 +165,8 @@ class GradientExplainer(Explainer):
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
-        activations = self._as_map(leaf.detach(), ref)
-        gradients = torch.stack([self._as_map(g, ref) for g in grads], dim=1)
+        activations = as_map(leaf.detach(), ref, transform)
+        gradients = torch.stack([as_map(g, ref, transform) for g in grads], dim=1)
         if not bool(torch.isfinite(activations).all() & torch.isfinite(gradients).all()):
             raise NonFiniteActivationError(
                 f"layer {ref.label!r}: activations or gradients contain NaN or infinity; check "

@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from eigencam.capture.adapters import runner_for
 from eigencam.capture.hooks import LayerRef, capture_outputs, first_tensor, preserved_state
 from eigencam.capture.reshape import tokens_to_grid
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
 from eigencam.maps import normalize, upsample
-from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
+from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
 from eigencam.methods.gradients import replace_first_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
@@ -142,6 +143,7 @@ class ScoreCAM(_PerturbationCAM):
         model = self._check_model()
         inputs = check_inputs(inputs, model)
         output, acts, layer = self._captured_forward(inputs)
+        runner = runner_for(model)
         resolved = resolve_targets(targets, output, inputs.shape[0])
         base = _chunk_scores(resolved, output, torch.arange(inputs.shape[0], device=inputs.device))
         b, c = acts.shape[:2]
@@ -154,7 +156,7 @@ class ScoreCAM(_PerturbationCAM):
                 rows = torch.arange(start, min(start + batch_size, b * c), device=inputs.device)
                 images = rows // c
                 masks = normalize(upsample(flat_acts[rows], size)).to(inputs.dtype)
-                out = model(inputs[images] * masks)
+                out = runner(inputs[images] * masks)
                 scores[rows] = _chunk_scores(resolved, out, images).float()
         weights = scores.reshape(b, c, k).softmax(dim=1)
         return self._result(weights, acts.float(), inputs, layer, output, resolved)
@@ -186,19 +188,18 @@ class AblationCAM(_PerturbationCAM):
         batch_size = _check_batch_size(self.batch_size)
         model = self._check_model()
         inputs = check_inputs(inputs, model)
-        transform = self.reshape_transform
+        runner, ref, transform = self._resolve_layer(inputs)
         if transform is not None and not isinstance(transform, tokens_to_grid):
             raise UnsupportedModelError(
                 "ablationcam must zero one channel in the layer's own output and can only "
                 "invert tokens_to_grid reshape transforms; use scorecam with other transforms"
             )
-        ref = self._resolve_layer(inputs)
         with (
             torch.inference_mode(),
             preserved_state(model, eval_mode=self.eval_mode),
             capture_outputs([ref]) as store,
         ):
-            output = model(inputs)
+            output = runner(inputs)
         if ref.label not in store:
             raise LayerSelectionError(
                 f"target layer {ref.label!r} was not called during the forward pass; pick a "
@@ -206,7 +207,7 @@ class AblationCAM(_PerturbationCAM):
             )
         call = ref.call if ref.call is not None else store.calls[ref.label] - 1
         raw_out = first_tensor(store[ref.label])
-        acts = self._as_map(store[ref.label], ref).float()
+        acts = as_map(store[ref.label], ref, transform).float()
         resolved = resolve_targets(targets, output, inputs.shape[0])
         base = _chunk_scores(
             resolved, output, torch.arange(inputs.shape[0], device=inputs.device)
@@ -222,7 +223,7 @@ class AblationCAM(_PerturbationCAM):
                 rows = torch.arange(start, min(start + batch_size, b * c), device=inputs.device)
                 images, channels = rows // c, rows % c
                 with _ablate(ref.module, call, channels, transform, prefix):
-                    out = model(inputs[images])
+                    out = runner(inputs[images])
                 scores[rows] = _chunk_scores(resolved, out, images).float()
         ablated = scores.reshape(b, c, k)
         weights = (base[:, None, :] - ablated) / base.abs().clamp_min(1e-12)[:, None, :]

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from eigencam.capture.adapters import runner_for
 from eigencam.errors import NonFiniteActivationError, TargetError
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.methods.gradients import detach_tree, gradient_mode, score_tensor
@@ -87,7 +88,7 @@ class Saliency(Explainer):
         batch = inputs.shape[0]
         with gradient_mode(model, eval_mode=self.eval_mode):
             x = inputs.detach().clone().requires_grad_(True)
-            output = model(x)
+            output = runner_for(model)(x)
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             if not scores.requires_grad:
