@@ -169,6 +169,22 @@ def test_targets_are_respected(name, model, x):
 
 
 @pytest.mark.parametrize("name", CLASS_METHODS)
+def test_callable_targets_or_a_clear_refusal(name, model, x):
+    from eigencam.errors import TargetError
+
+    def score(out):
+        return out[:, 2] - out[:, 0]
+
+    explainer = make(name, model)
+    if get_method(name).callable_targets:
+        r = explainer(x, targets=score)
+        assert r.targets is None and r.maps.shape == (3, 1, 32, 32)
+    else:
+        with pytest.raises(TargetError, match="callable"):
+            explainer(x, targets=score)
+
+
+@pytest.mark.parametrize("name", CLASS_METHODS)
 def test_different_classes_give_different_maps(name, model, x):
     explainer = make(name, model)
     a = explainer(x, targets=0).raw

@@ -161,6 +161,9 @@ class Explainer(abc.ABC):
     cost: ClassVar[str] = ""
     #: False for methods that explain the input pixels and ignore ``target_layer``.
     uses_layer: ClassVar[bool] = True
+    #: Whether a class-specific method accepts a callable target ``score(output) -> (B,)``
+    #: (detectors, segmenters) besides class indices.
+    callable_targets: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -94,6 +94,7 @@ class CAM(Explainer):
     summary = "Classifier weights applied to the last feature maps (GAP + linear models only)."
     needs_gradients = False
     class_specific = True
+    callable_targets = False
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
     layer_requirement = (
         "the layer whose global average pool feeds one nn.Linear producing the output"

@@ -75,6 +75,7 @@ class ContrastiveMWP(Explainer):
     summary = "Contrastive marginal winning probability (Excitation Backprop), top-down."
     needs_gradients = False
     class_specific = True
+    callable_targets = False
     paper = "Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016"
     layer_requirement = (
         "a non-negative layer (after ReLU/pooling); conv/linear/BN/ReLU/pooling/residual "

@@ -82,6 +82,7 @@ class CNNFixations(Explainer):
     summary = "Most contributing neurons back-tracked from the class to the image, blurred."
     needs_gradients = False
     class_specific = True
+    callable_targets = False
     uses_layer = False
     paper = "Mopuri, Garg & Babu, CNN Fixations, IEEE TIP 2019 (arXiv:1708.06670)"
     layer_requirement = (

@@ -56,6 +56,7 @@ INFO_FIELDS = (
     "paper",
     "needs_gradients",
     "class_specific",
+    "callable_targets",
     "uses_layer",
     "layer_requirement",
     "cost",
