@@ -12,12 +12,13 @@ examples:
   eigencam explain photo.jpg --out maps/
   eigencam layers resnet50
   eigencam methods
+  eigencam compare photo.jpg --methods eigencam,gradcam,cnnfixations --targets top3
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import explain, info
+    from eigencam.cli import compare, explain, info
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info):
+    for module in (explain, info, compare):
         module.register(sub)
     return parser
 
