@@ -95,9 +95,11 @@ def test_class_methods_explain_a_segmentation_class(deeplab, name):
     if not getattr(cls, "callable_targets", True):
         pytest.skip(f"{name} explains class indices only, not a callable target")
     x = torch.rand(1, 3, 64, 64)
+    # Score-CAM / Ablation-CAM run one forward pass per channel: use the 64-channel stem there.
+    layer = "backbone.conv1" if name in ("scorecam", "ablationcam") else "backbone.layer4"
     try:
         if getattr(cls, "uses_layer", True):
-            explainer = cls(deeplab.model, "backbone.layer4")
+            explainer = cls(deeplab.model, layer)
         else:
             explainer = cls(deeplab.model)
     except TypeError as err:
