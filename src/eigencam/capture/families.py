@@ -42,6 +42,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from eigencam.capture.hooks import submodule
 from eigencam.capture.reshape import FeaturePyramid, tokens_to_grid
 from eigencam.errors import ShapeError
 
@@ -147,7 +148,7 @@ def _timm_last_feature(model: nn.Module) -> str | None:
         name = last["module"] if isinstance(last, dict) else getattr(last, "module", None)
     except (IndexError, KeyError, TypeError):
         return None
-    return name if isinstance(name, str) and name in dict(model.named_modules()) else None
+    return name if isinstance(name, str) and submodule(model, name) is not None else None
 
 
 def _timm(model: nn.Module) -> Family | None:
@@ -170,7 +171,7 @@ def _timm(model: nn.Module) -> Family | None:
             num_prefix_tokens=prefix,
             grid=tuple(int(g) for g in grid) if grid is not None and not dynamic else None,
         )
-        block = dict(model.named_modules())[last]
+        block = submodule(model, last)
         layer = f"{last}.norm1" if isinstance(getattr(block, "norm1", None), nn.Module) else last
         in_blocks = _under("blocks", "norm")
         blocks = _children(model, "blocks")

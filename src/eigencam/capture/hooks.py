@@ -34,6 +34,17 @@ class LayerRef:
         return self.name if self.call is None else f"{self.name}#{self.call}"
 
 
+def submodule(model: nn.Module, name: str) -> nn.Module | None:
+    """The submodule at a dotted name, or None; O(depth), not a walk over every module."""
+    if name == "":
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        # Stand-in models (TorchScript runners) only expose their names via named_modules().
+        return dict(model.named_modules()).get(name)
+
+
 def first_tensor(output: Any) -> Tensor | None:
     """The tensor a module produced: itself, or the first tensor in a tuple/list/dict output."""
     if isinstance(output, Tensor):
@@ -60,28 +71,33 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[Non
     module's own ``training`` flag and each parameter's ``requires_grad`` are restored as found,
     even when the forward pass raises.
 
-    Plain attributes a forward pass rebinds are restored too (Ultralytics' detection head
-    caches its anchors and strides as attributes: made under ``torch.inference_mode()`` they
-    would be inference tensors, which a later gradient computation on the model could not
-    save for backward). Objects mutated in place are not tracked.
+    Plain attributes a forward pass rebinds are restored too, for modules of the libraries known
+    to cache state in forward (``_STATEFUL_LIBRARIES``: Ultralytics' detection head caches its
+    anchors and strides as attributes; made under ``torch.inference_mode()`` they would be
+    inference tensors, which a later gradient computation on the model could not save for
+    backward). Objects mutated in place are not tracked. Snapshotting every module of every
+    model would cost milliseconds per call, so other modules are not snapshotted.
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
-    attributes = [_public_attributes(m) for m in modules]
+    stateful = [m for m in modules if type(m).__module__.startswith(_STATEFUL_LIBRARIES)]
+    attributes = [_public_attributes(m) for m in stateful]
     try:
         if eval_mode:
-            for m in modules:
-                m.training = False
+            for m, flag in zip(modules, training):
+                if flag:  # only touch what changes: most models are already in eval mode
+                    m.training = False
         yield
     finally:
         for m, flag in zip(modules, training):
-            m.training = flag
+            if m.training is not flag:
+                m.training = flag
         for p, flag in zip(params, requires_grad):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
-        for m, before in zip(modules, attributes):
+        for m, before in zip(stateful, attributes):
             _restore_attributes(m, before)
 
 
@@ -99,6 +115,7 @@ def _restore_attributes(module: nn.Module, before: dict[str, Any]) -> None:
 
 
 _MISSING = object()
+_STATEFUL_LIBRARIES = ("ultralytics.",)
 
 
 class OutputStore:

@@ -28,6 +28,7 @@ from eigencam.capture.hooks import (
     first_tensor,
     preserved_state,
     spatial_map,
+    submodule,
 )
 from eigencam.capture.reshape import pyramid_levels
 from eigencam.errors import LayerNotFoundError, LayerSelectionError
@@ -66,10 +67,10 @@ def resolve_named(model: nn.Module, spec: LayerSpec) -> LayerRef | None:
     if spec == "auto":
         return None
     name, call = _split_call(spec)
-    modules = dict(model.named_modules())
-    if name not in modules:
-        raise LayerNotFoundError(name, [n for n in modules if n])
-    return LayerRef(name, modules[name], call)
+    module = submodule(model, name)
+    if module is None:
+        raise LayerNotFoundError(name, [n for n, _ in model.named_modules() if n])
+    return LayerRef(name, module, call)
 
 
 def _split_call(spec: str) -> tuple[str, int | None]:
@@ -136,10 +137,8 @@ def declared_layer(model: nn.Module) -> LayerRef | None:
         return None
     if not isinstance(name, str):
         return None
-    modules = dict(model.named_modules())
-    if name not in modules:
-        return None
-    return LayerRef(name, modules[name])
+    module = submodule(model, name)
+    return None if module is None else LayerRef(name, module)
 
 
 def acceptor(reshape_transform: Callable[[Any], Tensor] | None) -> Callable[[Tensor], bool]:
@@ -163,7 +162,7 @@ def cached_auto(model: nn.Module, key: Any) -> LayerRef | None:
     ref = _AUTO_CACHE.get(model, {}).get(key)
     if ref is None:
         return None
-    if dict(model.named_modules()).get(ref.name) is not ref.module:  # model was edited
+    if submodule(model, ref.name) is not ref.module:  # model was edited
         return None
     return ref
 
