@@ -12,12 +12,13 @@ examples:
   eigencam explain photo.jpg --out maps/
   eigencam layers resnet50
   eigencam methods
+  eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import explain, info
+    from eigencam.cli import explain, info, localize
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info):
+    for module in (explain, info, localize):
         module.register(sub)
     return parser
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.run(args))
-    except (EigenCAMError, ValueError, TypeError, FileNotFoundError) as err:
+    except (EigenCAMError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"eigencam {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

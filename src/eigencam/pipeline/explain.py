@@ -96,6 +96,8 @@ def maps_at_original(
 ) -> np.ndarray:
     """Raw maps (k, h, w) -> normalised float32 maps (k, H, W) over the original image.
 
+    ``relu`` clips the raw maps at their own resolution, before upsampling (as explainers do).
+
     With ``stretch`` preprocessing the map covers the whole image; with ``center-crop`` it is
     placed over the crop the model saw and is zero elsewhere.
     """
@@ -103,7 +105,8 @@ def maps_at_original(
     x0, y0, x1, y1 = preprocessing.crop_region(width, height)
     cx0, cy0 = round(x0), round(y0)
     cw, ch = max(1, round(x1) - cx0), max(1, round(y1) - cy0)
-    maps = normalize(upsample(raw[None].float(), (ch, cw))[0], relu=relu)
+    src = raw[None].float()
+    maps = normalize(upsample(src.clamp_min(0) if relu else src, (ch, cw))[0])
     if (cx0, cy0, cw, ch) == (0, 0, width, height):
         return maps.numpy()
     canvas = torch.zeros(raw.shape[0], height, width)
