@@ -274,3 +274,13 @@ def test_cli_help_has_an_example(capsys):
         main(["localize", "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and "--calibrate-on" in text and "--resume" in text
+
+
+def test_scoring_in_worker_processes_gives_the_same_records(data, tmp_path):
+    one, _ = run(data, tmp_path / "thread", gallery=0, batch_size=2)
+    two, _ = run(data, tmp_path / "procs", gallery=0, batch_size=2, score_workers=2)
+    assert one["methods"] == two["methods"]
+    a = load_records(tmp_path / "thread", ["green", "plane"], len(SETTINGS.grid))
+    b = load_records(tmp_path / "procs", ["green", "plane"], len(SETTINGS.grid))
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.iou_all, b.iou_all)

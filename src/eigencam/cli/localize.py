@@ -145,6 +145,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="thresholds in per_image.csv: the paper's sweep or the whole grid",
     )
     add_batch_args(p, batch_size=16)
+    p.add_argument(
+        "--score-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes turning maps into boxes, the costly step on CPU (default: %(default)s: "
+        "a background thread; use most spare cores on a big machine)",
+    )
     p.set_defaults(run=run_localize)
 
     t = sub.add_parser(
@@ -288,6 +296,7 @@ def run_localize(args: argparse.Namespace) -> int:
             progress=progress,
             calibration_progress=cal_progress,
             max_pixels=args.max_pixels,
+            score_workers=args.score_workers,
         )
     finally:
         progress.close()

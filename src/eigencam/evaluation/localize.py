@@ -65,6 +65,7 @@ def localize(
     progress: Callable[[int, int], None] | None = None,
     calibration_progress: Callable[[int, int], None] | None = None,
     max_pixels: int | None = None,
+    score_workers: int = 1,
 ) -> dict[str, Any]:
     """Evaluate every explainer as a localizer on ``dataset``; write all outputs.
 
@@ -80,7 +81,7 @@ def localize(
             ``out_dir/calibration``.
         run_info: provenance recorded in ``metrics.json`` (model name, weights, command...).
         labels: class names for captions.
-        batch_size, workers, device, max_pixels: as :func:`run_localization`.
+        batch_size, workers, device, max_pixels, score_workers: as :func:`run_localization`.
         resume: continue a killed run in ``out_dir``.
         gallery: best and worst cases shown per method in ``report.html``.
         csv_thresholds: ``paper`` (the paper's sweep) or ``all`` (the whole grid) in
@@ -103,6 +104,7 @@ def localize(
         workers=workers,
         device=device,
         resume=resume,
+        score_workers=score_workers,
     )
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels

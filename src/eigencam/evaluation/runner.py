@@ -25,7 +25,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,15 +47,15 @@ from eigencam.evaluation.protocols import (
     paper_protocol,
     union_grid,
 )
+from eigencam.evaluation.scoring import TOP_K, score_and_write
 from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import atomic_write, write_json
+from eigencam.io.outputs import write_json
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.loader import LoadedImage, iter_batches
 
 RECORDS = "records"
 RUN_FILE = "run.json"
-TOP_K = 5
 
 
 @dataclass(frozen=True)
@@ -354,6 +354,7 @@ def run_localization(
     resume: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
+    score_workers: int = 1,
 ) -> RunResult:
     """Explain every image of ``dataset`` with every explainer and record boxes and IoUs.
 
@@ -372,12 +373,17 @@ def run_localization(
         resume: continue the run in ``out_dir``, skipping recorded images.
         max_pixels: refuse larger images (decompression-bomb guard).
         progress: ``progress(done, skipped)`` after each batch (done counts this call only).
+        score_workers: processes that turn maps into boxes (the costly part on CPU: labelling
+            one mask per map and threshold); 1 scores in a background thread while the next
+            batch is explained.
 
     Returns:
         :class:`RunResult`. Records are on disk; read them with :func:`load_records`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if score_workers < 1:
+        raise ValueError(f"score_workers must be >= 1, got {score_workers}")
     if not explainers:
         raise ValueError("no methods to evaluate")
     settings = settings or LocalizeSettings()
@@ -392,7 +398,14 @@ def run_localization(
     by_path = {s.path: s for s in todo}
     next_part = len(_part_files(out))
     grid = np.asarray(settings.grid)
-    scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eigencam-boxes")
+    if score_workers > 1:
+        import multiprocessing
+
+        scorer: Executor = ProcessPoolExecutor(
+            max_workers=score_workers, mp_context=multiprocessing.get_context("spawn")
+        )
+    else:
+        scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eigencam-boxes")
     pending: list[Future] = []
     try:
         for images, failures in iter_batches(
@@ -417,23 +430,25 @@ def run_localization(
                 else:
                     good.append((img, sample))
             batch = _explain(good, explainers, preprocessing, device, skipped)
+            stack, where, info = _batch_job(batch, preprocessing)
             pending.append(
                 scorer.submit(
-                    _score_and_write,
-                    batch,
+                    score_and_write,
+                    stack,
+                    where,
+                    info,
                     skipped,
                     methods,
                     grid,
                     settings.connectivity,
-                    preprocessing,
                     out / RECORDS / f"part-{next_part:06d}.npz",
                 )
             )
             next_part += 1
             result.evaluated += len(batch["samples"]) if batch else 0
             result.skipped.extend(skipped)
-            if len(pending) > 2:  # bound the memory held by queued batches
-                pending[0].result()
+            while len(pending) > score_workers + 1:  # bound the memory held by queued batches
+                pending.pop(0).result()
             pending = _drain(pending, block=False)
             if progress is not None:
                 progress(result.evaluated + len(result.skipped), len(result.skipped))
@@ -582,93 +597,36 @@ def _model_of(explainers: Mapping[str, Explainer]) -> torch.nn.Module:
     return next(iter(explainers.values())).model
 
 
-def _score_and_write(
-    batch: dict[str, Any] | None,
-    skipped: list[tuple[str, str]],
-    methods: list[str],
-    grid: np.ndarray,
-    connectivity: int,
-    pre: Preprocessing,
-    path: Path,
-) -> None:
-    """Boxes and IoUs for a batch's maps, written atomically to one ``.npz``."""
-    m, t = len(methods), len(grid)
-    arrays: dict[str, np.ndarray] = {
-        "methods": np.asarray(methods, dtype=str),
-        "skipped_keys": np.asarray([k for k, _ in skipped], dtype=str),
-        "skipped_reasons": np.asarray([r for _, r in skipped], dtype=str),
-    }
+def _batch_job(
+    batch: dict[str, Any] | None, pre: Preprocessing
+) -> tuple[list[np.ndarray], list[tuple[int, int, int]], dict[str, np.ndarray]]:
+    """Plain arrays for :func:`eigencam.evaluation.scoring.score_and_write` (picklable)."""
     if batch is None:
-        n = 0
-        arrays.update(
-            keys=np.zeros(0, dtype=str),
-            labels=np.zeros(0, dtype=np.int64),
-            top5=np.zeros((0, TOP_K), dtype=np.int64),
-            top5_prob=np.zeros((0, TOP_K), dtype=np.float32),
-            sizes=np.zeros((0, 2), dtype=np.int64),
-            regions=np.zeros((0, 4)),
-            boxes=np.zeros((0, m, 2, t, 4), dtype=np.float32),
-            iou=np.zeros((0, m, 2, t), dtype=np.float32),
-            iou_all=np.zeros((0, m, 2, t), dtype=np.float32),
-            gt_count=np.zeros(0, dtype=np.int64),
-            gt_flat=np.zeros((0, 4)),
-            layers=np.asarray([""] * m, dtype=str),
-        )
-    else:
-        samples: list[Sample] = batch["samples"]
-        n = len(samples)
-        regions = np.array([pre.crop_region(w, h) for w, h in batch["sizes"]], dtype=np.float64)
-        gt = bx.clip_to_region(bx.pad_boxes([s.boxes for s in samples]), regions)
-        # The unique maps: slot 0 of every method, slot 1 where it differs.
-        stack, where = [], []
-        for mi, (slot0, slot1) in enumerate(batch["maps"]):
-            stack.append(slot0)
-            where += [(i, mi, 0) for i in range(n)]
-            if slot1 is not None:
-                diff = np.flatnonzero((slot1 != slot0).reshape(n, -1).any(axis=1))
-                if diff.size:
-                    stack.append(slot1[diff])
-                    where += [(int(i), mi, 1) for i in diff]
-        maps_u8 = np.concatenate(stack)
-        h, w = maps_u8.shape[-2:]
-        comps = bx.connected_components(maps_u8, grid, connectivity=connectivity)
-        image = np.array([i for i, _, _ in where])
-        largest = bx.to_original(comps.largest, regions[image], (h, w))
-        iou = bx.best_iou(largest, gt[image])
-        comp_boxes = bx.to_original(
-            comps.boxes[:, None, :], regions[image[comps.owner // t]], (h, w)
-        )[:, 0]
-        iou_all = bx.best_component_iou(comp_boxes, comps.owner, gt[image], t)
-        out_boxes = np.full((n, m, 2, t, 4), np.nan, dtype=np.float32)
-        out_iou = np.zeros((n, m, 2, t), dtype=np.float32)
-        out_all = np.zeros((n, m, 2, t), dtype=np.float32)
-        for row, (i, mi, slot) in enumerate(where):
-            targets = (0, 1) if slot == 0 else (1,)
-            for s in targets:
-                out_boxes[i, mi, s] = largest[row]
-                out_iou[i, mi, s] = iou[row]
-                out_all[i, mi, s] = iou_all[row]
-        gt_list = [g[np.isfinite(g[:, 0])] for g in gt]
-        k = batch["logits_top"].shape[1]
-        top5 = np.full((n, TOP_K), -1, dtype=np.int64)
-        top5[:, :k] = batch["logits_top"]
-        prob = np.zeros((n, TOP_K), dtype=np.float32)
-        prob[:, :k] = batch["logits_prob"]
-        arrays.update(
-            keys=np.asarray([s.key for s in samples], dtype=str),
-            labels=batch["labels"].astype(np.int64),
-            top5=top5,
-            top5_prob=prob,
-            sizes=np.asarray(batch["sizes"], dtype=np.int64).reshape(n, 2),
-            regions=regions,
-            boxes=out_boxes,
-            iou=out_iou,
-            iou_all=out_all,
-            gt_count=np.asarray([len(g) for g in gt_list], dtype=np.int64),
-            gt_flat=np.concatenate(gt_list) if gt_list else np.zeros((0, 4)),
-            layers=np.asarray(batch["layers"], dtype=str),
-        )
-    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return [], [], {}
+    samples: list[Sample] = batch["samples"]
+    n = len(samples)
+    regions = np.array([pre.crop_region(w, h) for w, h in batch["sizes"]], dtype=np.float64)
+    gt = bx.clip_to_region(bx.pad_boxes([s.boxes for s in samples]), regions)
+    stack, where = [], []
+    for mi, (slot0, slot1) in enumerate(batch["maps"]):
+        stack.append(slot0)
+        where += [(i, mi, 0) for i in range(n)]
+        if slot1 is not None:  # the top-1 class's map, where it differs from the GT class's
+            diff = np.flatnonzero((slot1 != slot0).reshape(n, -1).any(axis=1))
+            if diff.size:
+                stack.append(slot1[diff])
+                where += [(int(i), mi, 1) for i in diff]
+    info = {
+        "keys": np.asarray([s.key for s in samples], dtype=str),
+        "labels": batch["labels"].astype(np.int64),
+        "logits_top": batch["logits_top"],
+        "logits_prob": batch["logits_prob"],
+        "sizes": np.asarray(batch["sizes"], dtype=np.int64).reshape(n, 2),
+        "regions": regions,
+        "gt": gt,
+        "layers": np.asarray(batch["layers"], dtype=str),
+    }
+    return stack, where, info
 
 
 # -- metrics --------------------------------------------------------------------------------
