@@ -260,3 +260,13 @@ def test_relu_option_matches_the_pytorch_grad_cam_convention():
     expected = normalize(upsample(r.raw.clamp_min(0), (16, 16)))
     torch.testing.assert_close(r.maps, expected)
     assert float(r.raw.min()) < 0  # raw keeps the signed projections
+
+
+def test_check_finite_false_gives_nan_maps_without_raising():
+    model = TinyCNN()
+    x = torch.randn(3, 3, 8, 8)
+    x[1, 0, 0, 0] = float("inf")
+    r = EigenCAM(model, check_finite=False)(x)
+    assert torch.isnan(r.maps[1]).all() and torch.isnan(r.explained_variance_ratio[1]).all()
+    assert torch.isfinite(r.maps[[0, 2]]).all()
+    torch.testing.assert_close(r.maps[[0, 2]], EigenCAM(model)(x[[0, 2]]).maps)

@@ -35,7 +35,7 @@ def normalize(maps: Tensor, *, relu: bool = False) -> Tensor:
 
     Returns:
         Maps of the same shape with min 0 and max 1; a map with no spatial variation (all equal
-        up to round-off) becomes all zeros, never NaN.
+        up to round-off) becomes all zeros. A map holding NaN stays NaN (never silently zero).
     """
     if maps.ndim < 2:
         raise ShapeError("maps", "(..., H, W)", tuple(maps.shape))
@@ -47,6 +47,7 @@ def normalize(maps: Tensor, *, relu: bool = False) -> Tensor:
     magnitude = torch.maximum(hi.abs(), lo.abs())
     informative = span > _FLAT * magnitude
     out = torch.where(informative, (flat - lo) / torch.where(informative, span, 1.0), 0.0)
+    out = torch.where(span.isnan(), span, out)
     return out.reshape(x.shape)
 
 

@@ -1,4 +1,6 @@
-"""Evaluation of maps as object localizers: boxes, protocols, datasets, the runner, reports.
+"""Evaluation of explanation maps: localization, faithfulness, robustness.
+
+Localization (maps as object localizers):
 
 - :mod:`~eigencam.evaluation.boxes`: maps -> thresholded masks -> connected components -> boxes,
   IoU (batched, pure numpy / scipy);
@@ -11,7 +13,8 @@
 - :mod:`~eigencam.evaluation.report`: ``metrics.json``, ``table.md``, ``per_image.csv``,
   ``report.html``.
 
-See docs/localization.md for the protocols in full.
+See docs/localization.md for the protocols in full. Faithfulness metrics (deletion /
+insertion, average drop / increase, ROAD) are in :mod:`~eigencam.evaluation.faithfulness`.
 """
 
 from eigencam.evaluation.boxes import box_iou, connected_components, quantize

@@ -51,6 +51,10 @@ class EigenCAM(Explainer):
             float64 SVD, they differ in speed (see :mod:`eigencam.decomposition.solvers`).
         relu: clip negative projections to 0 at the layer's resolution, before upsampling and
             normalising (pytorch-grad-cam's convention; ``raw`` keeps the signed projections).
+        check_finite: raise :class:`NonFiniteActivationError` when the layer's activations hold
+            NaN or infinity. On CUDA this check reads one flag back to the host (a
+            synchronisation); with False the call never synchronises and such images get NaN
+            maps and NaN explained variance instead.
         sign: ``mean`` (default): each component is oriented to correlate positively with the
             channel-mean activation map (deterministic); ``numpy``: the sign
             ``numpy.linalg.svd`` returns, arbitrary, as in pytorch-grad-cam (a per-image host
@@ -88,6 +92,7 @@ class EigenCAM(Explainer):
         center: bool = False,
         solver: str = "auto",
         relu: bool = False,
+        check_finite: bool = True,
         sign: str = "mean",
         combine: str | None = None,
         fuse_layers: Sequence[Any] = (),
@@ -103,6 +108,7 @@ class EigenCAM(Explainer):
         self.center = center
         self.solver = solver
         self.relu = relu
+        self.check_finite = check_finite
         self.sign = sign
         self.combine = combine
         self.fuse_layers = fuse_layers
@@ -199,6 +205,7 @@ class EigenCAM(Explainer):
                     "center": self.center,
                     "solver": self.solver,
                     "relu": self.relu,
+                    "check_finite": self.check_finite,
                     "sign": self.sign,
                     "combine": self.combine,
                     "fuse_layers": [label for label, _ in layer_acts[1:]],
@@ -211,7 +218,13 @@ class EigenCAM(Explainer):
     def _project(self, activations: Tensor, label: str) -> tuple[Tensor, Tensor]:
         """Projections (B, k or 1, h, w) and explained-variance ratios (B, k) of one layer."""
         try:
-            dec = eigen_cam(activations, self.n_components, center=self.center, solver=self.solver)
+            dec = eigen_cam(
+                activations,
+                self.n_components,
+                center=self.center,
+                solver=self.solver,
+                check_finite=self.check_finite,
+            )
         except NonFiniteActivationError as err:
             raise NonFiniteActivationError(f"layer {label!r}: {err}") from None
         except ValueError as err:
