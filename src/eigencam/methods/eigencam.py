@@ -159,7 +159,6 @@ class EigenCAM(Explainer):
             )
         extra = self._check_options()
         inputs = check_inputs(inputs, self._check_model())
-        batch = inputs.shape[0]
         x = torch.cat([inputs, inputs.flip(-1)]) if self.flip else inputs
         with capture_outputs(extra) as store:
             output, activations, layer = self._captured_forward(x)
@@ -170,6 +169,23 @@ class EigenCAM(Explainer):
                     f"fuse layer {ref.label!r} was not called during the forward pass"
                 )
             layer_acts.append((ref.label, self._as_map(store[ref.label], ref)))
+        return self.from_activations(inputs, output, layer_acts)
+
+    def from_activations(
+        self, inputs: Tensor, output: Any, layer_acts: Sequence[tuple[str, Tensor]]
+    ) -> CAMResult:
+        """The result from activations already captured: everything after the forward pass.
+
+        Lets several configurations share one forward pass (``benchmarks/eigencam_variants.py``).
+
+        Args:
+            inputs: the (B, C, H, W) batch explained (for the output size).
+            output: the model's output for the batch (2B rows with ``flip``: the batch, then its
+                mirror).
+            layer_acts: (layer label, activations (B or 2B, C, h, w)) for the target layer,
+                then each of ``fuse_layers``.
+        """
+        batch = inputs.shape[0]
         raws, evr = [], None
         for label, acts in layer_acts:
             proj, ratio = self._project(acts, label)
