@@ -284,3 +284,48 @@ def test_scoring_in_worker_processes_gives_the_same_records(data, tmp_path):
     b = load_records(tmp_path / "procs", ["green", "plane"], len(SETTINGS.grid))
     np.testing.assert_array_equal(a.boxes, b.boxes)
     np.testing.assert_array_equal(a.iou_all, b.iou_all)
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_real_dev_images(tmp_path, capsys):
+    from conftest import dev_data_or_skip
+
+    data = dev_data_or_skip()
+    out = tmp_path / "dev"
+    args = ["localize", str(data), "--limit", "24", "--methods", "eigencam,eigencam:center=true"]
+    args += ["--box-grid", "0:0.9:0.1", "--batch-size", "12", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    cls = metrics["classification"]
+    assert cls["images"] == 24 and cls["top1_acc"] >= 0.5  # the embedded model is a real one
+    for key in ("eigencam", "eigencam:center=true"):
+        m = metrics["methods"][key]
+        a = m["paper"]["at_chosen"]
+        # Eigen-CAM localizes most of these (mostly large) objects, blind to the class...
+        assert a["gt_known_error"] <= 0.6
+        # ... and top-1 localization can never beat top-1 classification.
+        assert 1 - a["top1_loc_error"] <= cls["top1_acc"] + 1e-9
+        assert m["layer"] == "_swish"
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert len(rows) == 24 * 2 * 11
+    assert all(float(r["x1"]) <= 500 for r in rows if r["x1"])  # original pixels, not 224
+    assert "eigencam:center=true" in (out / "table.md").read_text()
+    assert len(list((out / "gallery").glob("*.jpg"))) >= 8
+
+
+def test_centre_crop_maps_boxes_back_and_clips_the_ground_truth(tmp_path):
+    root = tmp_path / "crop"
+    (root / "images").mkdir(parents=True)
+    rgb = np.zeros((32, 48, 3), dtype=np.uint8)
+    rgb[4:20, 4:20, 1] = 255  # the object, partly left of the centre crop (x 8..40)
+    Image.fromarray(rgb).save(root / "images" / "a.png")
+    entry = {"file": "a.png", "width": 48, "height": 32, "boxes": [[4, 4, 20, 20]], "class_id": 0}
+    (root / "annotations.json").write_text(json.dumps({"images": [entry]}))
+    pre = fx.Preprocessing((32, 32), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "center-crop", 1.0)
+    expl = {"green": fx.GreenMap(fx.CornerClassifier())}
+    localize(read_dev(root), expl["green"].model, pre, expl, tmp_path / "out", settings=SETTINGS)
+    rec = load_records(tmp_path / "out", ["green"], len(SETTINGS.grid))
+    assert rec.regions.tolist() == [[8.0, 0.0, 40.0, 32.0]]
+    assert rec.gt[0].tolist() == [[8.0, 4.0, 20.0, 20.0]]  # clipped to what the model saw
+    assert rec.boxes[0, 0, 0, 3].tolist() == [8.0, 4.0, 20.0, 20.0]  # back in original pixels
+    assert rec.iou[0, 0, 0, 3] == 1.0
