@@ -30,7 +30,12 @@ from eigencam.cli.common import Progress
 from eigencam.evaluation.datasets import open_dataset
 from eigencam.evaluation.localize import localize
 from eigencam.evaluation.protocols import parse_grid
-from eigencam.evaluation.runner import LocalizeSettings, build_explainer, parse_method
+from eigencam.evaluation.runner import (
+    LocalizeSettings,
+    build_explainer,
+    parse_method,
+    recorded_keys,
+)
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models import load_model
 
@@ -144,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, part, calibrate, rescore in plan:
         out = args.out / name
         ds = dataset.part(part, 2)
-        progress = Progress(len(ds), name)
+        done = recorded_keys(out) if (out / "run.json").is_file() else set()
+        progress = Progress(sum(s.key not in done for s in ds.samples), name)
         try:
             metrics = localize(
                 ds,

@@ -329,3 +329,13 @@ def test_centre_crop_maps_boxes_back_and_clips_the_ground_truth(tmp_path):
     assert rec.gt[0].tolist() == [[8.0, 4.0, 20.0, 20.0]]  # clipped to what the model saw
     assert rec.boxes[0, 0, 0, 3].tolist() == [8.0, 4.0, 20.0, 20.0]  # back in original pixels
     assert rec.iou[0, 0, 0, 3] == 1.0
+
+
+def test_a_run_where_every_image_fails_still_reports(data, tmp_path):
+    for f in (data / "images").glob("*.png"):
+        f.write_bytes(b"broken")
+    metrics, _ = run(data, tmp_path / "out")
+    assert metrics["classification"]["images"] == 0
+    assert len(metrics["dataset"]["skipped"]) == 6
+    assert metrics["methods"]["green"]["paper"]["at_chosen"]["gt_known_error"] is None
+    assert "Skipped images" in (tmp_path / "out" / "report.html").read_text()

@@ -272,6 +272,11 @@ def run_localize(args: argparse.Namespace) -> int:
         "device": str(device),
     }
     total = len(dataset.samples)
+    if args.resume:  # the bar counts what this call computes
+        from eigencam.evaluation.runner import recorded_keys
+
+        done = recorded_keys(args.out)
+        total -= sum(s.key in done for s in dataset.samples)
     progress = Progress(total, "localize", enabled=not args.quiet)
     cal_progress = None
     if calibration is not None and not isinstance(calibration, Path):

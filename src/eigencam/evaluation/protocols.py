@@ -184,7 +184,8 @@ def paper_protocol(
     if iou_top1.shape != (n, t) or len(thresholds) != t:
         raise ShapeError("iou_top1 / thresholds", f"({n}, {t}) / {t}", f"{iou_top1.shape}")
     labels = np.asarray(labels).reshape(-1)
-    top5 = np.asarray(top5).reshape(n, -1)
+    top5 = np.asarray(top5)
+    top5 = top5.reshape(n, top5.shape[-1] if top5.ndim == 2 else 1)
     known = labels >= 0
     correct1 = known & (top5[:, 0] == labels)
     correct5 = known & (top5[:, :5] == labels[:, None]).any(axis=1)
