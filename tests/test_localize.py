@@ -223,6 +223,9 @@ def test_method_specs():
     assert e.center is True
     with pytest.raises(ValueError, match="no option"):
         build_explainer(parse_method("eigencam:centre=true"), model, "auto")
+    assert (
+        build_explainer(parse_method("eigencam:target_layer=x"), model, "auto").target_layer == "x"
+    )
 
 
 # -- command line --------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def build_explainer(spec: MethodSpec, model: torch.nn.Module, target_layer: Any)
 
     cls = get_method(spec.name)
     params = inspect.signature(cls.__init__).parameters
-    accepted = [p for p in params if p not in ("self", "model", "target_layer")]
+    accepted = [p for p in params if p not in ("self", "model")]
     unknown = [k for k in spec.options if k not in accepted]
     if unknown:
         raise ValueError(
@@ -160,7 +160,7 @@ def build_explainer(spec: MethodSpec, model: torch.nn.Module, target_layer: Any)
             f"it accepts {', '.join(accepted) or 'none'}"
         )
     options = dict(spec.options)
-    layer = options.pop("target_layer", target_layer) if "target_layer" in options else target_layer
+    layer = options.pop("target_layer", target_layer)  # name:target_layer=... wins over --layer
     return cls(model, layer, **options)
 
 
