@@ -205,13 +205,21 @@ def test_models_layers_methods(capsys):
     assert code == 0 and "eigencam" in out
 
 
-def test_help_has_examples():
-    for cmd in (["explain"], ["demo"], ["models"], ["layers"], ["methods"], []):
-        proc = subprocess.run(
-            [sys.executable, "-m", "eigencam", *cmd, "--help"], capture_output=True, text=True
-        )
-        assert proc.returncode == 0
-        assert "example" in proc.stdout
+def test_help_has_examples(capsys):
+    """Every command's --help shows an example (one subprocess checks `python -m eigencam`)."""
+    from eigencam.cli.main import build_parser
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "eigencam", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "example" in proc.stdout
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"explain", "demo", "models", "layers", "methods"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "example" in capsys.readouterr().out, name
 
 
 def test_console_script_runs():

@@ -3,9 +3,9 @@
 Quick start::
 
     import eigencam
-    model, pre = eigencam.load_model("efficientnet_lite0")   # embedded ImageNet weights
-    x = pre.batch([image])                                    # (1, 3, 224, 224)
-    result = eigencam.EigenCAM(model)(x)                      # result.maps: (1, 1, 224, 224)
+    loaded = eigencam.load_model("efficientnet_lite0")       # embedded ImageNet weights
+    x = loaded.preprocessing.batch([image])                   # (1, 3, 224, 224)
+    result = eigencam.EigenCAM(loaded.model)(x)               # result.maps: (1, 1, 224, 224)
 
 Heavy modules (torch, the models) load on first use, so ``import eigencam`` is fast.
 """
@@ -26,6 +26,10 @@ _LAZY = {
     "eigen_cam": "eigencam.decomposition",
     "Decomposition": "eigencam.decomposition",
     "tokens_to_grid": "eigencam.capture",
+    "FeaturePyramid": "eigencam.capture",
+    "SegmentationTarget": "eigencam.methods.segmentation_target",
+    "OnnxModel": "eigencam.models",
+    "Detections": "eigencam.models",
     "list_layers": "eigencam.capture",
     "LayerRef": "eigencam.capture",
     "load_model": "eigencam.models",
@@ -39,10 +43,14 @@ _LAZY = {
 __all__ = [
     "CAMResult",
     "Decomposition",
+    "Detections",
     "EigenCAM",
     "Explainer",
+    "FeaturePyramid",
     "LayerRef",
+    "OnnxModel",
     "Preprocessing",
+    "SegmentationTarget",
     "__version__",
     "available_methods",
     "available_models",
@@ -73,8 +81,15 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from eigencam import errors
-    from eigencam.capture import LayerRef, list_layers, tokens_to_grid
+    from eigencam.capture import FeaturePyramid, LayerRef, list_layers, tokens_to_grid
     from eigencam.decomposition import Decomposition, eigen_cam
     from eigencam.maps import normalize, upsample
     from eigencam.methods import CAMResult, EigenCAM, Explainer, available_methods, get_method
-    from eigencam.models import Preprocessing, available_models, load_model
+    from eigencam.methods.segmentation_target import SegmentationTarget
+    from eigencam.models import (
+        Detections,
+        OnnxModel,
+        Preprocessing,
+        available_models,
+        load_model,
+    )

@@ -117,3 +117,17 @@ class UnsupportedModelError(EigenCAMError, TypeError):
 
 class TargetError(EigenCAMError, ValueError):
     """A class target does not fit the model output or the batch."""
+
+
+class ModelFileError(EigenCAMError, ValueError):
+    """A model file (ONNX, TorchScript, Ultralytics yaml) is missing, unreadable or unusable."""
+
+
+class MissingDependencyError(EigenCAMError, ImportError):
+    """An optional package a model family needs is not installed."""
+
+    def __init__(self, package: str, extra: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the {package} package, which is not installed; "
+            f"pip install 'eigencam[{extra}]' (or pip install {package})"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,17 +15,32 @@ from eigencam.errors import ShapeError
 _FLAT = 1e-5
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W), ``align_corners=False``."""
+def upsample(
+    maps: Tensor, size: tuple[int, int], *, extent: tuple[float, float] | None = None
+) -> Tensor:
+    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W), ``align_corners=False``.
+
+    Args:
+        maps: (B, k, h, w).
+        size: (H, W).
+        extent: None when the (h, w) grid covers exactly the (H, W) image; else (ey, ex): the
+            grid covers ``ey * H`` by ``ex * W`` pixels from the top-left corner (a detector
+            that padded its input, see :mod:`eigencam.capture.geometry`). The maps are
+            upsampled to that size and the (H, W) image part is kept.
+    """
     if maps.ndim != 4:
         raise ShapeError("maps", "(B, k, h, w)", tuple(maps.shape))
     size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
+    full = size
+    if extent is not None:
+        full = (max(size[0], round(size[0] * extent[0])), max(size[1], round(size[1] * extent[1])))
+    if tuple(maps.shape[-2:]) == full == size:
         return maps
     src = maps if maps.is_floating_point() else maps.float()
     if src.dtype in (torch.float16, torch.bfloat16):
         src = src.float()
-    return F.interpolate(src, size=size, mode="bilinear", align_corners=False)
+    out = F.interpolate(src, size=full, mode="bilinear", align_corners=False)
+    return out[..., : size[0], : size[1]]
 
 
 def normalize(maps: Tensor, *, relu: bool = False) -> Tensor:
@@ -51,9 +68,59 @@ def normalize(maps: Tensor, *, relu: bool = False) -> Tensor:
     return out.reshape(x.shape)
 
 
-def upsample_normalize(maps: Tensor, size: tuple[int, int], *, relu: bool = False) -> Tensor:
+def upsample_normalize(
+    maps: Tensor,
+    size: tuple[int, int],
+    *,
+    relu: bool = False,
+    extent: tuple[float, float] | None = None,
+) -> Tensor:
     """:func:`upsample` then :func:`normalize`: what explainers return as ``maps``."""
-    return normalize(upsample(maps, size), relu=relu)
+    return normalize(upsample(maps, size, extent=extent), relu=relu)
+
+
+def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
+    """Per-box renormalisation: each box min-max normalised on its own, zero outside every box.
+
+    Where boxes overlap, the larger value is kept. This shows, for a detector, what the map
+    looks like inside each detection whatever the other detections' strength (the
+    ``renormalize_cam_in_bounding_boxes`` idea of pytorch-grad-cam, batched over the boxes).
+
+    Args:
+        maps: (B, k, H, W) maps (any range).
+        boxes: B tensors of shape (N_i, 4), (x0, y0, x1, y1) in pixels of the maps' grid.
+
+    Returns:
+        (B, k, H, W) float32 in [0, 1]; an image without boxes gets all zeros.
+    """
+    if maps.ndim != 4:
+        raise ShapeError("maps", "(B, k, H, W)", tuple(maps.shape))
+    if len(boxes) != maps.shape[0]:
+        raise ValueError(
+            f"boxes must give one (N, 4) tensor per image: {maps.shape[0]} images, "
+            f"{len(boxes)} box tensors"
+        )
+    height, width = maps.shape[-2:]
+    ys = torch.arange(height, device=maps.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(width, device=maps.device, dtype=torch.float32) + 0.5
+    out = torch.zeros(maps.shape, dtype=torch.float32, device=maps.device)
+    for i, b in enumerate(boxes):  # boxes differ in number per image; each image is vectorised
+        b = torch.as_tensor(b, dtype=torch.float32, device=maps.device).reshape(-1, 4)
+        if not len(b):
+            continue
+        inside_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] < b[:, 3:4])  # (N, H)
+        inside_x = (xs[None, :] >= b[:, 0:1]) & (xs[None, :] < b[:, 2:3])  # (N, W)
+        mask = inside_y[:, :, None] & inside_x[:, None, :]  # (N, H, W)
+        m = maps[i].float()[None]  # (1, k, H, W)
+        inf = torch.tensor(float("inf"), device=maps.device)
+        lo = torch.where(mask[:, None], m, inf).amin(dim=(-2, -1), keepdim=True)
+        hi = torch.where(mask[:, None], m, -inf).amax(dim=(-2, -1), keepdim=True)
+        span = hi - lo
+        valid = torch.isfinite(span) & (span > 0)
+        scaled = torch.where(valid, (m - lo) / torch.where(valid, span, 1.0), 0.0)
+        per_box = torch.where(mask[:, None], scaled, 0.0)  # (N, k, H, W)
+        out[i] = per_box.amax(dim=0)
+    return out
 
 
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:

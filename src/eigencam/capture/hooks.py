@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from eigencam.capture.taps import layer_type
+
 
 @dataclass(frozen=True)
 class LayerRef:
@@ -57,11 +59,17 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[Non
     wrappers (Ultralytics YOLO) override ``train()``/``eval()`` with side effects. Each
     module's own ``training`` flag and each parameter's ``requires_grad`` are restored as found,
     even when the forward pass raises.
+
+    Plain attributes a forward pass rebinds are restored too (Ultralytics' detection head
+    caches its anchors and strides as attributes: made under ``torch.inference_mode()`` they
+    would be inference tensors, which a later gradient computation on the model could not
+    save for backward). Objects mutated in place are not tracked.
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
+    attributes = [_public_attributes(m) for m in modules]
     try:
         if eval_mode:
             for m in modules:
@@ -73,6 +81,24 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[Non
         for p, flag in zip(params, requires_grad):
             if p.requires_grad != flag:
                 p.requires_grad_(flag)
+        for m, before in zip(modules, attributes):
+            _restore_attributes(m, before)
+
+
+def _public_attributes(module: nn.Module) -> dict[str, Any]:
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k != "training"}
+
+
+def _restore_attributes(module: nn.Module, before: dict[str, Any]) -> None:
+    after = _public_attributes(module)
+    for key, value in before.items():
+        if after.get(key, _MISSING) is not value:
+            object.__setattr__(module, key, value)
+    for key in after.keys() - before.keys():
+        delattr(module, key)
+
+
+_MISSING = object()
 
 
 class OutputStore:
@@ -141,9 +167,16 @@ class ForwardRecorder:
     no memory beyond the forward pass itself.
     """
 
-    def __init__(self, model: nn.Module, accept: Callable[[Tensor], bool]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        accept: Callable[[Tensor], bool],
+        describe: Callable[[str, nn.Module, Any], Any] | None = None,
+    ) -> None:
         self.model = model
         self.accept = accept
+        self.describe = describe
+        self.details: dict[tuple[str, int], Any] = {}
         self.events: list[tuple[str, str, tuple[int, ...] | None, int]] = []
         self._calls: dict[str, int] = {}
         self._pooled: list[weakref.ref] = []
@@ -159,7 +192,9 @@ class ForwardRecorder:
             self._calls[name] = call + 1
             t = first_tensor(output)
             shape = tuple(t.shape) if t is not None else None
-            self.events.append((name, type(module).__name__, shape, call))
+            self.events.append((name, layer_type(module), shape, call))
+            if self.describe is not None:
+                self.details[(name, call)] = self.describe(name, module, output)
             if t is None:
                 return
             if _is_pooling(module):
@@ -196,7 +231,7 @@ class ForwardRecorder:
 
 
 def _is_pooling(module: nn.Module) -> bool:
-    return "pool" in type(module).__name__.lower()
+    return "pool" in layer_type(module).lower()
 
 
 def spatial_map(t: Tensor) -> bool:

@@ -20,7 +20,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import ForwardRecorder, LayerRef, preserved_state, spatial_map
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.families import family_of
+from eigencam.capture.hooks import (
+    ForwardRecorder,
+    LayerRef,
+    first_tensor,
+    preserved_state,
+    spatial_map,
+)
+from eigencam.capture.reshape import pyramid_levels
 from eigencam.errors import LayerNotFoundError, LayerSelectionError
 
 LayerSpec = str | nn.Module | LayerRef
@@ -29,9 +38,19 @@ _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, LayerRef]] = weakref
 
 
 def resolve_named(model: nn.Module, spec: LayerSpec) -> LayerRef | None:
-    """Resolve a module, dotted name (optionally ``name#call``) or LayerRef; None for "auto"."""
+    """Resolve a module, dotted name (optionally ``name#call``) or LayerRef; None for "auto".
+
+    A model that stands in for another (a TorchScript or ONNX runner) may define
+    ``eigencam_resolve(spec) -> str | None`` to translate the other model's modules or names
+    (ONNX tensor names) into its own layer names.
+    """
     if isinstance(spec, LayerRef):
         return spec
+    translate = getattr(model, "eigencam_resolve", None)
+    if callable(translate) and not (isinstance(spec, str) and spec == "auto"):
+        alias = translate(spec)
+        if alias is not None:
+            spec = alias
     if isinstance(spec, nn.Module):
         for name, module in model.named_modules():
             if module is spec:
@@ -62,6 +81,47 @@ def _split_call(spec: str) -> tuple[str, int | None]:
             f"target_layer {spec!r}: the part after '#' must be a call index, e.g. 'relu#2'"
         )
     return name, int(idx)
+
+
+def resolve_target(
+    model: nn.Module,
+    spec: LayerSpec,
+    reshape_transform: Callable[[Any], Tensor] | None,
+    inputs: Tensor | None = None,
+) -> tuple[LayerRef | None, Callable[[Any], Tensor] | None]:
+    """The target layer and the reshape transform to use for it.
+
+    ``"auto"`` takes, in order: the model family's default layer and transform
+    (:mod:`eigencam.capture.families`: ViT, Swin, detectors, YOLO, segmenters) when no
+    ``reshape_transform`` is given; the layer the model declares (timm's ``feature_info``); else
+    None, meaning "search the forward pass" (:class:`ForwardRecorder`). A layer given explicitly
+    gets its family's transform when the caller gave none.
+
+    Args:
+        model: the module eigencam runs (see :func:`eigencam.capture.adapters.runner_for`).
+        spec: module, dotted name, ``name#call``, LayerRef or ``"auto"``.
+        reshape_transform: the caller's transform, or None.
+        inputs: the batch about to run, checked against the family's input constraints.
+
+    Returns:
+        (layer or None, transform or None).
+    """
+    family = family_of(model)
+    if family is not None and inputs is not None:
+        family.check_input(inputs)
+    if isinstance(spec, str) and spec == "auto":
+        if reshape_transform is None and family is not None:
+            try:
+                return resolve_named(model, family.layer), family.transform
+            except LayerNotFoundError:  # a variant the family rule does not know: search
+                return None, None
+        return declared_layer(model), reshape_transform
+    ref = resolve_named(model, spec)
+    if ref is None:
+        return declared_layer(model), reshape_transform
+    if reshape_transform is None and family is not None and family.transform_for is not None:
+        reshape_transform = family.transform_for(ref.name, ref.module)
+    return ref, reshape_transform
 
 
 def declared_layer(model: nn.Module) -> LayerRef | None:
@@ -131,7 +191,20 @@ def no_candidate_error(recorder: ForwardRecorder, transformed: bool) -> LayerSel
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One row of :func:`list_layers`."""
+    """One row of :func:`list_layers`.
+
+    Attributes:
+        name: dotted module name (``layer4``; a tensor name for ONNX models).
+        type: the module's type (the operator type for ONNX tensors).
+        shape: shape of the module's output (its first tensor for tuple/dict outputs).
+        calls: how many times the module ran in the forward pass.
+        candidate: usable as a target layer: its output gives (B, C, h, w) maps with h*w > 1
+            (after the reshape transform that applies) and it is a layer the model family
+            proposes (a detector's backbone and neck, say).
+        auto: the layer ``target_layer="auto"`` picks.
+        map_shape: (B, C, h, w) the explainer would decompose, or None.
+        levels: shapes of the maps of a multi-level output (feature pyramid), else None.
+    """
 
     name: str
     type: str
@@ -139,6 +212,8 @@ class LayerInfo:
     calls: int
     candidate: bool
     auto: bool
+    map_shape: tuple[int, ...] | None = None
+    levels: tuple[tuple[int, ...], ...] | None = None
 
 
 def list_layers(
@@ -149,34 +224,64 @@ def list_layers(
     """Every submodule with its output shape on ``example``, marking candidates and the auto choice.
 
     Args:
-        model: the model.
+        model: the model (wrapped, compiled, scripted and ONNX models are handled as by the
+            explainers).
         example: an input batch (B, C, H, W); one image is enough.
-        reshape_transform: as for the explainers.
+        reshape_transform: as for the explainers; None uses the model family's transforms.
 
     Returns:
         One :class:`LayerInfo` per module that ran, in completion order.
     """
-    accept = acceptor(reshape_transform)
-    recorder = ForwardRecorder(model, accept)
+    runner = runner_for(model)
+    family = family_of(runner)
+    declared, _ = resolve_target(runner, "auto", reshape_transform)
+
+    def transform_for(name: str, module: nn.Module) -> Callable[[Any], Tensor] | None:
+        if reshape_transform is not None:
+            return reshape_transform
+        if family is not None and family.transform_for is not None:
+            return family.transform_for(name, module)
+        return None
+
+    def describe(name: str, module: nn.Module, output: Any) -> tuple:
+        levels = pyramid_levels(output) if isinstance(output, (dict, list, tuple)) else []
+        transform = transform_for(name, module)
+        try:
+            t = transform(output) if transform is not None else first_tensor(output)
+        except Exception:  # a transform that cannot take this output: not a candidate
+            t = None
+        map_shape = tuple(t.shape) if isinstance(t, Tensor) and t.ndim == 4 else None
+        level_shapes = tuple(tuple(v.shape) for _, v in levels) if len(levels) > 1 else None
+        return map_shape, level_shapes
+
+    recorder = ForwardRecorder(runner, acceptor(reshape_transform), describe)
     with torch.inference_mode(), preserved_state(model), recorder.recording():
-        model(example)
-    auto = declared_layer(model) or recorder.chosen()
+        runner(example)
+    auto = declared or recorder.chosen()
+    batch = int(example.shape[0])
     seen: dict[str, LayerInfo] = {}
     order: list[str] = []
     for name, type_name, shape, call in recorder.events:
         if name not in seen:
             order.append(name)
-        is_candidate = shape is not None and (
-            (len(shape) == 4 and shape[-1] * shape[-2] > 1)
-            if reshape_transform is None
-            else len(shape) == 3
+        map_shape, levels = recorder.details.get((name, call), (None, None))
+        is_candidate = (
+            map_shape is not None
+            and map_shape[0] == batch
+            and map_shape[-1] * map_shape[-2] > 1
+            and (family is None or family.proposes(name))
         )
+        previous = seen.get(name)
+        if map_shape is None and previous is not None:
+            map_shape = previous.map_shape
         seen[name] = LayerInfo(
             name=name,
             type=type_name,
             shape=shape,
             calls=call + 1,
-            candidate=is_candidate,
+            candidate=is_candidate or (previous is not None and previous.candidate),
             auto=auto is not None and auto.name == name,
+            map_shape=map_shape,
+            levels=levels,
         )
     return [seen[n] for n in order]

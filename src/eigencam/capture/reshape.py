@@ -1,10 +1,14 @@
-"""Reshape transforms: turn a layer's output into a (B, C, h, w) map."""
+"""Reshape transforms: turn a layer's output (tokens, channels-last maps, feature pyramids) into
+a (B, C, h, w) map."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from eigencam.errors import ShapeError
@@ -62,3 +66,84 @@ class tokens_to_grid:
                 "Pass tokens_to_grid(num_prefix_tokens=..., grid=(h, w)) for this model.",
             )
         return tokens[:, prefix:, :].reshape(batch, h, w, channels).permute(0, 3, 1, 2)
+
+
+def pyramid_levels(features: Any) -> list[tuple[str, Tensor]]:
+    """The (name, map) pairs of a multi-level output: a dict, list or tuple of (B, C, h, w)."""
+    if isinstance(features, Tensor):
+        return [("0", features)]
+    if isinstance(features, dict):
+        items = [(str(k), v) for k, v in features.items()]
+    elif isinstance(features, (list, tuple)):
+        items = [(str(i), v) for i, v in enumerate(features)]
+    else:
+        return []
+    return [(k, v) for k, v in items if isinstance(v, Tensor) and v.ndim == 4]
+
+
+@dataclass(frozen=True)
+class FeaturePyramid:
+    """Multi-level feature maps (a feature pyramid) -> one (B, sum of C_l, h, w) map.
+
+    Detector backbones return several maps of decreasing resolution (torchvision's FPN: a dict
+    ``{"0": (B, 256, H/4, W/4), ..., "pool": (B, 256, H/64, W/64)}``; SSD: six maps). Each
+    level is resized (bilinear, ``align_corners=False``: every level covers the same image) to
+    one grid and the levels are concatenated along channels, so Eigen-CAM's principal component
+    mixes all scales. The grid is that of the finest level with at most ``max_positions``
+    positions (stride 16 for an 800-pixel detector input with the default 4096), which bounds
+    the cost of the decomposition whatever the image size.
+
+    Args:
+        max_positions: the largest grid (h * w) to resize to; when every level is larger, the
+            coarsest level's grid is used.
+        levels: names (dict keys) or indices (lists) of the levels to keep; None keeps all.
+
+    A single 4-D tensor passes through unchanged, so the transform can be used on any level.
+
+    Example:
+        >>> EigenCAM(fasterrcnn, target_layer="backbone", reshape_transform=FeaturePyramid())
+    """
+
+    max_positions: int = 4096
+    levels: tuple[str | int, ...] | None = None
+
+    def __call__(self, features: Any) -> Tensor:
+        if isinstance(features, Tensor):
+            if features.ndim != 4:
+                raise ShapeError("feature map", "(B, C, h, w)", tuple(features.shape))
+            return features
+        levels = pyramid_levels(features)
+        if self.levels is not None:
+            wanted = {str(k) for k in self.levels}
+            levels = [(k, v) for k, v in levels if k in wanted]
+        if not levels:
+            got = (
+                type(features).__name__
+                if not isinstance(features, (dict, list, tuple))
+                else f"{type(features).__name__} without (B, C, h, w) maps"
+                + (f" for levels {list(self.levels)}" if self.levels is not None else "")
+            )
+            raise ShapeError(
+                "feature pyramid",
+                "a dict, list or tuple of (B, C, h, w) maps",
+                got,
+                "Pick a layer that outputs feature maps (see `eigencam layers`).",
+            )
+        batch = {v.shape[0] for _, v in levels}
+        if len(batch) != 1:
+            raise ShapeError(
+                "feature pyramid",
+                "levels with the same batch size",
+                str([tuple(v.shape) for _, v in levels]),
+            )
+        by_size = sorted({tuple(v.shape[-2:]) for _, v in levels}, key=lambda s: -s[0] * s[1])
+        fitting = [s for s in by_size if s[0] * s[1] <= self.max_positions]
+        size = fitting[0] if fitting else by_size[-1]
+        dtype = torch.promote_types(levels[0][1].dtype, torch.float32)
+        maps = [
+            v
+            if tuple(v.shape[-2:]) == size
+            else F.interpolate(v.to(dtype), size=size, mode="bilinear", align_corners=False)
+            for _, v in levels
+        ]
+        return torch.cat([m.to(dtype) for m in maps], dim=1)

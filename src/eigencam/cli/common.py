@@ -18,9 +18,19 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="efficientnet_lite0",
         metavar="NAME",
-        help="embedded default efficientnet_lite0 (real ImageNet weights), a torchvision name "
-        "(resnet50, vgg16...), or package.module:factory / file.py:factory "
+        help="embedded default efficientnet_lite0 (real ImageNet weights); a torchvision "
+        "classifier, detector or segmenter (resnet50, vit_b_16, fasterrcnn_resnet50_fpn, "
+        "deeplabv3_resnet50...); timm:NAME; an Ultralytics yaml (yolov8n.yaml); a .onnx or "
+        "TorchScript file; or package.module:factory / file.py:factory "
         "(default: %(default)s; list: eigencam models)",
+    )
+    g.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="option for the model's constructor, repeatable (--model-arg image_size=64, "
+        "--model-arg min_size=512); VALUE is read as a Python literal",
     )
     g.add_argument(
         "--weights",
@@ -36,8 +46,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
     g.add_argument(
         "--resize",
-        choices=["stretch", "center-crop"],
-        help="stretch the whole image to the input size (default) or take the centre crop",
+        choices=["stretch", "center-crop", "letterbox"],
+        help="stretch the whole image to the input size, take the centre crop, or letterbox "
+        "(keep the aspect ratio, pad; detectors' default)",
     )
     g.add_argument("--device", default=None, help=DEVICE_HELP)
 
@@ -63,9 +74,10 @@ def load_model_from_args(args: argparse.Namespace):
     from eigencam.models import RandomWeightsWarning, load_model
 
     device = resolve_device(args.device)
+    options = parse_model_args(getattr(args, "model_arg", None) or [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomWeightsWarning)
-        loaded = load_model(args.model, weights=args.weights, device=device)
+        loaded = load_model(args.model, weights=args.weights, device=device, **options)
     for w in caught:
         if issubclass(w.category, RandomWeightsWarning):
             print(f"eigencam: warning: {w.message}", file=sys.stderr)
@@ -79,6 +91,53 @@ def load_model_from_args(args: argparse.Namespace):
         resize=args.resize,
     )
     return loaded, pre, device
+
+
+def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
+    """``["image_size=64", "name=x"]`` -> ``{"image_size": 64, "name": "x"}`` (Python literals)."""
+    import ast
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--model-arg takes KEY=VALUE with a Python name as KEY, got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
+RESHAPES = ("tokens", "tokens:N", "channels-last", "pyramid")
+
+
+def add_reshape_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reshape",
+        default=None,
+        metavar="KIND",
+        help="reshape the layer output into maps: tokens (ViT tokens, prefix tokens guessed), "
+        "tokens:N (N prefix tokens), channels-last (B, h, w, C), pyramid (dict/list of maps "
+        "from a detector backbone); default: the model family's (see docs/models.md)",
+    )
+
+
+def parse_reshape(value: str | None):
+    """The reshape transform named by ``--reshape``, or None."""
+    if value is None or value == "none":
+        return None
+    from eigencam.capture import FeaturePyramid, tokens_to_grid
+
+    if value == "tokens":
+        return tokens_to_grid()
+    if value.startswith("tokens:") and value[len("tokens:") :].isdigit():
+        return tokens_to_grid(num_prefix_tokens=int(value[len("tokens:") :]))
+    if value == "channels-last":
+        return tokens_to_grid(channels_last=True)
+    if value == "pyramid":
+        return FeaturePyramid()
+    raise ValueError(f"--reshape {value!r}: expected one of {', '.join(RESHAPES)} or none")
 
 
 def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:

@@ -12,8 +12,10 @@ from eigencam.cli.common import (
     Progress,
     add_batch_args,
     add_model_args,
+    add_reshape_arg,
     comma_list,
     load_model_from_args,
+    parse_reshape,
 )
 
 EXPLAIN_EXAMPLE = """\
@@ -23,6 +25,10 @@ examples:
   eigencam explain img.jpg --model resnet50 --weights resnet50.pth --layer layer4
   eigencam explain img.jpg --model mypkg.models:build --input-size 256 \\
       --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5
+  eigencam explain street.jpg --model yolov8n.yaml --weights yolov8n_state.pt
+  eigencam explain street.jpg --model fasterrcnn_resnet50_fpn --renormalize-boxes
+  eigencam explain img.jpg --model model.onnx --layer /layer4/layer4.1/relu_1/Relu_output_0
+  eigencam explain img.jpg --model timm:vit_small_patch16_224 --weights vit_s.safetensors
 """
 
 DEMO_EXAMPLE = """\
@@ -44,6 +50,7 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
     )
+    add_reshape_arg(g)
     g.add_argument(
         "--components",
         type=int,
@@ -81,6 +88,21 @@ def add_output_args(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--alpha", type=float, default=0.5, help="heat-map opacity (default: %(default)s)"
     )
     g.add_argument("--caption", action="store_true", help="caption overlays with the top-3 classes")
+    d = parser.add_argument_group("detectors")
+    d.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="record and draw the boxes scoring at least S (default: %(default)s)",
+    )
+    d.add_argument("--max-boxes", type=int, default=100, help="at most this many boxes per image")
+    d.add_argument("--no-boxes", action="store_true", help="do not draw the boxes on overlays")
+    d.add_argument(
+        "--renormalize-boxes",
+        action="store_true",
+        help="normalise the map inside each box on its own and zero it outside the boxes",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +158,11 @@ def build_explainer(args: argparse.Namespace, loaded: Any):
     if args.components != 1 and "n_components" not in accepted:
         raise ValueError(f"--components applies to eigencam only, not {args.method}")
     layer = args.layer or loaded.target_layer
+    reshape = parse_reshape(getattr(args, "reshape", None)) or getattr(
+        loaded, "reshape_transform", None
+    )
+    if reshape is not None:
+        kwargs["reshape_transform"] = reshape
     return cls(loaded.model, layer, **kwargs)
 
 
@@ -146,7 +173,14 @@ def run_explain(args: argparse.Namespace) -> int:
 
     paths, unmatched = expand_inputs(args.images)
     options = OutputOptions(
-        save=tuple(args.save), colormap=args.colormap, alpha=args.alpha, caption=args.caption
+        save=tuple(args.save),
+        colormap=args.colormap,
+        alpha=args.alpha,
+        caption=args.caption,
+        score_threshold=args.score_threshold,
+        max_boxes=args.max_boxes,
+        draw_boxes=not args.no_boxes,
+        renormalize_boxes=args.renormalize_boxes,
     )
     if "overlay" in options.save:
         from eigencam.viz import colormap_lut
@@ -162,12 +196,16 @@ def run_explain(args: argparse.Namespace) -> int:
         "model": loaded.name,
         "weights": args.weights,
         "pretrained": loaded.pretrained,
+        "task": loaded.task,
         "method": args.method,
         "params": {
             "layer": args.layer or loaded.target_layer,
+            "reshape": args.reshape,
             "components": args.components,
             "center": args.center,
             "solver": args.solver,
+            "score_threshold": args.score_threshold if loaded.detections else None,
+            "renormalize_boxes": args.renormalize_boxes if loaded.detections else None,
         },
         "preprocessing": {
             "input_size": list(pre.input_size),
@@ -201,6 +239,7 @@ def _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_in
             progress=progress,
             run_info=run_info,
             extra_failures=unmatched,
+            detections=getattr(loaded, "detections", None),
         )
     finally:
         progress.close()

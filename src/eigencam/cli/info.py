@@ -6,7 +6,13 @@ import argparse
 import json
 import sys
 
-from eigencam.cli.common import add_model_args, load_model_from_args, print_table
+from eigencam.cli.common import (
+    add_model_args,
+    add_reshape_arg,
+    load_model_from_args,
+    parse_reshape,
+    print_table,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "models",
         help="list model names",
         description="List the models --model accepts: registered models (with shipped weights) "
-        "first, then torchvision classifiers (random weights unless --weights is given).",
+        "first, then torchvision classifiers, detectors and segmenters (random weights unless "
+        "--weights is given), and the name patterns for timm, Ultralytics YOLO, ONNX, "
+        "TorchScript and your own factories.",
         epilog="example:\n  eigencam models --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -24,14 +32,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     la = sub.add_parser(
         "layers",
         help="list candidate target layers of a model with their output shapes",
-        description="Run one forward pass on a blank image and print every module whose output is "
-        "a spatial map, with its shape; '*' marks the layer target_layer='auto' picks.",
+        description="Run one forward pass on a blank image and print every module whose output "
+        "can be explained (a spatial map, after the model family's reshape: ViT tokens, Swin "
+        "channels-last maps, a detector's feature pyramid), with its shapes; '*' marks the "
+        "layer target_layer='auto' picks. For detectors the backbone and neck levels are "
+        "proposed; for an ONNX file, its candidate tensors.",
         epilog="examples:\n  eigencam layers resnet50\n"
-        "  eigencam layers efficientnet_lite0 --all --json",
+        "  eigencam layers efficientnet_lite0 --all --json\n"
+        "  eigencam layers fasterrcnn_resnet50_fpn --model-arg min_size=512\n"
+        "  eigencam layers yolov8n.yaml\n"
+        "  eigencam layers model.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     la.add_argument("model_name", metavar="MODEL", help="model name (see eigencam models)")
     add_model_args(la)
+    add_reshape_arg(la)
     la.add_argument("--all", action="store_true", help="list every module, not only candidates")
     la.add_argument("--json", action="store_true", help="machine-readable output")
     la.set_defaults(run=run_layers)
@@ -49,20 +64,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     from eigencam.models import registered_models
+    from eigencam.models.detection import DETECTORS
     from eigencam.models.registry import torchvision_classifiers
+    from eigencam.models.segmentation import SEGMENTERS
 
     registered = registered_models()
-    tv = [n for n in torchvision_classifiers() if n not in {e.name for e in registered}]
+    names = {e.name for e in registered}
+    tv = [n for n in torchvision_classifiers() if n not in names]
+    patterns = [
+        ("timm:NAME", "any timm model, e.g. timm:resnet50, timm:vit_small_patch16_224"),
+        ("NAME.yaml", "an Ultralytics model yaml, e.g. yolov8n.yaml, yolo11s.yaml, or a path"),
+        ("FILE.onnx", "an ONNX model run with onnxruntime"),
+        ("FILE.pt", "a TorchScript archive (torch.jit.save); .pth/.ts/.torchscript too"),
+        ("module:factory", "your own model: package.module:factory or file.py:factory"),
+    ]
     if args.json:
         data = [
             {
                 "name": e.name,
+                "kind": "registered",
                 "pretrained": e.pretrained,
                 "input_size": list(e.preprocessing.input_size),
                 "description": e.description,
             }
             for e in registered
-        ] + [{"name": n, "pretrained": False, "description": "torchvision classifier"} for n in tv]
+        ]
+        for kind, group in (
+            ("torchvision classifier", tv),
+            ("torchvision detector", DETECTORS),
+            ("torchvision segmenter", SEGMENTERS),
+        ):
+            data += [{"name": n, "kind": kind, "pretrained": False} for n in group]
+        data += [{"name": p, "kind": "pattern", "description": d} for p, d in patterns]
         print(json.dumps(data, indent=2))
         return 0
     rows = [
@@ -75,25 +108,38 @@ def run_models(args: argparse.Namespace) -> int:
         for e in registered
     ]
     print_table(rows, ("name", "weights", "input", "description"))
-    print("\ntorchvision classifiers (random weights unless --weights FILE):")
-    width = max(len(n) for n in tv) + 2
-    per_line = max(1, 96 // width)
-    for i in range(0, len(tv), per_line):
-        print("  " + "".join(n.ljust(width) for n in tv[i : i + per_line]).rstrip())
-    print("\nYour own model: --model package.module:factory or --model path/to/file.py:factory")
+    for title, group in (
+        ("torchvision classifiers", tv),
+        ("torchvision detectors", list(DETECTORS)),
+        ("torchvision segmenters", list(SEGMENTERS)),
+    ):
+        print(f"\n{title} (random weights unless --weights FILE):")
+        width = max(len(n) for n in group) + 2
+        per_line = max(1, 96 // width)
+        for i in range(0, len(group), per_line):
+            print("  " + "".join(n.ljust(width) for n in group[i : i + per_line]).rstrip())
+    print("\nmore models, by name pattern:")
+    for pattern, description in patterns:
+        print(f"  {pattern:<16}{description}")
     return 0
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape[1:])) if shape else "-"
 
 
 def run_layers(args: argparse.Namespace) -> int:
     import torch
 
-    from eigencam.capture import list_layers
+    from eigencam.capture import family_of, list_layers, runner_for
 
     args.model = args.model_name
     loaded, pre, device = load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
-    infos = list_layers(loaded.model, example)
+    reshape = parse_reshape(args.reshape) or loaded.reshape_transform
+    infos = list_layers(loaded.model, example, reshape)
     shown = [i for i in infos if args.all or i.candidate]
+    family = family_of(runner_for(loaded.model)) if reshape is None else None
     if args.json:
         print(
             json.dumps(
@@ -102,6 +148,8 @@ def run_layers(args: argparse.Namespace) -> int:
                         "name": i.name,
                         "type": i.type,
                         "shape": list(i.shape) if i.shape else None,
+                        "map_shape": list(i.map_shape) if i.map_shape else None,
+                        "levels": [list(s) for s in i.levels] if i.levels else None,
                         "calls": i.calls,
                         "candidate": i.candidate,
                         "auto": i.auto,
@@ -112,18 +160,17 @@ def run_layers(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    rows = [
-        (
-            "*" if i.auto else "",
-            i.name,
-            i.type,
-            "x".join(map(str, i.shape[1:])) if i.shape else "-",
-            i.calls,
-        )
-        for i in shown
-    ]
+    rows = []
+    for i in shown:
+        output = _shape(i.shape)
+        if i.levels:
+            output = f"{len(i.levels)} maps: " + ", ".join(_shape(s) for s in i.levels)
+        rows.append(("*" if i.auto else "", i.name, i.type, output, _shape(i.map_shape), i.calls))
     print(f"{loaded.name}: input {pre.input_size[0]}x{pre.input_size[1]}")
-    print_table(rows, ("auto", "layer", "type", "output (C x h x w)", "calls"))
+    if family is not None:
+        transform = repr(family.transform) if family.transform is not None else "none"
+        print(f"family: {family.name} (default layer {family.layer}, reshape {transform})")
+    print_table(rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls"))
     if not any(i.auto for i in infos):
         print("no automatic choice: pass --layer NAME", file=sys.stderr)
     return 0

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.geometry import crop_to_input, recording_geometry
 from eigencam.capture.hooks import (
     ForwardRecorder,
     LayerRef,
@@ -29,13 +31,31 @@ from eigencam.capture.layers import (
     acceptor,
     auto_key,
     cached_auto,
-    declared_layer,
     no_candidate_error,
     remember_auto,
-    resolve_named,
+    resolve_target,
 )
 from eigencam.errors import LayerSelectionError, ShapeError
 from eigencam.maps import upsample_normalize
+
+
+@dataclass(frozen=True, eq=False)
+class Capture:
+    """What one captured forward pass produced (see :meth:`Explainer._capture`).
+
+    Attributes:
+        output: the model's output.
+        activations: (B, C, h, w) the target layer's maps, reshaped, and cropped to the cells
+            over the input when the model padded it.
+        layer: the resolved target layer.
+        extent: None, or (ey, ex): how far the (h, w) grid extends over the input (see
+            :attr:`CAMResult.extent`).
+    """
+
+    output: Any
+    activations: Tensor
+    layer: LayerRef
+    extent: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +73,11 @@ class CAMResult:
         explained_variance_ratio: (B, k) float32 for decomposition methods, else None.
         targets: (B,) int64 class indices explained by class-specific methods, else None.
         params: the method's parameters for this call, read-only.
+        extent: None when ``raw`` covers the input exactly. For models that resize and pad the
+            input internally (torchvision detectors), ``(ey, ex) >= 1``: ``raw`` covers the
+            input's top-left ``ey * H`` by ``ex * W`` pixels (its last row and column of cells
+            overhang the image); ``maps`` already accounts for it
+            (:func:`eigencam.maps.upsample` with ``extent=``).
     """
 
     maps: Tensor
@@ -63,6 +88,7 @@ class CAMResult:
     explained_variance_ratio: Tensor | None = None
     targets: Tensor | None = None
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extent: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
@@ -149,29 +175,42 @@ class Explainer(abc.ABC):
         return self.model
 
     def _captured_forward(self, inputs: Tensor) -> tuple[Any, Tensor, LayerRef]:
+        """:meth:`_capture` as (model output, activations (B, C, h, w), the resolved layer)."""
+        captured = self._capture(inputs)
+        return captured.output, captured.activations, captured.layer
+
+    def _capture(self, inputs: Tensor) -> Capture:
         """Run the model once under inference mode, capturing the target layer's output.
 
-        Returns:
-            (model output, activations as (B, C, h, w), the resolved layer).
+        The model that runs is :func:`~eigencam.capture.adapters.runner_for` the user's model
+        (the original of a compiled module, the network inside an Ultralytics wrapper, a
+        graph runner for TorchScript); its mode flags are restored exactly on the user's model.
+        When the model resizes and pads its input (torchvision detectors), the activations are
+        cropped to the input's cells and the extent is returned.
         """
         model = self._check_model()
-        ref = resolve_named(model, self.target_layer) or declared_layer(model)
-        key = auto_key(inputs, self.reshape_transform)
+        runner = runner_for(model)
+        ref, transform = resolve_target(runner, self.target_layer, self.reshape_transform, inputs)
+        key = auto_key(inputs, transform)
         if ref is None:
-            ref = cached_auto(model, key)
-        with torch.inference_mode(), preserved_state(model, eval_mode=self.eval_mode):
+            ref = cached_auto(runner, key)
+        with (
+            torch.inference_mode(),
+            preserved_state(model, eval_mode=self.eval_mode),
+            recording_geometry(runner) as geometry,
+        ):
             if ref is None:
-                recorder = ForwardRecorder(model, acceptor(self.reshape_transform))
+                recorder = ForwardRecorder(runner, acceptor(transform))
                 with recorder.recording():
-                    output = model(inputs)
+                    output = runner(inputs)
                 ref = recorder.chosen()
                 if ref is None:
-                    raise no_candidate_error(recorder, self.reshape_transform is not None)
-                remember_auto(model, key, ref)
+                    raise no_candidate_error(recorder, transform is not None)
+                remember_auto(runner, key, ref)
                 activation = recorder.candidate
             else:
                 with capture_outputs([ref]) as store:
-                    output = model(inputs)
+                    output = runner(inputs)
                 if ref.label not in store:
                     raise LayerSelectionError(
                         f"target layer {ref.label!r} was not called during the forward pass"
@@ -181,30 +220,40 @@ class Explainer(abc.ABC):
                             else ""
                         )
                         + "; pick a layer that runs, see `eigencam layers`"
+                        + getattr(runner, "missing_layer_hint", "")
                     )
                 activation = store[ref.label]
-            activation = self._as_map(activation, ref)
-        return output, activation, ref
+            activation = as_map(activation, ref, transform)
+            activation, extent = crop_to_input(activation, geometry.geometry(inputs))
+        return Capture(output, activation, ref, extent)
 
     def _as_map(self, output: Any, ref: LayerRef) -> Tensor:
-        if self.reshape_transform is not None:
-            t = self.reshape_transform(output)
-        else:
-            t = first_tensor(output)
-        if not isinstance(t, Tensor) or t.ndim != 4:
-            shape = tuple(t.shape) if isinstance(t, Tensor) else type(output).__name__
-            raise ShapeError(
-                f"output of target layer {ref.label!r}",
-                "(B, C, h, w)",
-                shape,
-                "Pick a convolutional layer, or pass reshape_transform= "
-                "(eigencam.tokens_to_grid() for transformer tokens).",
-            )
-        return t
+        return as_map(output, ref, self.reshape_transform)
 
     @staticmethod
-    def _finish(raw: Tensor, inputs: Tensor, *, relu: bool = False) -> Tensor:
-        return upsample_normalize(raw.float(), tuple(inputs.shape[-2:]), relu=relu)
+    def _finish(
+        raw: Tensor,
+        inputs: Tensor,
+        *,
+        relu: bool = False,
+        extent: tuple[float, float] | None = None,
+    ) -> Tensor:
+        return upsample_normalize(raw.float(), tuple(inputs.shape[-2:]), relu=relu, extent=extent)
+
+
+def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None) -> Tensor:
+    """A layer's output as (B, C, h, w) maps: through ``transform``, or its first tensor."""
+    t = transform(output) if transform is not None else first_tensor(output)
+    if not isinstance(t, Tensor) or t.ndim != 4:
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(output).__name__
+        raise ShapeError(
+            f"output of target layer {ref.label!r}",
+            "(B, C, h, w)",
+            shape,
+            "Pick a convolutional layer, or pass reshape_transform= "
+            "(eigencam.tokens_to_grid() for transformer tokens).",
+        )
+    return t
 
 
 def detach_output(output: Any) -> Any:

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from eigencam.capture.adapters import runner_for
 from eigencam.capture.hooks import LayerRef, capture_outputs
 from eigencam.capture.layers import resolve_named
 from eigencam.decomposition import SOLVERS, eigen_cam
-from eigencam.errors import LayerSelectionError, NonFiniteActivationError
+from eigencam.errors import LayerSelectionError, NonFiniteActivationError, UnsupportedModelError
 from eigencam.maps import gaussian_blur, normalize, upsample
 from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
 from eigencam.methods.registry import register
@@ -130,8 +131,9 @@ class EigenCAM(Explainer):
         if isinstance(layers, (str, torch.nn.Module)):
             layers = [layers]
         refs = []
+        runner = runner_for(self._check_model())  # the module that runs (see Explainer._capture)
         for spec in layers:
-            ref = resolve_named(self._check_model(), spec)
+            ref = resolve_named(runner, spec)
             if ref is None:
                 raise LayerSelectionError(
                     "fuse_layers takes named layers or modules, not 'auto'; see `eigencam layers`"
@@ -161,18 +163,23 @@ class EigenCAM(Explainer):
         inputs = check_inputs(inputs, self._check_model())
         x = torch.cat([inputs, inputs.flip(-1)]) if self.flip else inputs
         with capture_outputs(extra) as store:
-            output, activations, layer = self._captured_forward(x)
-        layer_acts = [(layer.label, activations)]
+            captured = self._capture(x)
+        layer_acts = [(captured.layer.label, captured.activations)]
         for ref in extra:
             if ref.label not in store:
                 raise LayerSelectionError(
                     f"fuse layer {ref.label!r} was not called during the forward pass"
                 )
             layer_acts.append((ref.label, self._as_map(store[ref.label], ref)))
-        return self.from_activations(inputs, output, layer_acts)
+        return self.from_activations(inputs, captured.output, layer_acts, extent=captured.extent)
 
     def from_activations(
-        self, inputs: Tensor, output: Any, layer_acts: Sequence[tuple[str, Tensor]]
+        self,
+        inputs: Tensor,
+        output: Any,
+        layer_acts: Sequence[tuple[str, Tensor]],
+        *,
+        extent: tuple[float, float] | None = None,
     ) -> CAMResult:
         """The result from activations already captured: everything after the forward pass.
 
@@ -184,8 +191,14 @@ class EigenCAM(Explainer):
                 mirror).
             layer_acts: (layer label, activations (B or 2B, C, h, w)) for the target layer,
                 then each of ``fuse_layers``.
+            extent: the target layer's extent over the input (:attr:`CAMResult.extent`).
         """
         batch = inputs.shape[0]
+        if extent is not None and (self.flip or len(layer_acts) > 1):
+            raise UnsupportedModelError(
+                "flip and fuse_layers need a model that does not pad its input internally "
+                "(this one's target layer extends past the image); use them without"
+            )
         raws, evr = [], None
         for label, acts in layer_acts:
             proj, ratio = self._project(acts, label)
@@ -195,7 +208,7 @@ class EigenCAM(Explainer):
         plain = len(raws) == 1 and not self.flip
         if plain:
             raw = raws[0]
-            maps = self._finish(_clip(raw, self.relu), inputs)
+            maps = self._finish(_clip(raw, self.relu), inputs, extent=extent)
         else:
             parts = []
             finest = max((r.shape[-2:] for r in raws), key=lambda s: s[0] * s[1])
@@ -229,6 +242,7 @@ class EigenCAM(Explainer):
                     "smooth": float(self.smooth),
                 }
             ),
+            extent=extent,
         )
 
     def _project(self, activations: Tensor, label: str) -> tuple[Tensor, Tensor]:

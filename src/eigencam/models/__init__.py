@@ -1,5 +1,8 @@
-"""Models: the registry (embedded default, torchvision, user factories), weights, preprocessing."""
+"""Models: the registry (embedded default, torchvision classifiers, detectors and segmenters, timm,
+Ultralytics YOLO, ONNX, TorchScript, user factories), weights, preprocessing, detections."""
 
+from eigencam.models.detection import Detections, detections_of
+from eigencam.models.onnx import OnnxModel, export_onnx
 from eigencam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from eigencam.models.registry import (
     DEFAULT_MODEL,
@@ -19,11 +22,15 @@ __all__ = [
     "DEFAULT_MODEL",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Detections",
     "LoadedModel",
     "ModelEntry",
+    "OnnxModel",
     "Preprocessing",
     "RandomWeightsWarning",
     "available_models",
+    "detections_of",
+    "export_onnx",
     "imagenet_labels",
     "load_model",
     "load_weights",

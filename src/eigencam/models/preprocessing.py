@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_MODES = ("stretch", "center-crop")
+RESIZE_MODES = ("stretch", "center-crop", "letterbox")
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,13 @@ class Preprocessing:
         resize: ``stretch`` resizes the whole image to ``input_size`` (aspect ratio not kept, the
             protocol of the Eigen-CAM paper: the map covers the whole image); ``center-crop``
             resizes the short side to ``input_size / crop_fraction`` and takes the centre crop
-            (the usual ImageNet evaluation; the map covers the crop only).
+            (the usual ImageNet evaluation; the map covers the crop only); ``letterbox``
+            resizes the whole image keeping its aspect ratio and pads it, centred, with
+            ``fill`` to ``input_size`` (detectors: YOLO's own preprocessing; the map covers
+            the whole image and nothing else).
         crop_fraction: for ``center-crop``, the crop's share of the resized short side.
+        fill: for ``letterbox``, the padding colour as RGB in [0, 1] (YOLO: 114/255 grey;
+            torchvision detectors: their normalisation mean, which is what they pad with).
     """
 
     input_size: tuple[int, int] = (224, 224)
@@ -37,6 +42,7 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     resize: str = "stretch"
     crop_fraction: float = 0.875
+    fill: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZE_MODES:
@@ -53,6 +59,8 @@ class Preprocessing:
             raise ValueError(f"std values must be positive, got {self.std}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
+        if len(self.fill) != 3 or not all(0 <= f <= 1 for f in self.fill):
+            raise ValueError(f"fill must be 3 values in [0, 1] (RGB), got {self.fill}")
 
     def with_overrides(
         self,
@@ -60,6 +68,7 @@ class Preprocessing:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         resize: str | None = None,
+        fill: Sequence[float] | None = None,
     ) -> Preprocessing:
         """A copy with the given fields replaced (None keeps the current value)."""
         changes: dict = {}
@@ -72,13 +81,45 @@ class Preprocessing:
             changes["std"] = tuple(float(s) for s in std)
         if resize is not None:
             changes["resize"] = resize
+        if fill is not None:
+            changes["fill"] = tuple(float(f) for f in fill)
         return replace(self, **changes)
 
+    def box_to_original(self, boxes: Tensor, width: int, height: int) -> Tensor:
+        """Boxes (N, 4) in input pixels (x0, y0, x1, y1) -> pixels of the original image, clipped.
+
+        Args:
+            boxes: (N, 4) on any device.
+            width, height: of the original image.
+        """
+        x0, y0, x1, y1 = self.crop_region(width, height)
+        th, tw = self.input_size
+        b = boxes.detach().float().cpu().reshape(-1, 4).clone()
+        b[:, 0::2] = (x0 + b[:, 0::2] * ((x1 - x0) / tw)).clamp(0, width)
+        b[:, 1::2] = (y0 + b[:, 1::2] * ((y1 - y0) / th)).clamp(0, height)
+        return b
+
+    def letterbox_layout(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(new_width, new_height, pad_left, pad_top) of a ``width`` x ``height`` image."""
+        th, tw = self.input_size
+        scale = min(tw / width, th / height)
+        nw = min(tw, max(1, round(width * scale)))
+        nh = min(th, max(1, round(height * scale)))
+        return nw, nh, (tw - nw) // 2, (th - nh) // 2
+
     def crop_region(self, width: int, height: int) -> tuple[float, float, float, float]:
-        """The region (x0, y0, x1, y1) of the original image, in its pixels, the model sees."""
+        """The region (x0, y0, x1, y1) of the original image, in its pixels, the model sees.
+
+        For ``letterbox`` the region is larger than the image (negative x0 or y0): the input's
+        padding lies outside the image.
+        """
         if self.resize == "stretch":
             return (0.0, 0.0, float(width), float(height))
         th, tw = self.input_size
+        if self.resize == "letterbox":
+            nw, nh, left, top = self.letterbox_layout(width, height)
+            sx, sy = width / nw, height / nh
+            return (-left * sx, -top * sy, (tw - left) * sx, (th - top) * sy)
         scale = min(th, tw) / self.crop_fraction / min(width, height)
         crop_w, crop_h = tw / scale, th / scale
         x0 = (width - crop_w) / 2
@@ -95,6 +136,11 @@ class Preprocessing:
         th, tw = self.input_size
         if self.resize == "stretch":
             out = image.resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=None)
+        elif self.resize == "letterbox":
+            nw, nh, left, top = self.letterbox_layout(*image.size)
+            colour = tuple(round(255 * f) for f in self.fill)
+            out = Image.new("RGB", (tw, th), colour)
+            out.paste(image.convert("RGB").resize((nw, nh), Image.Resampling.BILINEAR), (left, top))
         else:
             x0, y0, x1, y1 = self.crop_region(*image.size)
             out = image.resize((tw, th), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))

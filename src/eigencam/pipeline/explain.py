@@ -22,9 +22,11 @@ from torch import Tensor
 from eigencam.errors import NonFiniteActivationError
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import UniqueStems, write_json, write_npy, write_png
-from eigencam.maps import normalize, upsample
+from eigencam.maps import normalize, renormalize_in_boxes, upsample
 from eigencam.methods.base import CAMResult, Explainer
+from eigencam.models.detection import Detections
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.models.segmentation import segmentation_summary
 from eigencam.pipeline.loader import LoadedImage, iter_batches
 
 SAVE_KINDS = ("overlay", "npy")
@@ -40,6 +42,12 @@ class OutputOptions:
         alpha: heat-map opacity in overlays.
         caption: add a band with the top-3 predictions under each overlay.
         top_k: number of predictions recorded in results.json.
+        score_threshold: detectors: boxes scoring at least this are recorded and drawn.
+        max_boxes: detectors: at most this many boxes per image (best first).
+        draw_boxes: detectors: draw the boxes (with class name and score) on the overlays.
+        renormalize_boxes: detectors: normalise the map inside each box on its own and zero it
+            outside the boxes (:func:`eigencam.maps.renormalize_in_boxes`), in the overlay and
+            the ``.npy``.
     """
 
     save: tuple[str, ...] = SAVE_KINDS
@@ -47,6 +55,10 @@ class OutputOptions:
     alpha: float = 0.5
     caption: bool = False
     top_k: int = 5
+    score_threshold: float = 0.5
+    max_boxes: int = 100
+    draw_boxes: bool = True
+    renormalize_boxes: bool = False
 
     def __post_init__(self) -> None:
         bad = [s for s in self.save if s not in SAVE_KINDS]
@@ -54,6 +66,10 @@ class OutputOptions:
             raise ValueError(f"save: unknown kind(s) {bad}; choose from {', '.join(SAVE_KINDS)}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if self.max_boxes < 0:
+            raise ValueError(f"max_boxes must be >= 0, got {self.max_boxes}")
 
 
 @dataclass
@@ -92,29 +108,37 @@ def top_predictions(output: Any, labels: Sequence[str] | None, k: int) -> list[l
 
 
 def maps_at_original(
-    raw: Tensor, preprocessing: Preprocessing, size: tuple[int, int], *, relu: bool = False
+    raw: Tensor,
+    preprocessing: Preprocessing,
+    size: tuple[int, int],
+    *,
+    relu: bool = False,
+    extent: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Raw maps (k, h, w) -> normalised float32 maps (k, H, W) over the original image.
 
+    The maps are upsampled (bilinear) straight to the region of the original image the model
+    saw (:meth:`Preprocessing.crop_region`) and normalised over the part of that region inside
+    the image: with ``stretch`` the whole image; with ``center-crop`` the crop (zero elsewhere);
+    with ``letterbox`` the image without the padding. ``extent`` (from
+    :attr:`CAMResult.extent`) places maps of models that padded their input internally.
     ``relu`` clips the raw maps at their own resolution, before upsampling (as explainers do).
-
-    With ``stretch`` preprocessing the map covers the whole image; with ``center-crop`` it is
-    placed over the crop the model saw and is zero elsewhere.
     """
     width, height = size
     x0, y0, x1, y1 = preprocessing.crop_region(width, height)
     cx0, cy0 = round(x0), round(y0)
     cw, ch = max(1, round(x1) - cx0), max(1, round(y1) - cy0)
     src = raw[None].float()
-    maps = normalize(upsample(src.clamp_min(0) if relu else src, (ch, cw))[0])
-    if (cx0, cy0, cw, ch) == (0, 0, width, height):
-        return maps.numpy()
-    canvas = torch.zeros(raw.shape[0], height, width)
+    up = upsample(src.clamp_min(0) if relu else src, (ch, cw), extent=extent)[0]
     sx0, sy0 = max(0, -cx0), max(0, -cy0)
     dx0, dy0 = max(0, cx0), max(0, cy0)
-    w = min(cw - sx0, width - dx0)
-    h = min(ch - sy0, height - dy0)
-    canvas[:, dy0 : dy0 + h, dx0 : dx0 + w] = maps[:, sy0 : sy0 + h, sx0 : sx0 + w]
+    w = max(0, min(cw - sx0, width - dx0))
+    h = max(0, min(ch - sy0, height - dy0))
+    part = normalize(up[:, sy0 : sy0 + h, sx0 : sx0 + w])
+    if (h, w) == (height, width):
+        return part.numpy()
+    canvas = torch.zeros(raw.shape[0], height, width)
+    canvas[:, dy0 : dy0 + h, dx0 : dx0 + w] = part
     return canvas.numpy()
 
 
@@ -133,6 +157,7 @@ def explain_files(
     progress: Callable[[int, int], None] | None = None,
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
+    detections: Callable[[Any], list[Detections]] | None = None,
 ) -> ExplainReport:
     """Explain every image and write ``<stem>.png``, ``<stem>.npy`` and ``results.json``.
 
@@ -149,6 +174,13 @@ def explain_files(
         progress: called as ``progress(done, failed)`` after each batch.
         run_info: extra fields for results.json (model name, arguments...).
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
+        detections: for detectors, reads the batch output into one
+            :class:`~eigencam.models.detection.Detections` per image (``LoadedModel.detections``):
+            the boxes go to results.json and onto the overlays.
+
+    Per image, results.json records the top-k classes for classifier outputs, the boxes
+    (original-image pixels) for detectors, and the predicted classes' pixel shares for
+    segmenters (dict outputs with ``"out"`` logits).
 
     Returns:
         An :class:`ExplainReport`; ``results.json`` is written even when the run is interrupted.
@@ -176,7 +208,9 @@ def explain_files(
         ):
             for f in failures:
                 records[f.index] = _failure_record(f.path, f.error)
-            for img, result, error in _explain_batch(images, explainer, preprocessing, device):
+            for img, result, extras, error in _explain_batch(
+                images, explainer, preprocessing, device, detections, labels, options
+            ):
                 if error is not None:
                     records[img.index] = _failure_record(img.path, error)
                     continue
@@ -184,6 +218,10 @@ def explain_files(
                 stem = stems(img.path)
                 preds = top_predictions(result.output, labels, options.top_k)
                 record = _ok_record(img, result, stem, options, preds[0] if preds else None)
+                if extras.get("detections") is not None:
+                    record["detections"] = extras["detections"].records(labels)
+                if extras.get("segments") is not None:
+                    record["segments"] = extras["segments"]
                 records[img.index] = record
                 pending.append(
                     writer.submit(
@@ -196,6 +234,8 @@ def explain_files(
                         options,
                         preds[0] if preds else None,
                         record,
+                        extras.get("detections"),
+                        labels,
                     )
                 )
             pending = _drain(pending, block=False)
@@ -224,9 +264,19 @@ def explain_files(
 
 
 def _explain_batch(
-    images: list[LoadedImage], explainer: Explainer, pre: Preprocessing, device: Any
-) -> list[tuple[LoadedImage, CAMResult | None, str | None]]:
-    """Explain a batch; if activations are not finite, retry image by image to isolate it."""
+    images: list[LoadedImage],
+    explainer: Explainer,
+    pre: Preprocessing,
+    device: Any,
+    detections: Callable[[Any], list[Detections]] | None = None,
+    labels: Sequence[str] | None = None,
+    options: OutputOptions = OutputOptions(),
+) -> list[tuple[LoadedImage, CAMResult | None, dict[str, Any], str | None]]:
+    """Explain a batch; if activations are not finite, retry image by image to isolate it.
+
+    Returns (image, result for that image, extras, error) per image; extras hold the image's
+    detections in original-image pixels (thresholded) and its segmentation summary.
+    """
     if not images:
         return []
     pixels = torch.from_numpy(np.stack([img.pixels for img in images])).to(device)
@@ -235,9 +285,24 @@ def _explain_batch(
         result = explainer(x)
     except NonFiniteActivationError as err:
         if len(images) == 1:
-            return [(images[0], None, str(err))]
-        return [item for img in images for item in _explain_batch([img], explainer, pre, device)]
-    return [(img, _slice(result, i), None) for i, img in enumerate(images)]
+            return [(images[0], None, {}, str(err))]
+        return [
+            item
+            for img in images
+            for item in _explain_batch([img], explainer, pre, device, detections, labels, options)
+        ]
+    dets = detections(result.output) if detections is not None else None
+    segments = segmentation_summary(result.output, labels) if dets is None else None
+    out = []
+    for i, img in enumerate(images):
+        extras: dict[str, Any] = {}
+        if dets is not None:
+            kept = dets[i].above(options.score_threshold, options.max_boxes)
+            extras["detections"] = kept.to_original(pre, *img.size)
+        if segments is not None:
+            extras["segments"] = segments[i]
+        out.append((img, _slice(result, i), extras, None))
+    return out
 
 
 def _slice(result: CAMResult, i: int) -> CAMResult:
@@ -253,6 +318,7 @@ def _slice(result: CAMResult, i: int) -> CAMResult:
         else result.explained_variance_ratio[i : i + 1],
         targets=None if result.targets is None else result.targets[i : i + 1],
         params=result.params,
+        extent=result.extent,
     )
 
 
@@ -294,18 +360,30 @@ def _write_outputs(
     options: OutputOptions,
     preds: list | None,
     record: dict[str, Any],
+    detections: Detections | None = None,
+    labels: Sequence[str] | None = None,
 ) -> None:
     try:
         relu = bool(result.params.get("relu", False))
-        maps = maps_at_original(result.raw[0].cpu(), pre, img.size, relu=relu)
+        maps = maps_at_original(result.raw[0].cpu(), pre, img.size, relu=relu, extent=result.extent)
+        if options.renormalize_boxes and detections is not None:
+            maps = renormalize_in_boxes(torch.from_numpy(maps)[None], [detections.boxes])[0]
+            maps = maps.numpy()
         if "npy" in options.save:
             write_npy(out / f"{stem}.npy", maps[0] if maps.shape[0] == 1 else maps)
         if "overlay" in options.save:
-            from eigencam.viz.overlay import add_caption, overlay
+            from eigencam.viz.overlay import add_caption, draw_boxes, overlay
 
             base = np.asarray(img.original)
             for j, name in enumerate(record["outputs"]["overlay"]):
                 rgb = overlay(base, maps[j], alpha=options.alpha, colormap=options.colormap)
+                if options.draw_boxes and detections is not None and len(detections):
+                    rgb = draw_boxes(
+                        rgb,
+                        detections.boxes.tolist(),
+                        [f"{d['name']} {d['score']:.2f}" for d in detections.records(labels)],
+                        detections.labels.tolist(),
+                    )
                 if options.caption:
                     rgb = add_caption(rgb, caption_lines(result, preds, j))
                 write_png(out / name, rgb)

@@ -1,5 +1,5 @@
 """Visualisation: colormaps, overlays, captions, figure grids (kept apart from the maths)."""
 
-from eigencam.viz.overlay import add_caption, colorize, colormap_lut, overlay
+from eigencam.viz.overlay import add_caption, colorize, colormap_lut, draw_boxes, overlay
 
-__all__ = ["add_caption", "colorize", "colormap_lut", "overlay"]
+__all__ = ["add_caption", "colorize", "colormap_lut", "draw_boxes", "overlay"]

@@ -1,4 +1,5 @@
-"""Heat-map overlays and captions. Separate from the maths; matplotlib loads only when used."""
+"""Heat-map overlays, captions and detection boxes. Separate from the maths; matplotlib loads only
+when used."""
 
 from __future__ import annotations
 
@@ -87,3 +88,71 @@ def _fit(draw, text: str, font, max_width: int) -> str:
     while text and draw.textlength(text + "...", font=font) > max_width:
         text = text[:-1]
     return text + "..."
+
+
+# Distinct colours for boxes, cycled by class index (RGB).
+_BOX_COLOURS = (
+    (255, 56, 56),
+    (50, 205, 50),
+    (30, 144, 255),
+    (255, 178, 29),
+    (207, 210, 49),
+    (72, 249, 10),
+    (146, 204, 23),
+    (61, 219, 134),
+    (26, 147, 52),
+    (0, 212, 187),
+    (44, 153, 168),
+    (0, 194, 255),
+    (52, 69, 147),
+    (100, 115, 255),
+    (0, 24, 236),
+    (132, 56, 255),
+    (82, 0, 133),
+    (203, 56, 255),
+    (255, 149, 200),
+    (255, 55, 199),
+)
+
+
+def draw_boxes(
+    image: np.ndarray,
+    boxes: Sequence[Sequence[float]],
+    labels: Sequence[str] | None = None,
+    classes: Sequence[int] | None = None,
+    *,
+    width: int | None = None,
+) -> np.ndarray:
+    """Draw boxes (x0, y0, x1, y1, in pixels) with optional text labels on an RGB image (a copy).
+
+    Args:
+        image: (H, W, 3) uint8.
+        boxes: N boxes.
+        labels: N captions ("dog 0.87"), or None.
+        classes: N class indices choosing each box's colour, or None (one colour).
+        width: line width in pixels (default: about 0.3% of the image's larger side, >= 2).
+    """
+    from PIL import Image, ImageDraw
+
+    image = np.asarray(image, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+    if labels is not None and len(labels) != len(boxes):
+        raise ValueError(f"labels must give one caption per box: {len(boxes)} boxes, {len(labels)}")
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    height, img_width = image.shape[:2]
+    line = width or max(2, round(max(height, img_width) / 300))
+    font = _font(int(np.clip(max(height, img_width) / 50, 10, 24)))
+    for i, box in enumerate(boxes):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        colour = _BOX_COLOURS[(classes[i] if classes is not None else 0) % len(_BOX_COLOURS)]
+        draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
+        if labels is not None and labels[i]:
+            text = str(labels[i])
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            tw, th = right - left, bottom - top
+            ty = y0 - th - 2 * line if y0 - th - 2 * line >= 0 else y0
+            draw.rectangle((x0, ty, x0 + tw + 2 * line, ty + th + 2 * line), fill=colour)
+            draw.text((x0 + line - left, ty + line - top), text, fill=(255, 255, 255), font=font)
+    return np.asarray(canvas)

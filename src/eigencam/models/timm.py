@@ -1,0 +1,77 @@
+"""timm models by name: ``timm:NAME`` (``timm:resnet50``, ``timm:vit_small_patch16_224``...).
+
+The model is built with ``pretrained=False`` (random weights; nothing is downloaded; load your
+own with ``--weights``). Its preprocessing (input size, mean, std, crop) comes from its own
+``pretrained_cfg`` via ``timm.data.resolve_data_config``: metadata, no download. The target
+layer is the last entry of its ``feature_info``; for ViT-style token models the norm1 of that
+block (``blocks.11.norm1``) with the prefix tokens dropped, for channels-last models (Swin) a
+channels-last reshape (see :mod:`eigencam.capture.families`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from eigencam.errors import MissingDependencyError, ModelNotFoundError
+
+PREFIX = "timm:"
+
+
+def _timm() -> Any:
+    try:
+        import timm
+        import timm.data
+    except ImportError as err:
+        raise MissingDependencyError("timm", "timm", "timm:NAME models") from err
+    return timm
+
+
+def build_timm(name: str, **options: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **options)``."""
+    timm = _timm()
+
+    options.setdefault("pretrained", False)
+    if options["pretrained"]:
+        raise ValueError(
+            "timm models are built without downloading weights; pass weights=FILE (--weights) "
+            "with a state dict instead of pretrained=True"
+        )
+    return timm.create_model(name, **options)
+
+
+def timm_preprocessing(model: nn.Module) -> Any:
+    """Input size, mean, std and crop of a timm model from its ``pretrained_cfg``."""
+    from eigencam.models.preprocessing import Preprocessing
+
+    cfg = _timm().data.resolve_data_config({}, model=model)
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    _, h, w = cfg["input_size"]
+    if size is not None:  # a ViT built for another image size (img_size=...) accepts only that
+        h, w = (int(size[0]), int(size[1]))
+    crop = float(cfg.get("crop_pct", 0.875) or 0.875)
+    return Preprocessing(
+        (int(h), int(w)),
+        tuple(float(m) for m in cfg["mean"]),
+        tuple(float(s) for s in cfg["std"]),
+        resize="stretch",
+        crop_fraction=min(1.0, crop),
+    )
+
+
+def timm_entry(spec: str) -> Any:
+    """The registry entry of ``timm:NAME``."""
+    from eigencam.models.registry import ModelEntry, imagenet_labels
+
+    name = spec.removeprefix(PREFIX)
+    timm = _timm()
+    if not timm.is_model(name):
+        raise ModelNotFoundError(spec, [PREFIX + n for n in timm.list_models(f"*{name[:4]}*")])
+    return ModelEntry(
+        name=spec,
+        description=f"timm {name} (random weights unless --weights)",
+        build=lambda **options: build_timm(name, **options),
+        labels=imagenet_labels,
+        configure=lambda model: {"preprocessing": timm_preprocessing(model)},
+    )

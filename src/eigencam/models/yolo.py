@@ -1,0 +1,218 @@
+"""Ultralytics YOLO (v8 and later: YOLOv8, YOLO11, YOLO26...), built from its yaml, offline.
+
+``load_model("yolov8n.yaml")`` (or ``yolo11s.yaml``, any Ultralytics model yaml, or a path to
+your own) builds the network (``DetectionModel``, ``SegmentationModel``...) from the yaml
+Ultralytics ships: random weights, nothing downloaded. Load trained weights as a state dict
+(``--weights``): ``torch.save(YOLO("best.pt").model.state_dict(), "best_state.pt")``, since
+Ultralytics' ``.pt`` checkpoints are pickles that ``weights_only=True`` refuses.
+
+Explaining never calls the ``YOLO`` wrapper (its ``__call__`` runs a predictor that fuses
+layers and its ``train()`` starts a training run) nor ``eval()``/``train()`` on anything:
+:func:`eigencam.capture.adapters.runner_for` runs the inner network and the flags are set
+directly. Ultralytics checks the network when imported (``ONLINE = is_online()``) and may send
+events: :func:`import_ultralytics` sets ``YOLO_OFFLINE=1`` first (unless the caller set it), so
+nothing eigencam calls reaches the network, and undoes the patches Ultralytics applies to
+``PIL.Image.open`` and ``torch.save`` on import.
+
+Preprocessing is Ultralytics': letterbox to 640 x 640 with grey (114) padding, RGB in [0, 1]
+(mean 0, std 1). Input sides must be multiples of the model's largest stride (32).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor, nn
+
+from eigencam.errors import MissingDependencyError, ModelNotFoundError
+from eigencam.models.detection import Detections
+
+YOLO_FILL = (114 / 255, 114 / 255, 114 / 255)
+_TASK_CLASSES = {
+    "detect": "DetectionModel",
+    "segment": "SegmentationModel",
+    "pose": "PoseModel",
+    "obb": "OBBModel",
+    "classify": "ClassificationModel",
+}
+
+
+def import_ultralytics() -> Any:
+    """Import ``ultralytics.nn.tasks`` with the network checks off (``YOLO_OFFLINE=1``).
+
+    Importing Ultralytics also patches ``PIL.Image.open`` (on an unidentified file it tries to
+    pip-install a HEIF plugin, then fails with ModuleNotFoundError) and ``torch.save``. When
+    eigencam is the one importing it, both are put back as they were, so reading images and
+    saving tensors elsewhere in the process behave as before.
+    """
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    fresh = "ultralytics" not in sys.modules
+    if fresh:
+        import torch
+        from PIL import Image
+
+        saved = (Image.open, torch.save)
+    try:
+        import ultralytics.nn.tasks as tasks
+    except ImportError as err:
+        raise MissingDependencyError("ultralytics", "yolo", "Ultralytics YOLO models") from err
+    finally:
+        if fresh:
+            Image.open, torch.save = saved
+    return tasks
+
+
+def is_yolo_name(name: str) -> bool:
+    """True for a model yaml name or path (``yolov8n.yaml``, ``cfg/my-yolo.yml``)."""
+    return name.lower().endswith((".yaml", ".yml"))
+
+
+def build_yolo(cfg: str, **options: Any) -> nn.Module:
+    """An Ultralytics network built from ``cfg`` (a bundled yaml name or a path), random weights.
+
+    Args:
+        cfg: ``yolov8n.yaml``, ``yolo11s-seg.yaml``, ``path/to/model.yaml``...
+        **options: passed to the model class (``nc=`` number of classes, ``ch=`` channels).
+    """
+    tasks = import_ultralytics()
+    try:
+        task = tasks.guess_model_task(cfg)
+        cls = getattr(tasks, _TASK_CLASSES.get(task, "DetectionModel"))
+        options.setdefault("verbose", False)
+        return cls(cfg, **options)
+    except FileNotFoundError as err:
+        raise ModelNotFoundError(cfg, bundled_yamls()) from err
+
+
+def bundled_yamls() -> list[str]:
+    """Model yaml names Ultralytics ships (v8 and later), with their scales: ``yolov8n.yaml``."""
+    try:
+        root = Path(import_ultralytics().__file__).parent.parent / "cfg" / "models"
+    except MissingDependencyError:
+        return []
+    names = set()
+    for sub in ("v8", "11", "12", "26"):
+        for path in sorted((root / sub).glob("*.yaml")) if (root / sub).is_dir() else []:
+            base, dash, rest = path.stem.partition("-")
+            names.add(path.name)
+            if base[-1:].isdigit():  # yolov8.yaml is built as yolov8n.yaml ... yolov8x.yaml
+                names.update(f"{base}{scale}{dash}{rest}.yaml" for scale in "nsmlx")
+    return sorted(names)
+
+
+def coco80() -> list[str]:
+    """The 80 COCO class names of Ultralytics' ``coco.yaml`` (read from the installed package)."""
+    import_ultralytics()
+    from ultralytics.utils import ROOT, YAML
+
+    names = YAML.load(ROOT / "cfg" / "datasets" / "coco.yaml")["names"]
+    return [names[i] for i in range(len(names))]
+
+
+def yolo_head(model: nn.Module) -> nn.Module | None:
+    """The head (last layer) of an Ultralytics network, or None."""
+    layers = getattr(model, "model", None)
+    return layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+
+
+def yolo_detections(
+    output: Any,
+    *,
+    conf: float = 0.25,
+    iou: float = 0.7,
+    max_det: int = 300,
+    nc: int = 0,
+    end2end: bool | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> list[Detections]:
+    """Detections from a YOLO network's eval output, with Ultralytics' NMS.
+
+    Args:
+        output: what the network returned: ``(predictions, extras)`` or the predictions,
+            (B, 4 + nc + extra, anchors) xywh boxes and class scores, or (B, max_det, 6 + extra)
+            for end-to-end (NMS-free) heads.
+        conf, iou, max_det: Ultralytics' prediction defaults.
+        nc: number of classes (needed when the predictions carry extra channels: masks,
+            keypoints); 0 infers 4 + nc = all channels.
+        end2end: the head is NMS-free; None guesses from the shape.
+        image_size: (H, W) of the input, to clip the boxes to it (as Ultralytics' predictor
+            does); None leaves them as predicted.
+
+    Returns:
+        One :class:`Detections` per image, boxes in input pixels.
+    """
+    import_ultralytics()
+    from ultralytics.utils.nms import non_max_suppression
+
+    pred = output
+    for _ in range(3):  # (predictions, extras), ((predictions, protos), extras)...
+        if isinstance(pred, (tuple, list)) and pred:
+            pred = pred[0]
+    if not isinstance(pred, Tensor) or pred.ndim != 3:
+        from eigencam.errors import ShapeError
+
+        got = tuple(pred.shape) if isinstance(pred, Tensor) else type(output).__name__
+        raise ShapeError(
+            "YOLO output",
+            "(B, 4 + classes, anchors) predictions",
+            got,
+            "Run the model in eval mode.",
+        )
+    if end2end is None:
+        end2end = pred.shape[-1] == 6 and pred.shape[1] > 6
+    kept = non_max_suppression(
+        pred.detach().float(), conf, iou, max_det=max_det, nc=nc, end2end=end2end
+    )
+    out = []
+    for k in kept:
+        boxes = k[:, :4].float().clone()
+        if image_size is not None:
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[1])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[0])
+        out.append(Detections(boxes, k[:, 4].float(), k[:, 5].long()))
+    return out
+
+
+def yolo_configure(model: nn.Module) -> dict[str, Any]:
+    """Detections reader and labels matching the built network."""
+    head = yolo_head(model)
+    nc = int(getattr(head, "nc", 0) or 0)
+    end2end = bool(getattr(head, "end2end", False))
+    overrides: dict[str, Any] = {
+        "detections": lambda output: yolo_detections(output, nc=nc, end2end=end2end)
+    }
+    if type(model).__name__ == "ClassificationModel":
+        overrides.update(task="classification", detections=None)
+    if nc != 80:
+        overrides["labels"] = None
+    return overrides
+
+
+def yolo_entry(cfg: str) -> Any:
+    """The registry entry of an Ultralytics model yaml."""
+    from eigencam.models.preprocessing import Preprocessing
+    from eigencam.models.registry import ModelEntry
+
+    return ModelEntry(
+        name=cfg,
+        description=f"Ultralytics {cfg} built from its yaml (random weights unless --weights)",
+        build=lambda **options: build_yolo(cfg, **options),
+        preprocessing=Preprocessing(
+            (640, 640), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), resize="letterbox", fill=YOLO_FILL
+        ),
+        labels=coco80,
+        task="detection",
+        configure=yolo_configure,
+    )
+
+
+def stride_of(model: nn.Module) -> int:
+    """The largest stride of an Ultralytics network (input sides must be multiples of it)."""
+    stride = getattr(model, "stride", None)
+    if isinstance(stride, Tensor) and stride.numel():
+        return int(stride.max())
+    return 32
