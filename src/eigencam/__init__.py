@@ -19,6 +19,18 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "EigenCAM": "eigencam.methods",
+    "CAM": "eigencam.methods",
+    "GradCAM": "eigencam.methods",
+    "GradCAMPlusPlus": "eigencam.methods",
+    "XGradCAM": "eigencam.methods",
+    "LayerCAM": "eigencam.methods",
+    "HiResCAM": "eigencam.methods",
+    "EigenGradCAM": "eigencam.methods",
+    "Saliency": "eigencam.methods",
+    "CNNFixations": "eigencam.methods",
+    "ContrastiveMWP": "eigencam.methods",
+    "ScoreCAM": "eigencam.methods",
+    "AblationCAM": "eigencam.methods",
     "CAMResult": "eigencam.methods",
     "Explainer": "eigencam.methods",
     "get_method": "eigencam.methods",
@@ -41,16 +53,28 @@ _LAZY = {
 }
 
 __all__ = [
+    "CAM",
+    "AblationCAM",
     "CAMResult",
+    "CNNFixations",
+    "ContrastiveMWP",
     "Decomposition",
     "Detections",
     "EigenCAM",
+    "EigenGradCAM",
     "Explainer",
     "FeaturePyramid",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "LayerCAM",
     "LayerRef",
     "OnnxModel",
     "Preprocessing",
+    "Saliency",
+    "ScoreCAM",
     "SegmentationTarget",
+    "XGradCAM",
     "__version__",
     "available_methods",
     "available_models",
@@ -84,7 +108,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from eigencam.capture import FeaturePyramid, LayerRef, list_layers, tokens_to_grid
     from eigencam.decomposition import Decomposition, eigen_cam
     from eigencam.maps import normalize, upsample
-    from eigencam.methods import CAMResult, EigenCAM, Explainer, available_methods, get_method
+    from eigencam.methods import (
+        CAM,
+        AblationCAM,
+        CAMResult,
+        CNNFixations,
+        ContrastiveMWP,
+        EigenCAM,
+        EigenGradCAM,
+        Explainer,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        Saliency,
+        ScoreCAM,
+        XGradCAM,
+        available_methods,
+        get_method,
+    )
     from eigencam.methods.segmentation_target import SegmentationTarget
     from eigencam.models import (
         Detections,

@@ -23,6 +23,7 @@ examples:
   eigencam explain photo.jpg
   eigencam explain photos/ 'more/*.png' --components 2 --out maps/
   eigencam explain img.jpg --model resnet50 --weights resnet50.pth --layer layer4
+  eigencam explain img.jpg --method gradcam --target top3     # one map per top-3 class
   eigencam explain img.jpg --model mypkg.models:build --input-size 256 \\
       --mean 0.5 0.5 0.5 --std 0.5 0.5 0.5
   eigencam explain street.jpg --model yolov8n.yaml --weights yolov8n_state.pt
@@ -51,6 +52,19 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
         "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
     )
     add_reshape_arg(g)
+    g.add_argument(
+        "--target",
+        default="predicted",
+        type=target_spec,
+        metavar="predicted|INDEX|top<k>",
+        help="class to explain, for class-specific methods: the predicted class (default), a "
+        "class index, or the k best classes (one map each)",
+    )
+    g.add_argument(
+        "--eigen-smooth",
+        action="store_true",
+        help="first principal component of the weighted activations (CAM-family methods)",
+    )
     g.add_argument(
         "--components",
         type=int,
@@ -105,6 +119,33 @@ def add_output_args(parser: argparse.ArgumentParser, default_out: str) -> None:
     )
 
 
+def target_spec(value: str) -> str | int:
+    """``--target``: ``predicted``, a class index or ``top<k>``."""
+    value = value.strip()
+    if value == "predicted":
+        return value
+    if value.isdigit():
+        return int(value)
+    if value.startswith("top") and value[3:].isdigit() and int(value[3:]) >= 1:
+        return value
+    raise argparse.ArgumentTypeError(
+        f"expected 'predicted', a class index or 'top<k>' (e.g. top3), got {value!r}"
+    )
+
+
+def explainer_targets(args: argparse.Namespace, cls: Any) -> Any:
+    """The ``targets`` to pass to the explainer for ``--target`` (None: the method's default)."""
+    target = getattr(args, "target", "predicted")
+    if target == "predicted":
+        return None
+    if not cls.class_specific:
+        raise ValueError(
+            f"--target applies to class-specific methods; {cls.name} is class-agnostic (see "
+            "eigencam methods)"
+        )
+    return target
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "explain",
@@ -153,15 +194,24 @@ def build_explainer(args: argparse.Namespace, loaded: Any):
         "n_components": args.components,
         "center": args.center,
         "solver": args.solver,
+        "eigen_smooth": getattr(args, "eigen_smooth", False),
     }
     kwargs = {k: v for k, v in options.items() if k in accepted}
     if args.components != 1 and "n_components" not in accepted:
         raise ValueError(f"--components applies to eigencam only, not {args.method}")
+    if options["eigen_smooth"] and "eigen_smooth" not in accepted:
+        raise ValueError(f"--eigen-smooth does not apply to {args.method}")
+    if not cls.uses_layer:
+        if args.layer not in (None, "auto"):
+            raise ValueError(f"{args.method} explains the input pixels; --layer does not apply")
+        return cls(loaded.model, **kwargs)
     layer = args.layer or loaded.target_layer
     reshape = parse_reshape(getattr(args, "reshape", None)) or getattr(
         loaded, "reshape_transform", None
     )
     if reshape is not None:
+        if "reshape_transform" not in accepted:
+            raise ValueError(f"{args.method} does not take a reshape transform (--reshape)")
         kwargs["reshape_transform"] = reshape
     return cls(loaded.model, layer, **kwargs)
 
@@ -190,6 +240,7 @@ def run_explain(args: argparse.Namespace) -> int:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded, pre, device = load_model_from_args(args)
     explainer = build_explainer(args, loaded)
+    targets = explainer_targets(args, type(explainer))
     run_info = {
         "eigencam_version": __version__,
         "command": "explain",
@@ -204,6 +255,8 @@ def run_explain(args: argparse.Namespace) -> int:
             "components": args.components,
             "center": args.center,
             "solver": args.solver,
+            "target": args.target,
+            "eigen_smooth": args.eigen_smooth,
             "score_threshold": args.score_threshold if loaded.detections else None,
             "renormalize_boxes": args.renormalize_boxes if loaded.detections else None,
         },
@@ -215,10 +268,12 @@ def run_explain(args: argparse.Namespace) -> int:
         },
         "device": str(device),
     }
-    return _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_info)
+    return _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_info, targets)
 
 
-def _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_info) -> int:
+def _run(
+    paths, unmatched, explainer, loaded, pre, device, options, args, run_info, targets=None
+) -> int:
     from eigencam.pipeline import explain_files
 
     for item, reason in unmatched:
@@ -239,6 +294,7 @@ def _run(paths, unmatched, explainer, loaded, pre, device, options, args, run_in
             progress=progress,
             run_info=run_info,
             extra_failures=unmatched,
+            targets=targets,
             detections=getattr(loaded, "detections", None),
         )
     finally:

@@ -54,11 +54,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     me = sub.add_parser(
         "methods",
         help="list explanation methods",
-        description="List every registered explanation method with a one-line description.",
-        epilog="example:\n  eigencam methods --json",
+        description="List every registered explanation method with a one-line description: "
+        "whether it needs gradients, whether it explains a class, its cost.",
+        epilog="examples:\n  eigencam methods --json\n"
+        "  eigencam methods --markdown > docs/methods.md   # the docs page",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    me.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt = me.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="machine-readable output")
+    fmt.add_argument(
+        "--markdown", action="store_true", help="the docs page (docs/methods.md) with the table"
+    )
     me.set_defaults(run=run_methods)
 
 
@@ -177,22 +183,26 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    from eigencam.methods import available_methods, get_method
+    from eigencam.methods import available_methods, method_info
 
-    rows = []
-    for name in available_methods():
-        cls = get_method(name)
-        rows.append(
-            (
-                name,
-                "yes" if cls.needs_gradients else "no",
-                "yes" if cls.class_specific else "no",
-                cls.summary,
-            )
-        )
+    infos = [method_info(name) for name in available_methods()]
     if args.json:
-        keys = ("name", "needs_gradients", "class_specific", "summary")
-        print(json.dumps([dict(zip(keys, r)) for r in rows], indent=2))
+        print(json.dumps(infos, indent=2))
         return 0
+    if args.markdown:
+        from eigencam.methods.catalog import methods_page
+
+        sys.stdout.write(methods_page())
+        return 0
+    rows = [
+        (
+            i["name"],
+            "yes" if i["needs_gradients"] else "no",
+            "yes" if i["class_specific"] else "no",
+            i["summary"],
+        )
+        for i in infos
+    ]
     print_table(rows, ("method", "gradients", "class-specific", "description"))
+    print("\npapers, layer requirements and costs: eigencam methods --markdown (docs/methods.md)")
     return 0

@@ -12,13 +12,14 @@ examples:
   eigencam explain photo.jpg --out maps/
   eigencam layers resnet50
   eigencam methods
+  eigencam compare photo.jpg --methods eigencam,gradcam,cnnfixations --targets top3
   eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import explain, info, localize
+    from eigencam.cli import compare, explain, info, localize
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info, localize):
+    for module in (explain, info, compare, localize):
         module.register(sub)
     return parser
 

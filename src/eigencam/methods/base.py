@@ -11,7 +11,7 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -64,14 +64,18 @@ class CAMResult:
 
     Attributes:
         maps: (B, k, H, W) float32 in [0, 1], upsampled (bilinear) to the input's H x W, on the
-            input's device. k is the number of components (Eigen-CAM) or 1.
-        raw: (B, k, h, w) float32 maps at the layer's resolution, before normalisation (for
-            Eigen-CAM the signed projections O V_i).
+            input's device. k is the number of components (Eigen-CAM) or of targets per image
+            (class-specific methods).
+        raw: (B, k, h, w) float32 maps at the layer's resolution, before normalisation and
+            before any ReLU (for Eigen-CAM the signed projections O V_i, for Grad-CAM
+            :math:`\\sum_c w_c A_c`); ``params["relu"]`` says whether ``maps`` clipped them.
         layer: name of the target layer used (``name#call`` for a module called several times).
         method: registry name of the method.
         output: the model's output for the batch (logits for a classifier).
         explained_variance_ratio: (B, k) float32 for decomposition methods, else None.
-        targets: (B,) int64 class indices explained by class-specific methods, else None.
+        targets: (B, k) int64 class indices explained by class-specific methods (map j of image
+            b explains class ``targets[b, j]``); None for class-agnostic methods and for
+            callable targets.
         params: the method's parameters for this call, read-only.
         extent: None when ``raw`` covers the input exactly. For models that resize and pad the
             input internally (torchvision detectors), ``(ey, ex) >= 1``: ``raw`` covers the
@@ -149,6 +153,17 @@ class Explainer(abc.ABC):
     summary: ClassVar[str] = ""
     needs_gradients: ClassVar[bool] = False
     class_specific: ClassVar[bool] = False
+    #: Reference of the method's paper (authors, venue, year), for the docs table.
+    paper: ClassVar[str] = ""
+    #: What the target layer (or the model) must provide, for the docs table.
+    layer_requirement: ClassVar[str] = ""
+    #: Cost of one call in forward/backward passes, for the docs table.
+    cost: ClassVar[str] = ""
+    #: False for methods that explain the input pixels and ignore ``target_layer``.
+    uses_layer: ClassVar[bool] = True
+    #: Whether a class-specific method accepts a callable target ``score(output) -> (B,)``
+    #: (detectors, segmenters) besides class indices.
+    callable_targets: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -173,6 +188,33 @@ class Explainer(abc.ABC):
         if not isinstance(self.model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
         return self.model
+
+    def _resolve_layer(self, inputs: Tensor) -> ResolvedLayer:
+        """The module to run, the target layer and its reshape transform, capturing nothing.
+
+        Same resolution as :meth:`_capture` (adapters, model families, declared layers);
+        ``"auto"`` costs one extra forward pass (under inference mode) the first time a model is
+        seen with this input signature; the choice is cached afterwards.
+        """
+        model = self._check_model()
+        runner = runner_for(model)
+        ref, transform = resolve_target(runner, self.target_layer, self.reshape_transform, inputs)
+        if ref is None:
+            key = auto_key(inputs, transform)
+            ref = cached_auto(runner, key)
+            if ref is None:
+                recorder = ForwardRecorder(runner, acceptor(transform))
+                with (
+                    torch.inference_mode(),
+                    preserved_state(model, eval_mode=self.eval_mode),
+                    recorder.recording(),
+                ):
+                    runner(inputs)
+                ref = recorder.chosen()
+                if ref is None:
+                    raise no_candidate_error(recorder, transform is not None)
+                remember_auto(runner, key, ref)
+        return ResolvedLayer(runner, ref, transform)
 
     def _captured_forward(self, inputs: Tensor) -> tuple[Any, Tensor, LayerRef]:
         """:meth:`_capture` as (model output, activations (B, C, h, w), the resolved layer)."""
@@ -239,6 +281,20 @@ class Explainer(abc.ABC):
         extent: tuple[float, float] | None = None,
     ) -> Tensor:
         return upsample_normalize(raw.float(), tuple(inputs.shape[-2:]), relu=relu, extent=extent)
+
+
+class ResolvedLayer(NamedTuple):
+    """What :meth:`Explainer._resolve_layer` returns.
+
+    Attributes:
+        runner: the module to run (:func:`~eigencam.capture.adapters.runner_for` the model).
+        ref: the target layer, a module of ``runner``.
+        transform: the reshape transform for its output (the caller's, the family's, or None).
+    """
+
+    runner: nn.Module
+    ref: LayerRef
+    transform: Callable[[Any], Tensor] | None
 
 
 def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None) -> Tensor:

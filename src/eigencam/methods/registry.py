@@ -40,5 +40,45 @@ def available_methods() -> list[str]:
     return list(_REGISTRY)
 
 
+# Docs metadata for methods whose class does not declare it (EigenCAM's module is owned by the
+# Eigen-CAM options work; its ClassVars can replace this entry).
+_FALLBACK_INFO: dict[str, dict[str, str]] = {
+    "eigencam": {
+        "paper": "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020 (arXiv:2008.00299)",
+        "layer_requirement": "any spatial layer (B, C, h, w)",
+        "cost": "1 forward",
+    }
+}
+
+INFO_FIELDS = (
+    "name",
+    "summary",
+    "paper",
+    "needs_gradients",
+    "class_specific",
+    "callable_targets",
+    "uses_layer",
+    "layer_requirement",
+    "cost",
+)
+
+
+def method_info(name: str) -> dict[str, object]:
+    """The registry metadata of a method (what ``eigencam methods`` and the docs table show).
+
+    Returns:
+        A dict with the keys of :data:`INFO_FIELDS`.
+    """
+    cls = get_method(name)
+    fallback = _FALLBACK_INFO.get(cls.name, {})
+    info: dict[str, object] = {}
+    for key in INFO_FIELDS:
+        value = getattr(cls, key, None)
+        if value in (None, "") and key in fallback:
+            value = fallback[key]
+        info[key] = value
+    return info
+
+
 def _load_all() -> None:
     import eigencam.methods  # noqa: F401  (importing the package registers every method)

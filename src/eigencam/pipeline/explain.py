@@ -158,6 +158,7 @@ def explain_files(
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
     detections: Callable[[Any], list[Detections]] | None = None,
+    targets: Any = None,
 ) -> ExplainReport:
     """Explain every image and write ``<stem>.png``, ``<stem>.npy`` and ``results.json``.
 
@@ -177,6 +178,8 @@ def explain_files(
         detections: for detectors, reads the batch output into one
             :class:`~eigencam.models.detection.Detections` per image (``LoadedModel.detections``):
             the boxes go to results.json and onto the overlays.
+        targets: class targets for class-specific explainers (``"top3"``, an index...); None
+            uses the explainer's default (the predicted class).
 
     Per image, results.json records the top-k classes for classifier outputs, the boxes
     (original-image pixels) for detectors, and the predicted classes' pixel shares for
@@ -209,7 +212,7 @@ def explain_files(
             for f in failures:
                 records[f.index] = _failure_record(f.path, f.error)
             for img, result, extras, error in _explain_batch(
-                images, explainer, preprocessing, device, detections, labels, options
+                images, explainer, preprocessing, device, detections, labels, options, targets
             ):
                 if error is not None:
                     records[img.index] = _failure_record(img.path, error)
@@ -217,7 +220,7 @@ def explain_files(
                 layer_used.append(result.layer)
                 stem = stems(img.path)
                 preds = top_predictions(result.output, labels, options.top_k)
-                record = _ok_record(img, result, stem, options, preds[0] if preds else None)
+                record = _ok_record(img, result, stem, options, preds[0] if preds else None, labels)
                 if extras.get("detections") is not None:
                     record["detections"] = extras["detections"].records(labels)
                 if extras.get("segments") is not None:
@@ -271,6 +274,7 @@ def _explain_batch(
     detections: Callable[[Any], list[Detections]] | None = None,
     labels: Sequence[str] | None = None,
     options: OutputOptions = OutputOptions(),
+    targets: Any = None,
 ) -> list[tuple[LoadedImage, CAMResult | None, dict[str, Any], str | None]]:
     """Explain a batch; if activations are not finite, retry image by image to isolate it.
 
@@ -282,14 +286,16 @@ def _explain_batch(
     pixels = torch.from_numpy(np.stack([img.pixels for img in images])).to(device)
     x = pre.normalize_batch(pixels)
     try:
-        result = explainer(x)
+        result = explainer(x) if targets is None else explainer(x, targets)
     except NonFiniteActivationError as err:
         if len(images) == 1:
             return [(images[0], None, {}, str(err))]
         return [
             item
             for img in images
-            for item in _explain_batch([img], explainer, pre, device, detections, labels, options)
+            for item in _explain_batch(
+                [img], explainer, pre, device, detections, labels, options, targets
+            )
         ]
     dets = detections(result.output) if detections is not None else None
     segments = segmentation_summary(result.output, labels) if dets is None else None
@@ -322,13 +328,34 @@ def _slice(result: CAMResult, i: int) -> CAMResult:
     )
 
 
+def target_records(targets: Tensor | None, labels: Sequence[str] | None) -> list[dict] | None:
+    """[{"index", "label"}] for one image's (k,) class indices, or None."""
+    if targets is None:
+        return None
+    use_labels = labels is not None
+    return [
+        {
+            "index": int(t),
+            "label": labels[int(t)] if use_labels and 0 <= int(t) < len(labels) else str(int(t)),
+        }
+        for t in targets.reshape(-1).tolist()
+    ]
+
+
 def _ok_record(
-    img: LoadedImage, result: CAMResult, stem: str, options: OutputOptions, preds: list | None
+    img: LoadedImage,
+    result: CAMResult,
+    stem: str,
+    options: OutputOptions,
+    preds: list | None,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     k = int(result.raw.shape[1])
+    targets = target_records(None if result.targets is None else result.targets[0], labels)
+    suffix = "pc" if targets is None else "top"
     outputs = {}
     if "overlay" in options.save:
-        outputs["overlay"] = [f"{stem}.png"] + [f"{stem}_pc{j + 1}.png" for j in range(1, k)]
+        outputs["overlay"] = [f"{stem}.png"] + [f"{stem}_{suffix}{j + 1}.png" for j in range(1, k)]
     if "npy" in options.save:
         outputs["npy"] = f"{stem}.npy"
     evr = result.explained_variance_ratio
@@ -340,7 +367,8 @@ def _ok_record(
         "method": result.method,
         "layer": result.layer,
         "explained_variance_ratio": None if evr is None else [round(float(v), 6) for v in evr[0]],
-        "target": None if result.targets is None else int(result.targets[0]),
+        "target": None if targets is None else targets[0]["index"],
+        "targets": targets,
         "top5": preds,
         "outputs": outputs,
         "error": None,
@@ -385,18 +413,22 @@ def _write_outputs(
                         detections.labels.tolist(),
                     )
                 if options.caption:
-                    rgb = add_caption(rgb, caption_lines(result, preds, j))
+                    rgb = add_caption(rgb, caption_lines(result, preds, j, record.get("targets")))
                 write_png(out / name, rgb)
     except Exception as err:  # a write failure is this image's failure, not the run's
         record.update(status="error", error=f"writing outputs failed: {err}", outputs={})
 
 
-def caption_lines(result: CAMResult, preds: list | None, component: int = 0) -> list[str]:
-    """Caption for an overlay: method, layer, component and the top-3 predictions."""
+def caption_lines(
+    result: CAMResult, preds: list | None, component: int = 0, targets: list | None = None
+) -> list[str]:
+    """Caption for an overlay: method, layer, component or class, and the top-3 predictions."""
     head = f"{result.method} @ {result.layer}"
     if result.explained_variance_ratio is not None:
         evr = float(result.explained_variance_ratio[0, component])
         head += f"  PC{component + 1} ({evr:.0%} of variance)"
+    if targets:
+        head += f"  class: {targets[component]['label']}"
     lines = [head]
     if preds:
         lines.append("  ".join(f"{p['label']} {p['probability']:.2f}" for p in preds[:3]))

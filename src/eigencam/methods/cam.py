@@ -1,0 +1,235 @@
+r"""CAM (Zhou et al., CVPR 2016): the classifier's weights applied to the last feature maps.
+
+CAM needs a network whose score is a linear function of the globally average-pooled feature
+maps: :math:`y^c = \sum_k w^c_k \,\mathrm{GAP}(A_k) + b^c`. The map is then
+
+.. math::  M^c(i, j) = \sum_k w^c_k A_k(i, j), \qquad y^c = \mathrm{mean}_{i,j} M^c + b^c .
+
+The head is found, not assumed: during the one forward pass (inference mode) every
+``nn.Linear`` records its input and output; the head is the linear layer whose input equals
+:math:`\mathrm{GAP}(A)` (or :math:`\mathrm{GAP}(\mathrm{ReLU}(A))`, for DenseNet's functional
+ReLU after ``features``) on this batch and whose output is the model output. Anything else
+(no GAP, several linear layers after the pooling, a non-linear head) raises
+:class:`~eigencam.errors.UnsupportedModelError` saying why: use Grad-CAM there, which equals CAM
+up to a positive factor on the models CAM supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from eigencam.capture.hooks import capture_outputs, first_tensor, preserved_state
+from eigencam.capture.layers import resolve_named
+from eigencam.errors import LayerSelectionError, TargetError, UnsupportedModelError
+from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
+from eigencam.methods.registry import register
+from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
+from eigencam.methods.weighting import reduce_weighted
+
+
+@contextmanager
+def _linear_calls(linears: list[tuple[str, nn.Linear]]) -> Iterator[list[tuple[str, Tensor, Any]]]:
+    """Record (name, input, output) of every call of the given linear layers in the block."""
+    calls: list[tuple[str, Tensor, Any]] = []
+    handles = []
+
+    def make(name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            x = first_tensor(args)
+            if x is not None:
+                calls.append((name, x, output))
+
+        return hook
+
+    try:
+        for name, module in linears:
+            handles.append(module.register_forward_hook(make(name)))
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    if a.shape != b.shape:
+        return False
+    a, b = a.float(), b.float()
+    tol = 1e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return bool((a - b).abs().max() <= tol * scale + 1e-6)
+
+
+@register
+class CAM(Explainer):
+    r"""Class Activation Mapping (Zhou et al., CVPR 2016).
+
+    .. math::  L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
+
+    with :math:`w^c` the row of the linear classifier that follows the global average pooling
+    of the target layer. One forward pass, no gradients, any number of target classes for free.
+
+    Args:
+        model: a network ending in ``GAP(target layer) -> nn.Linear`` (ResNets, DenseNets,
+            MobileNet-V2, EfficientNets, ...).
+        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map, which is
+            the one pooled on these networks).
+        fc_layer: the classifier (module or dotted name); default: found automatically.
+        eigen_smooth: first principal component of :math:`w_k A_k` instead of the sum.
+        relu: clip negative values of the map before normalising.
+        reshape_transform: turns the layer output into (B, C, h, w).
+        eval_mode: run the model in eval mode for the call (flags restored after).
+
+    Raises:
+        UnsupportedModelError: when no linear layer of the model maps GAP(target layer) to the
+            model output.
+    """
+
+    name = "cam"
+    summary = "Classifier weights applied to the last feature maps (GAP + linear models only)."
+    needs_gradients = False
+    class_specific = True
+    callable_targets = False
+    paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
+    layer_requirement = (
+        "the layer whose global average pool feeds one nn.Linear producing the output"
+    )
+    cost = "1 forward"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: Any = "auto",
+        *,
+        fc_layer: str | nn.Module | None = None,
+        eigen_smooth: bool = False,
+        relu: bool = True,
+        reshape_transform: Callable[[Any], Tensor] | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(
+            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
+        )
+        self.fc_layer = fc_layer
+        self.eigen_smooth = eigen_smooth
+        self.relu = relu
+
+    def _linears(self, model: nn.Module) -> list[tuple[str, nn.Linear]]:
+        if self.fc_layer is None:
+            return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        ref = resolve_named(model, self.fc_layer)
+        if ref is None or not isinstance(ref.module, nn.Linear):
+            got = "'auto'" if ref is None else type(ref.module).__name__
+            raise LayerSelectionError(
+                f"fc_layer must name an nn.Linear of the model, got {got}; leave it unset to "
+                "find the classifier automatically"
+            )
+        return [(ref.name, ref.module)]
+
+    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
+        """Explain a batch.
+
+        Args:
+            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
+            targets: class indices, ``"predicted"`` (default) or ``"top<k>"``; callables are
+                not supported (CAM reads the classifier's rows).
+
+        Returns:
+            :class:`CAMResult` with maps (B, k, H, W), raw (B, k, h, w), targets (B, k).
+        """
+        if callable(targets) and not isinstance(targets, (Tensor, str)):
+            raise TargetError(
+                "cam reads one row of the classifier per class and cannot explain a callable "
+                "target; use gradcam (or hirescam) for custom scores"
+            )
+        model = self._check_model()
+        inputs = check_inputs(inputs, model)
+        runner, ref, transform = self._resolve_layer(inputs)
+        linears = self._linears(runner)
+        with (
+            torch.inference_mode(),
+            preserved_state(model, eval_mode=self.eval_mode),
+            capture_outputs([ref]) as store,
+            _linear_calls(linears) as calls,
+        ):
+            output = runner(inputs)
+        if ref.label not in store:
+            raise LayerSelectionError(
+                f"target layer {ref.label!r} was not called during the forward pass; pick a "
+                "layer that runs, see `eigencam layers`"
+            )
+        acts = as_map(store[ref.label], ref, transform).float()
+        logits = logits_of(output)
+        head_name, head, feats = self._find_head(acts, logits, calls, ref.label, linears)
+        resolved = resolve_targets(targets, logits, inputs.shape[0])
+        indices = resolved.indices
+        weight = head.weight.detach().float()  # (N, C)
+        rows = weight[indices]  # (B, k, C)
+        if self.eigen_smooth:
+            raw = reduce_weighted(rows[..., None, None] * feats[:, None], eigen_smooth=True)
+        else:
+            raw = torch.einsum("bkc,bchw->bkhw", rows, feats)
+        return CAMResult(
+            maps=self._finish(raw, inputs, relu=self.relu),
+            raw=raw,
+            layer=ref.label,
+            method=self.name,
+            output=detach_output(output),
+            targets=indices,
+            params=MappingProxyType(
+                {
+                    "fc_layer": head_name,
+                    "eigen_smooth": self.eigen_smooth,
+                    "relu": self.relu,
+                }
+            ),
+        )
+
+    @staticmethod
+    def _find_head(
+        acts: Tensor,
+        logits: Tensor,
+        calls: list[tuple[str, Tensor, Any]],
+        layer: str,
+        linears: list[tuple[str, nn.Linear]],
+    ) -> tuple[str, nn.Linear, Tensor]:
+        """The linear layer fed by GAP(acts) whose output is the model output, and the features
+        (acts, or ReLU(acts)) it pools."""
+        modules = dict(linears)
+        batch, channels = acts.shape[:2]
+        pooled = acts.mean(dim=(2, 3))
+        relu_acts = acts.clamp_min(0)
+        pooled_relu = relu_acts.mean(dim=(2, 3))
+        fed_by_gap = None
+        for name, x, out in reversed(calls):
+            if x.ndim != 2 or tuple(x.shape) != (batch, channels):
+                continue
+            if _close(x, pooled):
+                feats = acts
+            elif _close(x, pooled_relu):
+                feats = relu_acts
+            else:
+                continue
+            fed_by_gap = name
+            if isinstance(out, Tensor) and _close(out, logits):
+                return name, modules[name], feats
+        if fed_by_gap is not None:
+            raise UnsupportedModelError(
+                f"cam: linear layer {fed_by_gap!r} receives GAP({layer}) but its output is not "
+                "the model output (more layers follow it); CAM needs GAP -> one linear layer -> "
+                "output. Use gradcam, which equals CAM up to a positive factor where CAM applies."
+            )
+        shown = [f"{n} (in_features={m.in_features})" for n, m in linears[-5:]]
+        more = f" and {len(linears) - 5} more" if len(linears) > 5 else ""
+        seen = (", ".join(shown) + more) or "none"
+        raise UnsupportedModelError(
+            f"cam: no linear layer of the model receives the global average pool of layer "
+            f"{layer!r} ({channels} channels); linear layers: {seen}. CAM (Zhou et al. 2016) "
+            "needs GAP(target layer) -> nn.Linear -> output; pick the layer that is pooled "
+            "before the classifier, or use gradcam for other architectures."
+        )

@@ -1,0 +1,451 @@
+r"""Gradients of class scores w.r.t. a layer's activations, and the Grad-CAM family built on them.
+
+How the gradients are taken (one call, nothing left behind):
+
+- the forward pass runs with every parameter's ``requires_grad`` switched off (restored exactly
+  afterwards, also on error) and on a detached copy of the input, so autograd records nothing
+  below the target layer;
+- a forward hook on the target layer, registered for this call only and removed in
+  ``finally``, replaces the layer's output :math:`A` by ``leaf.clone()`` where
+  ``leaf = A.detach().requires_grad_()``: the graph starts at the layer (the clone keeps a
+  following in-place ReLU legal);
+- the gradients :math:`\partial y^c / \partial A` of the k target scores come from
+  ``torch.autograd.grad`` w.r.t. that leaf, one backward pass per target through the part of the
+  network above the layer (never ``.backward()``, so no parameter's ``.grad`` is touched), and
+  the graph is released when the call returns;
+- it works inside a caller's ``torch.no_grad()`` or ``torch.inference_mode()`` block, and with
+  frozen models (every ``requires_grad=False``).
+
+Peers (pytorch-grad-cam, torchcam, Captum) record the graph of the whole network, from the
+input or the parameters up; recording it only above the target layer takes less memory and time
+(see ``benchmarks/``).
+
+All maps are computed for the whole batch and every target at once. ``raw`` is the signed map
+before the ReLU of the papers; ``maps`` apply the ReLU (``relu=True``, the default) after
+upsampling, then min-max normalise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from eigencam.capture.hooks import LayerRef, first_tensor, preserved_state
+from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
+from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs
+from eigencam.methods.registry import register
+from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
+from eigencam.methods.weighting import reduce_weighted
+
+
+class LayerGradients(NamedTuple):
+    """What :meth:`GradientExplainer._layer_gradients` returns.
+
+    Attributes:
+        output: the model output for the batch, detached.
+        activations: (B, C, h, w) activations of the target layer, detached.
+        gradients: (B, k, C, h, w) gradients of the k target scores w.r.t. the activations.
+        targets: the resolved targets.
+        layer: the resolved target layer.
+    """
+
+    output: Any
+    activations: Tensor
+    gradients: Tensor
+    targets: Targets
+    layer: LayerRef
+
+
+@contextmanager
+def gradient_mode(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
+    """Autograd on (also inside ``no_grad``/``inference_mode``), parameters frozen, flags kept.
+
+    Every parameter's ``requires_grad`` is set to False for the block, so the forward pass
+    records no graph for the weights; :func:`preserved_state` restores each flag (and every
+    module's ``training`` flag) exactly as found, also when the block raises.
+    """
+    with preserved_state(model, eval_mode=eval_mode):
+        for p in model.parameters():
+            if p.requires_grad:
+                p.requires_grad_(False)
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+
+
+def detached_input(inputs: Tensor) -> Tensor:
+    """The input as a tensor autograd may use: a detached view, or a copy of an inference tensor."""
+    return inputs.clone() if inputs.is_inference() else inputs.detach()
+
+
+def replace_first_tensor(output: Any, new: Tensor) -> Any:
+    """``output`` with its first tensor (see :func:`first_tensor`) replaced by ``new``."""
+    if isinstance(output, Tensor):
+        return new
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
+        items = list(output)
+        return type(output)(*_replace_in_sequence(items, new))
+    if isinstance(output, (tuple, list)):
+        return type(output)(_replace_in_sequence(list(output), new))
+    if isinstance(output, dict):
+        keys = list(output)
+        values = _replace_in_sequence([output[k] for k in keys], new)
+        return dict(zip(keys, values))
+    return output
+
+
+def _replace_in_sequence(items: list, new: Tensor) -> list:
+    for i, item in enumerate(items):
+        if first_tensor(item) is not None:
+            items[i] = replace_first_tensor(item, new)
+            return items
+    return items
+
+
+@contextmanager
+def leaf_hook(ref: LayerRef) -> Iterator[list[Tensor]]:
+    """Make the target layer's output a fresh autograd leaf, for the forward passes in the block.
+
+    Yields the list of leaves created (one per captured call). With ``ref.call`` None every call
+    of the module is made a leaf and the last one is the target; otherwise only that call.
+    """
+    leaves: list[Tensor] = []
+    calls = [0]
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        count = calls[0]
+        calls[0] += 1
+        if ref.call is not None and ref.call != count:
+            return None
+        t = first_tensor(output)
+        if t is None or not t.is_floating_point():
+            return None
+        leaf = t.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return replace_first_tensor(output, leaf.clone())
+
+    handle = ref.module.register_forward_hook(hook)
+    try:
+        yield leaves
+    finally:
+        handle.remove()
+
+
+def score_tensor(targets: Targets, output: Any, batch: int) -> Tensor:
+    """The (B, k) target scores, checked to be one row per image."""
+    scores = targets.scores(output)
+    if scores.shape[0] != batch:
+        raise ShapeError("target scores", f"({batch}, k), one row per image", tuple(scores.shape))
+    return scores
+
+
+class GradientExplainer(Explainer):
+    """Base class of the methods that need :math:`\\partial y^c / \\partial A` at a layer."""
+
+    needs_gradients = True
+    class_specific = True
+
+    def _layer_gradients(self, inputs: Tensor, targets: TargetSpec) -> LayerGradients:
+        """One forward pass from the input, k backward passes from the scores to the layer."""
+        model = self._check_model()
+        runner, ref, transform = self._resolve_layer(inputs)
+        batch = inputs.shape[0]
+        with gradient_mode(model, eval_mode=self.eval_mode), leaf_hook(ref) as leaves:
+            output = runner(detached_input(inputs))
+            if not leaves:
+                raise LayerSelectionError(
+                    f"target layer {ref.label!r} was not called during the forward pass (or "
+                    "returned no floating tensor); pick a layer that runs, see `eigencam layers`"
+                )
+            leaf = leaves[-1]
+            resolved = resolve_targets(targets, detach_tree(output), batch)
+            scores = score_tensor(resolved, output, batch)
+            grads = _score_gradients(scores, leaf, ref)
+        activations = as_map(leaf.detach(), ref, transform)
+        gradients = torch.stack([as_map(g, ref, transform) for g in grads], dim=1)
+        if not bool(torch.isfinite(activations).all() & torch.isfinite(gradients).all()):
+            raise NonFiniteActivationError(
+                f"layer {ref.label!r}: activations or gradients contain NaN or infinity; check "
+                "the input for NaN and the model for overflow (fp16 models: try float32)"
+            )
+        return LayerGradients(detach_tree(output), activations, gradients, resolved, ref)
+
+
+def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor]:
+    if not scores.requires_grad:
+        raise LayerSelectionError(
+            f"the target scores do not depend on layer {ref.label!r} through operations "
+            "autograd can follow (the model may detach or run under no_grad after it); pick "
+            "another layer"
+        )
+    k = scores.shape[1]
+    grads = []
+    for j in range(k):
+        (g,) = torch.autograd.grad(
+            scores[:, j].sum(), leaf, retain_graph=j < k - 1, allow_unused=True
+        )
+        if g is None:
+            raise LayerSelectionError(
+                f"the target scores do not depend on layer {ref.label!r}; pick a layer on the "
+                "path to the output"
+            )
+        grads.append(g)
+    return grads
+
+
+def detach_tree(output: Any) -> Any:
+    """``output`` with every tensor detached (tuples, lists, dicts and namedtuples kept)."""
+    if isinstance(output, Tensor):
+        return output.detach()
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*(detach_tree(o) for o in output))
+    if isinstance(output, (tuple, list)):
+        return type(output)(detach_tree(o) for o in output)
+    if isinstance(output, dict):
+        return {k: detach_tree(v) for k, v in output.items()}
+    return output
+
+
+class _GradCAMFamily(GradientExplainer):
+    """Grad-CAM-style methods: a weighting of the activations computed from the gradients.
+
+    Subclasses implement :meth:`_weights`, returning channel weights (B, k, C) or element-wise
+    weights (B, k, C, h, w); the map is :math:`\\sum_c w_c \\odot A_c`.
+    """
+
+    layer_requirement = "any layer on the path to the scores, output (B, C, h, w)"
+    cost = "1 forward + k backward passes (from the scores down to the layer only)"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: Any = "auto",
+        *,
+        eigen_smooth: bool = False,
+        relu: bool = True,
+        reshape_transform: Callable[[Any], Tensor] | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(
+            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
+        )
+        self.eigen_smooth = eigen_smooth
+        self.relu = relu
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        w = self._weights(activations, gradients)
+        if w.ndim == 3 and not self.eigen_smooth:
+            return torch.einsum("bkc,bchw->bkhw", w, activations)
+        if w.ndim == 3:
+            w = w[..., None, None]
+        weighted = w * activations[:, None]
+        return reduce_weighted(weighted, eigen_smooth=self.eigen_smooth)
+
+    def _params(self) -> dict[str, Any]:
+        return {"eigen_smooth": self.eigen_smooth, "relu": self.relu}
+
+    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
+        """Explain a batch.
+
+        Args:
+            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
+            targets: class targets (default: the predicted class), see
+                :mod:`eigencam.methods.targets`; ``"top3"`` gives three maps per image from one
+                forward pass.
+
+        Returns:
+            :class:`CAMResult` with maps (B, k, H, W), raw (B, k, h, w) and targets (B, k).
+        """
+        inputs = check_inputs(inputs, self._check_model())
+        lg = self._layer_gradients(inputs, targets)
+        acts = lg.activations.float()
+        grads = lg.gradients.float()
+        try:
+            raw = self._raw(acts, grads)
+        except NonFiniteActivationError as err:
+            raise NonFiniteActivationError(f"layer {lg.layer.label!r}: {err}") from None
+        return CAMResult(
+            maps=self._finish(raw, inputs, relu=self.relu),
+            raw=raw,
+            layer=lg.layer.label,
+            method=self.name,
+            output=lg.output,
+            targets=lg.targets.indices,
+            params=MappingProxyType(self._params()),
+        )
+
+
+@register
+class GradCAM(_GradCAMFamily):
+    r"""Grad-CAM (Selvaraju et al., ICCV 2017): channel weights are the spatially averaged
+    gradients.
+
+    .. math::  w^c_k = \frac{1}{hw} \sum_{i,j} \frac{\partial y^c}{\partial A_k(i,j)},
+       \qquad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
+
+    Args:
+        model: any ``torch.nn.Module``.
+        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map).
+        eigen_smooth: replace the channel sum by the first principal component of the weighted
+            activations :math:`w_k A_k` (pytorch-grad-cam's ``eigen_smooth``).
+        relu: clip negative values of the map (the paper's ReLU) before normalising.
+        reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
+        eval_mode: run the model in eval mode for the call (flags restored after).
+
+    Example:
+        >>> result = GradCAM(model)(images, targets="top3")   # 3 maps per image
+        >>> result.targets                                    # (B, 3) class indices
+    """
+
+    name = "gradcam"
+    summary = "Activations weighted by their spatially averaged gradients (class-specific)."
+    paper = "Selvaraju et al., Grad-CAM, ICCV 2017 (arXiv:1610.02391)"
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        return gradients.mean(dim=(-2, -1))
+
+
+@register
+class GradCAMPlusPlus(_GradCAMFamily):
+    r"""Grad-CAM++ (Chattopadhay et al., WACV 2018): pixel-wise weighted positive gradients.
+
+    With :math:`g = \partial y^c / \partial A_k(i,j)` and the exponential-score approximation
+    of the paper (its Eq. 19),
+
+    .. math::  \alpha^{kc}_{ij} = \frac{g^2}{2 g^2 + \sum_{a,b} A_k(a,b)\, g^3}
+       = \frac{1}{2 + g \sum_{a,b} A_k(a,b)} \;(g \ne 0),
+       \qquad w^c_k = \sum_{i,j} \alpha^{kc}_{ij}\, \mathrm{ReLU}(g)
+
+    computed in the simplified form on the right (no epsilon: exact where the left form
+    underflows); :math:`\alpha = 0` where :math:`g = 0`.
+
+    Args: as :class:`GradCAM`.
+    """
+
+    name = "gradcampp"
+    summary = "Grad-CAM with pixel-wise weights on positive gradients (better for many objects)."
+    paper = "Chattopadhay et al., Grad-CAM++, WACV 2018 (arXiv:1710.11063)"
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        total = activations.sum(dim=(-2, -1))[:, None, :, None, None]  # (B, 1, C, 1, 1)
+        denom = 2.0 + total * gradients
+        valid = (gradients != 0) & (denom != 0)
+        alpha = torch.where(valid, 1.0 / torch.where(valid, denom, 1.0), 0.0)
+        return (alpha * gradients.clamp_min(0)).sum(dim=(-2, -1))
+
+
+@register
+class XGradCAM(_GradCAMFamily):
+    r"""XGrad-CAM (Fu et al., BMVC 2020): gradients weighted by the normalised activations.
+
+    .. math::  w^c_k = \sum_{i,j} \frac{A_k(i,j)}{\sum_{a,b} A_k(a,b)}
+       \frac{\partial y^c}{\partial A_k(i,j)}
+
+    (:math:`w_k = 0` for a channel whose activations sum to 0.)
+
+    Args: as :class:`GradCAM`.
+    """
+
+    name = "xgradcam"
+    summary = "Axiom-based Grad-CAM: gradients weighted by normalised activations."
+    paper = "Fu et al., Axiom-based Grad-CAM, BMVC 2020 (arXiv:2008.02312)"
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        total = activations.sum(dim=(-2, -1))[:, None]  # (B, 1, C)
+        num = (gradients * activations[:, None]).sum(dim=(-2, -1))
+        return torch.where(total != 0, num / torch.where(total != 0, total, 1.0), 0.0)
+
+
+@register
+class LayerCAM(_GradCAMFamily):
+    r"""LayerCAM (Jiang et al., IEEE TIP 2021): element-wise positive gradients times activations.
+
+    .. math::  L^c = \mathrm{ReLU}\Big(\sum_k \mathrm{ReLU}\big(\tfrac{\partial y^c}
+       {\partial A_k}\big) \odot A_k\Big)
+
+    Works at shallow layers too, where Grad-CAM's averaged weights blur.
+
+    Args: as :class:`GradCAM`.
+    """
+
+    name = "layercam"
+    summary = "Element-wise positive gradients times activations (usable at shallow layers)."
+    paper = "Jiang et al., LayerCAM, IEEE TIP 2021"
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        return gradients.clamp_min(0)
+
+
+@register
+class HiResCAM(_GradCAMFamily):
+    r"""HiResCAM (Draelos & Carin, 2020): element-wise gradients times activations.
+
+    .. math::  L^c = \sum_k \frac{\partial y^c}{\partial A_k} \odot A_k
+
+    For a model whose score is a linear function of the layer (GAP + linear head) the map sums
+    exactly to the score (up to the bias): a faithful attribution at the layer's resolution.
+
+    Args: as :class:`GradCAM`.
+    """
+
+    name = "hirescam"
+    summary = "Element-wise gradients times activations (faithful to the score at the layer)."
+    paper = "Draelos & Carin, HiResCAM, arXiv:2011.08891 (2020)"
+
+    def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        return gradients
+
+
+@register
+class EigenGradCAM(_GradCAMFamily):
+    r"""Eigen-Grad-CAM: the first principal component of gradients times activations.
+
+    .. math::  L^c = (G \odot O)\, V_1
+
+    with :math:`G \odot O` the (h w, C) matrix of element-wise products and :math:`V_1` its first
+    right singular vector, computed by :func:`eigencam.eigen_cam` (oriented by its sign rule,
+    i.e. positively correlated with the HiResCAM map). Class-specific, unlike Eigen-CAM.
+
+    Args:
+        model, target_layer, relu, reshape_transform, eval_mode: as :class:`GradCAM`.
+        center: subtract each channel's mean first (PCA, as pytorch-grad-cam's EigenGradCAM);
+            default False is Eigen-CAM's uncentered SVD.
+    """
+
+    name = "eigengradcam"
+    summary = "First principal component of gradients x activations (class-specific Eigen-CAM)."
+    paper = "pytorch-grad-cam's variant of Muhammad & Yeasin, Eigen-CAM, IJCNN 2020"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: Any = "auto",
+        *,
+        center: bool = False,
+        relu: bool = True,
+        reshape_transform: Callable[[Any], Tensor] | None = None,
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(
+            model,
+            target_layer,
+            eigen_smooth=True,
+            relu=relu,
+            reshape_transform=reshape_transform,
+            eval_mode=eval_mode,
+        )
+        self.center = center
+
+    def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        weighted = gradients * activations[:, None]
+        return reduce_weighted(weighted, eigen_smooth=True, center=self.center)
+
+    def _params(self) -> dict[str, Any]:
+        return {"center": self.center, "relu": self.relu}

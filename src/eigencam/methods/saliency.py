@@ -1,0 +1,125 @@
+r"""Gradient saliency ("Backprop" in the paper's Table 1; Simonyan et al., ICLR-W 2014).
+
+The map is the magnitude of the score's gradient w.r.t. the input pixels, maximised over the
+colour channels:
+
+.. math::  M^c(i, j) = \max_{ch} \left| \frac{\partial y^c}{\partial x_{ch}(i, j)} \right| .
+
+One forward pass recorded from a detached copy of the input (parameters frozen for the call, so
+no graph is kept for the weights), then one ``torch.autograd.grad`` per target w.r.t. that copy.
+The map is at the input's resolution; ``target_layer`` does not apply.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from eigencam.capture.adapters import runner_for
+from eigencam.errors import NonFiniteActivationError, TargetError
+from eigencam.methods.base import CAMResult, Explainer, check_inputs
+from eigencam.methods.gradients import detach_tree, gradient_mode, score_tensor
+from eigencam.methods.registry import register
+from eigencam.methods.targets import TargetSpec, resolve_targets
+
+REDUCTIONS = ("max", "l2", "sum")
+
+
+@register
+class Saliency(Explainer):
+    r"""Vanilla gradient saliency (Simonyan, Vedaldi & Zisserman, 2014).
+
+    Args:
+        model: any differentiable ``torch.nn.Module``.
+        target_layer: must be ``"auto"`` (the method explains the input pixels).
+        reduction: how the colour channels of :math:`|\nabla_x y^c|` are combined: ``"max"``
+            (the paper), ``"l2"`` (Euclidean norm) or ``"sum"`` (sum of magnitudes).
+        eval_mode: run the model in eval mode for the call (flags restored after).
+
+    Example:
+        >>> Saliency(model)(images).maps.shape     # (B, 1, H, W), the input's resolution
+    """
+
+    name = "saliency"
+    summary = "Magnitude of the score's gradient w.r.t. the input pixels (Backprop)."
+    needs_gradients = True
+    class_specific = True
+    uses_layer = False
+    paper = "Simonyan et al., Deep Inside Convolutional Networks, ICLR Workshop 2014"
+    layer_requirement = "none (input pixels); the model must be differentiable end to end"
+    cost = "1 forward + k backward passes (full network, down to the input)"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: Any = "auto",
+        *,
+        reduction: str = "max",
+        eval_mode: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, eval_mode=eval_mode)
+        self.reduction = reduction
+
+    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
+        """Explain a batch.
+
+        Args:
+            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
+            targets: class targets (default: the predicted class), see
+                :mod:`eigencam.methods.targets`.
+
+        Returns:
+            :class:`CAMResult` with maps and raw (B, k, H, W); ``layer`` is ``"input"``.
+        """
+        if self.target_layer not in ("auto", None):
+            raise ValueError(
+                f"saliency explains the input pixels and takes no target_layer, got "
+                f"{self.target_layer!r}; leave it as 'auto'"
+            )
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(
+                f"reduction must be one of {', '.join(REDUCTIONS)}; got {self.reduction!r}"
+            )
+        model = self._check_model()
+        inputs = check_inputs(inputs, model)
+        batch = inputs.shape[0]
+        with gradient_mode(model, eval_mode=self.eval_mode):
+            x = inputs.detach().clone().requires_grad_(True)
+            output = runner_for(model)(x)
+            resolved = resolve_targets(targets, detach_tree(output), batch)
+            scores = score_tensor(resolved, output, batch)
+            if not scores.requires_grad:
+                raise TargetError(
+                    "the target scores do not depend on the input through operations autograd "
+                    "can follow (the model detaches or runs under no_grad)"
+                )
+            k = scores.shape[1]
+            grads = []
+            for j in range(k):
+                (g,) = torch.autograd.grad(scores[:, j].sum(), x, retain_graph=j < k - 1)
+                grads.append(self._reduce(g.float()))
+        raw = torch.stack(grads, dim=1)
+        if not bool(torch.isfinite(raw).all()):
+            raise NonFiniteActivationError(
+                "input gradients contain NaN or infinity; check the input for NaN and the model "
+                "for overflow"
+            )
+        return CAMResult(
+            maps=self._finish(raw, inputs),
+            raw=raw,
+            layer="input",
+            method=self.name,
+            output=detach_tree(output),
+            targets=resolved.indices,
+            params=MappingProxyType({"reduction": self.reduction, "relu": False}),
+        )
+
+    def _reduce(self, g: Tensor) -> Tensor:
+        if self.reduction == "max":
+            return g.abs().amax(dim=1)
+        if self.reduction == "l2":
+            return g.square().sum(dim=1).sqrt()
+        return g.abs().sum(dim=1)
