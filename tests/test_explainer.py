@@ -256,8 +256,10 @@ def test_relu_option_matches_the_pytorch_grad_cam_convention():
     r = EigenCAM(model, center=True, relu=True)(x)
     from eigencam.maps import normalize, upsample
 
-    expected = normalize(upsample(r.raw, (16, 16)), relu=True)
+    # ReLU on the projections at the layer's resolution, then upsample and normalise.
+    expected = normalize(upsample(r.raw.clamp_min(0), (16, 16)))
     torch.testing.assert_close(r.maps, expected)
+    assert float(r.raw.min()) < 0  # raw keeps the signed projections
 
 
 def test_check_finite_false_gives_nan_maps_without_raising():

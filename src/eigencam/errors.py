@@ -88,6 +88,15 @@ class ImageReadError(EigenCAMError, ValueError):
         super().__init__(f"{path}: {cause}")
 
 
+class AnnotationError(EigenCAMError, ValueError):
+    """An annotation file (boxes, labels) is missing, malformed or does not fit its image."""
+
+    def __init__(self, path: object, cause: str) -> None:
+        self.path = str(path)
+        self.cause = cause
+        super().__init__(f"{path}: {cause}")
+
+
 class MethodNotFoundError(EigenCAMError, KeyError):
     """An unknown explanation method name was given."""
 

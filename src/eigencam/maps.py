@@ -121,3 +121,28 @@ def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
         per_box = torch.where(mask[:, None], scaled, 0.0)  # (N, k, H, W)
         out[i] = per_box.amax(dim=0)
     return out
+
+
+def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B, k, H, W) maps, sigma in pixels, kernel radius 3 sigma.
+
+    Borders are reflected (no dark frame). sigma <= 0 returns the maps unchanged.
+    """
+    if maps.ndim != 4:
+        raise ShapeError("maps", "(B, k, H, W)", tuple(maps.shape))
+    if sigma <= 0:
+        return maps
+    b, k, h, w = maps.shape
+    radius = max(1, round(3.0 * sigma))
+    radius = min(radius, h - 1, w - 1) if min(h, w) > 1 else 0
+    if radius == 0:
+        return maps
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=maps.device)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(maps.dtype if maps.is_floating_point() else torch.float32)
+    flat = maps.reshape(b * k, 1, h, w).float()
+    flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1).float())
+    flat = F.pad(flat, (0, 0, radius, radius), mode="reflect")
+    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1).float())
+    return flat.reshape(b, k, h, w)

@@ -13,12 +13,13 @@ examples:
   eigencam layers resnet50
   eigencam methods
   eigencam compare photo.jpg --methods eigencam,gradcam,cnnfixations --targets top3
+  eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import compare, explain, info
+    from eigencam.cli import compare, explain, info, localize
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info, compare):
+    for module in (explain, info, compare, localize):
         module.register(sub)
     return parser
 
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.run(args))
-    except (EigenCAMError, ValueError, TypeError, FileNotFoundError) as err:
+    except (EigenCAMError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
         print(f"eigencam {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,24 +1,46 @@
-"""Eigen-CAM as an explainer: one captured forward pass, then :func:`eigen_cam`."""
+"""Eigen-CAM as an explainer: one captured forward pass, then :func:`eigen_cam`.
+
+Beyond the paper (all off by default; the defaults are the paper's maths with our sign rule):
+
+- ``sign="numpy"`` keeps the arbitrary sign ``numpy.linalg.svd`` gives, as pytorch-grad-cam does
+  (with ``center=True, relu=True`` this reproduces its EigenCAM maps);
+- ``combine="sum" | "energy"`` merges the first ``n_components`` components into one map:
+  :math:`\\sum_i O V_i` (each oriented by the sign rule) or :math:`\\sqrt{\\sum_i (O V_i)^2}`;
+- ``fuse_layers=[...]``: the maps of further layers (captured in the same forward pass), each
+  upsampled and normalised, are averaged with the target layer's;
+- ``flip=True``: the batch and its horizontal mirror in one forward pass; the mirrored maps are
+  flipped back and averaged with the others (test-time augmentation);
+- ``smooth=sigma``: a Gaussian blur of the upsampled map (sigma in input pixels).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.hooks import LayerRef, capture_outputs
+from eigencam.capture.layers import resolve_named
 from eigencam.decomposition import SOLVERS, eigen_cam
-from eigencam.errors import NonFiniteActivationError
+from eigencam.errors import LayerSelectionError, NonFiniteActivationError, UnsupportedModelError
+from eigencam.maps import gaussian_blur, normalize, upsample
 from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
 from eigencam.methods.registry import register
+
+SIGNS = ("mean", "numpy")
+COMBINES = (None, "sum", "energy")
 
 
 @register
 class EigenCAM(Explainer):
     """Eigen-CAM (Muhammad & Yeasin, 2020): the projection of a layer's activations on their
     first principal component(s). Gradient-free and class-agnostic: one forward pass, under
-    ``torch.inference_mode()``, with one forward hook that lives for the call.
+    ``torch.inference_mode()``, with forward hooks that live for the call.
 
     Args:
         model: any ``torch.nn.Module``.
@@ -28,11 +50,24 @@ class EigenCAM(Explainer):
             default False is the paper's uncentered SVD.
         solver: ``auto``, ``eigh``, ``svd``, ``squaring`` or ``subspace``; all agree with a
             float64 SVD, they differ in speed (see :mod:`eigencam.decomposition.solvers`).
-        relu: clip negative projections before normalising (pytorch-grad-cam's convention).
+        relu: clip negative projections to 0 at the layer's resolution, before upsampling and
+            normalising (pytorch-grad-cam's convention; ``raw`` keeps the signed projections).
         check_finite: raise :class:`NonFiniteActivationError` when the layer's activations hold
             NaN or infinity. On CUDA this check reads one flag back to the host (a
             synchronisation); with False the call never synchronises and such images get NaN
             maps and NaN explained variance instead.
+        sign: ``mean`` (default): each component is oriented to correlate positively with the
+            channel-mean activation map (deterministic); ``numpy``: the sign
+            ``numpy.linalg.svd`` returns, arbitrary, as in pytorch-grad-cam (a per-image host
+            SVD: for reproducing that library, not for speed).
+        combine: None (one map per component), ``sum`` (:math:`\\sum_{i \\le k} O V_i`) or
+            ``energy`` (:math:`\\sqrt{\\sum_{i \\le k} (O V_i)^2}`): one map from the first
+            ``n_components`` components.
+        fuse_layers: further layers (modules or names) whose Eigen-CAM maps are averaged with
+            the target layer's, each normalised to [0, 1] at the input size first.
+        flip: average with the map of the horizontally mirrored image (flipped back); the batch
+            and its mirror go through the model together.
+        smooth: Gaussian blur of the upsampled map, sigma in input pixels (0: none).
         reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
         eval_mode: run the model in eval mode for the call (flags restored after).
 
@@ -59,6 +94,11 @@ class EigenCAM(Explainer):
         solver: str = "auto",
         relu: bool = False,
         check_finite: bool = True,
+        sign: str = "mean",
+        combine: str | None = None,
+        fuse_layers: Sequence[Any] = (),
+        flip: bool = False,
+        smooth: float = 0.0,
         reshape_transform: Any = None,
         eval_mode: bool = True,
     ) -> None:
@@ -70,6 +110,36 @@ class EigenCAM(Explainer):
         self.solver = solver
         self.relu = relu
         self.check_finite = check_finite
+        self.sign = sign
+        self.combine = combine
+        self.fuse_layers = fuse_layers
+        self.flip = flip
+        self.smooth = smooth
+
+    def _check_options(self) -> list[LayerRef]:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
+        if self.sign not in SIGNS:
+            raise ValueError(f"sign must be one of {', '.join(SIGNS)}; got {self.sign!r}")
+        if self.combine not in COMBINES:
+            raise ValueError(f"combine must be None, 'sum' or 'energy'; got {self.combine!r}")
+        if not isinstance(self.smooth, (int, float)) or isinstance(self.smooth, bool):
+            raise TypeError(f"smooth must be a number (sigma in pixels), got {self.smooth!r}")
+        if not self.smooth >= 0:
+            raise ValueError(f"smooth must be >= 0 (sigma in input pixels), got {self.smooth}")
+        layers = self.fuse_layers
+        if isinstance(layers, (str, torch.nn.Module)):
+            layers = [layers]
+        refs = []
+        runner = runner_for(self._check_model())  # the module that runs (see Explainer._capture)
+        for spec in layers:
+            ref = resolve_named(runner, spec)
+            if ref is None:
+                raise LayerSelectionError(
+                    "fuse_layers takes named layers or modules, not 'auto'; see `eigencam layers`"
+                )
+            refs.append(ref)
+        return refs
 
     def __call__(self, inputs: Tensor, targets: Any = None) -> CAMResult:
         """Explain a batch.
@@ -80,18 +150,103 @@ class EigenCAM(Explainer):
 
         Returns:
             :class:`CAMResult` with maps (B, k, H, W), raw projections (B, k, h, w) and the
-            explained-variance ratio of each component (B, k).
+            explained-variance ratio of each component (B, k); k = 1 with ``combine``. With
+            ``flip`` or ``fuse_layers``, ``raw`` is the averaged map at the finest layer's
+            resolution, each part normalised to [0, 1] first.
         """
         if targets is not None:
             raise TypeError(
                 "eigencam is class-agnostic and takes no targets; use a class-specific method "
                 "(gradcam, cam, ...) to explain a given class"
             )
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
+        extra = self._check_options()
         inputs = check_inputs(inputs, self._check_model())
-        captured = self._capture(inputs)
-        layer, activations = captured.layer, captured.activations
+        x = torch.cat([inputs, inputs.flip(-1)]) if self.flip else inputs
+        with capture_outputs(extra) as store:
+            captured = self._capture(x)
+        layer_acts = [(captured.layer.label, captured.activations)]
+        for ref in extra:
+            if ref.label not in store:
+                raise LayerSelectionError(
+                    f"fuse layer {ref.label!r} was not called during the forward pass"
+                )
+            layer_acts.append((ref.label, self._as_map(store[ref.label], ref)))
+        return self.from_activations(inputs, captured.output, layer_acts, extent=captured.extent)
+
+    def from_activations(
+        self,
+        inputs: Tensor,
+        output: Any,
+        layer_acts: Sequence[tuple[str, Tensor]],
+        *,
+        extent: tuple[float, float] | None = None,
+    ) -> CAMResult:
+        """The result from activations already captured: everything after the forward pass.
+
+        Lets several configurations share one forward pass (``benchmarks/eigencam_variants.py``).
+
+        Args:
+            inputs: the (B, C, H, W) batch explained (for the output size).
+            output: the model's output for the batch (2B rows with ``flip``: the batch, then its
+                mirror).
+            layer_acts: (layer label, activations (B or 2B, C, h, w)) for the target layer,
+                then each of ``fuse_layers``.
+            extent: the target layer's extent over the input (:attr:`CAMResult.extent`).
+        """
+        batch = inputs.shape[0]
+        if extent is not None and (self.flip or len(layer_acts) > 1):
+            raise UnsupportedModelError(
+                "flip and fuse_layers need a model that does not pad its input internally "
+                "(this one's target layer extends past the image); use them without"
+            )
+        raws, evr = [], None
+        for label, acts in layer_acts:
+            proj, ratio = self._project(acts, label)
+            if evr is None:
+                evr = ratio[:batch]
+            raws.append(proj)
+        plain = len(raws) == 1 and not self.flip
+        if plain:
+            raw = raws[0]
+            maps = self._finish(_clip(raw, self.relu), inputs, extent=extent)
+        else:
+            parts = []
+            finest = max((r.shape[-2:] for r in raws), key=lambda s: s[0] * s[1])
+            for r in raws:
+                r = normalize(upsample(_clip(r.float(), self.relu), tuple(finest)))
+                parts.append(r[:batch])
+                if self.flip:
+                    parts.append(r[batch:].flip(-1))
+            raw = torch.stack(parts).mean(0)
+            maps = self._finish(raw, inputs)
+        if self.smooth > 0:
+            maps = normalize(gaussian_blur(maps, float(self.smooth)))
+        return CAMResult(
+            maps=maps,
+            raw=raw.float(),
+            layer="+".join(label for label, _ in layer_acts),
+            method=self.name,
+            output=detach_output(_first_rows(output, batch) if self.flip else output),
+            explained_variance_ratio=evr,
+            params=MappingProxyType(
+                {
+                    "n_components": self.n_components,
+                    "center": self.center,
+                    "solver": self.solver,
+                    "relu": self.relu,
+                    "check_finite": self.check_finite,
+                    "sign": self.sign,
+                    "combine": self.combine,
+                    "fuse_layers": [label for label, _ in layer_acts[1:]],
+                    "flip": self.flip,
+                    "smooth": float(self.smooth),
+                }
+            ),
+            extent=extent,
+        )
+
+    def _project(self, activations: Tensor, label: str) -> tuple[Tensor, Tensor]:
+        """Projections (B, k or 1, h, w) and explained-variance ratios (B, k) of one layer."""
         try:
             dec = eigen_cam(
                 activations,
@@ -101,25 +256,55 @@ class EigenCAM(Explainer):
                 check_finite=self.check_finite,
             )
         except NonFiniteActivationError as err:
-            raise NonFiniteActivationError(f"layer {layer.label!r}: {err}") from None
+            raise NonFiniteActivationError(f"layer {label!r}: {err}") from None
         except ValueError as err:
-            raise ValueError(f"layer {layer.label!r}: {err}") from None
-        maps = self._finish(dec.projections, inputs, relu=self.relu, extent=captured.extent)
-        return CAMResult(
-            maps=maps,
-            raw=dec.projections.float(),
-            layer=layer.label,
-            method=self.name,
-            output=detach_output(captured.output),
-            explained_variance_ratio=dec.explained_variance_ratio,
-            params=MappingProxyType(
-                {
-                    "n_components": self.n_components,
-                    "center": self.center,
-                    "solver": self.solver,
-                    "relu": self.relu,
-                    "check_finite": self.check_finite,
-                }
-            ),
-            extent=captured.extent,
-        )
+            raise ValueError(f"layer {label!r}: {err}") from None
+        proj = dec.projections
+        if self.sign == "numpy":
+            proj = proj * numpy_svd_signs(activations, proj, center=self.center)[:, :, None, None]
+        if self.combine == "sum":
+            proj = proj.sum(dim=1, keepdim=True)
+        elif self.combine == "energy":
+            proj = proj.square().sum(dim=1, keepdim=True).sqrt()
+        return proj, dec.explained_variance_ratio
+
+
+def numpy_svd_signs(activations: Tensor, projections: Tensor, *, center: bool) -> Tensor:
+    """Signs (B, k) that turn our oriented projections into the ones ``numpy.linalg.svd`` gives.
+
+    pytorch-grad-cam projects on ``VT[i]`` of ``numpy.linalg.svd(O)`` (O centered, one image at
+    a time), whose sign is whatever LAPACK returns. This recomputes that SVD on the host for
+    each image (thin SVD: the same first rows of VT as ``full_matrices=True``) and compares.
+    """
+    b, c, h, w = activations.shape
+    k = projections.shape[1]
+    acts = activations.detach().to("cpu", torch.float32).numpy().reshape(b, c, h * w)
+    ours = projections.detach().to("cpu", torch.float64).numpy().reshape(b, k, h * w)
+    signs = np.ones((b, k))
+    for i in range(b):
+        o = np.nan_to_num(acts[i]).T  # (n, C), as pytorch-grad-cam builds it
+        if center:
+            o = o - o.mean(axis=0)
+        _, _, vt = np.linalg.svd(o, full_matrices=False)
+        theirs = o @ vt[:k].T  # (n, k)
+        dots = np.einsum("kn,nk->k", ours[i], theirs)
+        signs[i] = np.where(dots < 0, -1.0, 1.0)
+    return torch.as_tensor(signs, dtype=projections.dtype, device=projections.device)
+
+
+def _clip(raw: Tensor, relu: bool) -> Tensor:
+    """ReLU at the layer's resolution, before upsampling (as pytorch-grad-cam and Grad-CAM)."""
+    return raw.clamp_min(0) if relu else raw
+
+
+def _first_rows(output: Any, n: int) -> Any:
+    """The first ``n`` rows of every tensor in a (nested) model output."""
+    if isinstance(output, Tensor):
+        return output[:n] if output.ndim >= 1 else output
+    if isinstance(output, tuple) and hasattr(output, "_fields"):
+        return type(output)(*(_first_rows(o, n) for o in output))
+    if isinstance(output, (tuple, list)):
+        return type(output)(_first_rows(o, n) for o in output)
+    if isinstance(output, dict):
+        return {key: _first_rows(v, n) for key, v in output.items()}
+    return output

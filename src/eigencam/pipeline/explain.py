@@ -122,17 +122,19 @@ def maps_at_original(
     the image: with ``stretch`` the whole image; with ``center-crop`` the crop (zero elsewhere);
     with ``letterbox`` the image without the padding. ``extent`` (from
     :attr:`CAMResult.extent`) places maps of models that padded their input internally.
+    ``relu`` clips the raw maps at their own resolution, before upsampling (as explainers do).
     """
     width, height = size
     x0, y0, x1, y1 = preprocessing.crop_region(width, height)
     cx0, cy0 = round(x0), round(y0)
     cw, ch = max(1, round(x1) - cx0), max(1, round(y1) - cy0)
-    up = upsample(raw[None].float(), (ch, cw), extent=extent)[0]
+    src = raw[None].float()
+    up = upsample(src.clamp_min(0) if relu else src, (ch, cw), extent=extent)[0]
     sx0, sy0 = max(0, -cx0), max(0, -cy0)
     dx0, dy0 = max(0, cx0), max(0, cy0)
     w = max(0, min(cw - sx0, width - dx0))
     h = max(0, min(ch - sy0, height - dy0))
-    part = normalize(up[:, sy0 : sy0 + h, sx0 : sx0 + w], relu=relu)
+    part = normalize(up[:, sy0 : sy0 + h, sx0 : sx0 + w])
     if (h, w) == (height, width):
         return part.numpy()
     canvas = torch.zeros(raw.shape[0], height, width)

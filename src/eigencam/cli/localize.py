@@ -1,0 +1,385 @@
+"""``eigencam localize`` and ``eigencam localize-table``: the weakly-supervised localization
+benchmark (the paper's Table 1 and Choe et al.'s MaxBoxAcc) as commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
+
+LOCALIZE_EXAMPLE = """\
+examples:
+  eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
+  eigencam localize ILSVRC2012/ --synsets LOC_synset_mapping.txt --model resnet50 \\
+      --weights resnet50.pth --methods eigencam,cam,gradcam --batch-size 32 --out loc-r50/
+  # thresholds chosen on one half, reported on the other:
+  eigencam localize DEV --part 1/2 --out half1/
+  eigencam localize DEV --part 2/2 --calibrate-on half1/ --out half2/
+  # Eigen-CAM variants side by side (option=value after the name):
+  eigencam localize DEV --methods eigencam,eigencam:center=true,eigencam:flip=true
+  eigencam localize-table loc-r50/ loc-vgg/ --out table.md
+"""
+
+TABLE_EXAMPLE = """\
+example:
+  eigencam localize-table runs/resnet50 runs/vgg16 runs/efficientnet --out table1.md
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from eigencam.methods import available_methods
+
+    p = sub.add_parser(
+        "localize",
+        help="weakly-supervised localization benchmark (paper's Table 1, MaxBoxAcc)",
+        description="Evaluate maps as object localizers on a dataset with ground-truth boxes "
+        "(ILSVRC val, PASCAL VOC, COCO, CUB, or an annotations.json). Writes metrics.json, "
+        "table.md, per_image.csv, ground_truth.csv and report.html. See docs/localization.md "
+        "for the protocols.",
+        epilog=LOCALIZE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("data", metavar="DATA", help="dataset folder (or annotation JSON)")
+    d = p.add_argument_group("dataset")
+    d.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "dev", "ilsvrc", "voc", "coco", "cub"],
+        help="dataset layout (default: recognised from the folder)",
+    )
+    d.add_argument("--annotations", metavar="PATH", help="annotation folder / file override")
+    d.add_argument("--images", metavar="DIR", help="image folder override")
+    d.add_argument(
+        "--synsets",
+        metavar="FILE",
+        help="ILSVRC: LOC_synset_mapping.txt / synsets.txt / imagenet_class_index.json",
+    )
+    d.add_argument(
+        "--class-map",
+        metavar="FILE",
+        help="VOC/COCO: JSON {class name: model index} or a text file of the model's class "
+        "names in index order (without it, only class-agnostic measures have a class)",
+    )
+    d.add_argument("--image-set", metavar="NAME", help="VOC: ImageSets/Main/NAME.txt; CUB: split")
+    d.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="record and leave out malformed annotations instead of stopping",
+    )
+    d.add_argument(
+        "--part",
+        metavar="I/N",
+        help="evaluate part I of N interleaved parts of the dataset (e.g. 1/2 for a half)",
+    )
+    d.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    add_model_args(p)
+    m = p.add_argument_group("methods")
+    m.add_argument(
+        "--methods",
+        type=comma_list,
+        default=["eigencam"],
+        metavar="LIST",
+        help="comma-separated methods, each NAME or NAME:option=value:...; names: "
+        + ", ".join(available_methods())
+        + " (default: eigencam)",
+    )
+    m.add_argument(
+        "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
+    )
+    pr = p.add_argument_group("protocol")
+    pr.add_argument(
+        "--thresholds",
+        default="0.05:0.15:0.01",
+        metavar="GRID",
+        help="paper protocol sweep, start:stop:step or a,b,c (default: %(default)s)",
+    )
+    pr.add_argument(
+        "--box-grid",
+        default="0:0.99:0.01",
+        metavar="GRID",
+        help="MaxBoxAcc threshold grid (default: %(default)s, Choe et al.)",
+    )
+    pr.add_argument(
+        "--iou", type=float, default=0.5, help="IoU for a correct box (default: %(default)s)"
+    )
+    pr.add_argument(
+        "--v2-ious",
+        default="0.3,0.5,0.7",
+        metavar="LIST",
+        help="MaxBoxAccV2 IoU thresholds (default: %(default)s)",
+    )
+    pr.add_argument(
+        "--connectivity",
+        type=int,
+        default=8,
+        choices=[4, 8],
+        help="connected components (default: %(default)s)",
+    )
+    pr.add_argument(
+        "--calibrate-on",
+        metavar="DIR",
+        help="choose thresholds on held-out data: a finished localize run folder, or a "
+        "dataset evaluated first into OUT/calibration",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="eigencam-localize", metavar="DIR", help="output folder")
+    o.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run in --out without recomputing finished images",
+    )
+    o.add_argument("--name", metavar="LABEL", help="column name in the tables (default: model)")
+    o.add_argument(
+        "--gallery",
+        type=int,
+        default=4,
+        metavar="K",
+        help="best and worst cases per method in report.html (default: %(default)s)",
+    )
+    o.add_argument(
+        "--csv-thresholds",
+        default="paper",
+        choices=["paper", "all"],
+        help="thresholds in per_image.csv: the paper's sweep or the whole grid",
+    )
+    add_batch_args(p, batch_size=16)
+    p.add_argument(
+        "--score-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes turning maps into boxes, the costly step on CPU (default: %(default)s: "
+        "a background thread; use most spare cores on a big machine)",
+    )
+    p.set_defaults(run=run_localize)
+
+    t = sub.add_parser(
+        "localize-table",
+        help="merge localize runs into one Table-1-style table (methods x models)",
+        description="Read the metrics.json of several `eigencam localize` runs (one per model) "
+        "and write the tables with one column per run.",
+        epilog=TABLE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("runs", nargs="+", metavar="DIR", help="localize output folders")
+    t.add_argument("--out", metavar="FILE", help="write the markdown here (default: stdout)")
+    t.set_defaults(run=run_table)
+
+
+def _part(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--part takes I/N (e.g. 1/2), got {text!r}") from None
+    return i, n
+
+
+def _settings(args: argparse.Namespace):
+    from eigencam.evaluation.protocols import parse_grid
+    from eigencam.evaluation.runner import LocalizeSettings
+
+    ious = tuple(float(v) for v in comma_list(args.v2_ious))
+    return LocalizeSettings(
+        thresholds=parse_grid(args.thresholds),
+        box_grid=parse_grid(args.box_grid),
+        iou_threshold=args.iou,
+        v2_ious=ious,
+        connectivity=args.connectivity,
+    )
+
+
+def _open(args: argparse.Namespace, path: str):
+    from eigencam.evaluation.datasets import open_dataset, read_class_map
+
+    class_map = read_class_map(args.class_map) if args.class_map else None
+    return open_dataset(
+        path,
+        format=args.format,
+        skip_bad=args.skip_bad,
+        class_map=class_map,
+        synsets=args.synsets,
+        annotations=args.annotations,
+        images=args.images,
+        image_set=args.image_set,
+    )
+
+
+def build_explainers(args: argparse.Namespace, loaded) -> dict:
+    """{method key: explainer} from ``--methods`` (each ``name[:option=value...]``)."""
+    from eigencam.evaluation.runner import build_explainer, parse_method
+
+    specs = [parse_method(text) for text in args.methods]
+    keys = [s.key for s in specs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise ValueError(f"--methods lists {dupes} twice")
+    layer = args.layer or loaded.target_layer
+    explainers = {}
+    for spec in specs:
+        expl = build_explainer(spec, loaded.model, layer)
+        k = getattr(expl, "n_components", 1)
+        if k != 1 and not getattr(expl, "combine", None):
+            raise ValueError(
+                f"method {spec.key!r}: localization scores one map per image; with "
+                f"n_components={k} add combine=sum or combine=energy"
+            )
+        explainers[spec.key] = expl
+    return explainers
+
+
+def run_localize(args: argparse.Namespace) -> int:
+    from eigencam import __version__
+    from eigencam.cli.common import load_model_from_args
+    from eigencam.evaluation.localize import localize
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.gallery < 0:
+        raise ValueError(f"--gallery must be >= 0, got {args.gallery}")
+    settings = _settings(args)
+    dataset = _open(args, args.data)
+    part = _part(args.part)
+    if part is not None:
+        dataset = dataset.part(*part)
+    dataset = dataset.head(args.limit)
+    if not dataset.samples:
+        raise ValueError(f"{args.data}: no images to evaluate")
+    for source, reason in dataset.skipped:
+        print(f"eigencam localize: skipped {source}: {reason}", file=sys.stderr)
+    loaded, pre, device = load_model_from_args(args)
+    explainers = build_explainers(args, loaded)
+    calibration = None
+    if args.calibrate_on:
+        cal = Path(args.calibrate_on)
+        if (cal / "metrics.json").is_file() or (cal.suffix == ".json" and cal.is_file()):
+            calibration = cal
+        else:
+            calibration = _open(args, args.calibrate_on)
+    run_info = {
+        "eigencam_version": __version__,
+        "command": "localize",
+        "argv": sys.argv[1:],
+        "name": args.name or loaded.name,
+        "model": loaded.name,
+        "weights": args.weights,
+        "pretrained": loaded.pretrained,
+        "part": args.part,
+        "limit": args.limit,
+        "device": str(device),
+    }
+    total = len(dataset.samples)
+    if args.resume:  # the bar counts what this call computes
+        from eigencam.evaluation.runner import recorded_keys
+
+        done = recorded_keys(args.out)
+        total -= sum(s.key in done for s in dataset.samples)
+    progress = Progress(total, "localize", enabled=not args.quiet)
+    cal_progress = None
+    if calibration is not None and not isinstance(calibration, Path):
+        cal_progress = Progress(len(calibration.samples), "calibrate", enabled=not args.quiet)
+    try:
+        metrics = localize(
+            dataset,
+            loaded.model,
+            pre,
+            explainers,
+            args.out,
+            settings=settings,
+            calibration=calibration,
+            run_info=run_info,
+            labels=loaded.labels,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=device,
+            resume=args.resume,
+            gallery=args.gallery,
+            csv_thresholds=args.csv_thresholds,
+            progress=progress,
+            calibration_progress=cal_progress,
+            max_pixels=args.max_pixels,
+            score_workers=args.score_workers,
+        )
+    finally:
+        progress.close()
+        if cal_progress is not None:
+            cal_progress.close()
+    _print_summary(metrics)
+    out = Path(args.out)
+    print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'report.html'}")
+    runtime_skips = [s for s in metrics["dataset"]["skipped"] if s not in dataset.skipped]
+    for key, reason in runtime_skips:
+        print(f"eigencam localize: {key}: {reason}", file=sys.stderr)
+    return 1 if len(metrics["dataset"]["skipped"]) > len(dataset.skipped) else 0
+
+
+def _print_summary(metrics: dict) -> None:
+    from eigencam.cli.common import print_table
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    rows = []
+    for key, m in metrics["methods"].items():
+        a = m["paper"]["at_chosen"]
+        rows.append(
+            [
+                key,
+                pct(a["top1_loc_error"]),
+                pct(a["top5_loc_error"]),
+                pct(a["gt_known_error"]),
+                pct(a["class_independent_error"]),
+                pct(m["maxboxacc"]["value"]),
+                pct(m["maxboxacc_v2"]["value"]),
+                "-"
+                if m["paper"]["chosen_threshold"] is None
+                else f"{m['paper']['chosen_threshold']:.2f}",
+            ]
+        )
+    cls = metrics["classification"]
+    print(
+        f"{cls['images']} images, top-1 accuracy {pct(cls['top1_acc'])}%, "
+        f"top-5 {pct(cls['top5_acc'])}%"
+    )
+    print_table(
+        rows,
+        [
+            "method",
+            "top1 err",
+            "top5 err",
+            "GT-known err",
+            "class-indep err",
+            "MaxBoxAcc",
+            "MaxBoxAccV2",
+            "thr",
+        ],
+    )
+
+
+def run_table(args: argparse.Namespace) -> int:
+    import json
+
+    from eigencam.evaluation.report import table_markdown
+
+    runs = []
+    for d in args.runs:
+        path = Path(d)
+        f = path / "metrics.json" if path.is_dir() else path
+        if not f.is_file():
+            raise FileNotFoundError(f"{d}: no metrics.json (run `eigencam localize` first)")
+        try:
+            runs.append(json.loads(f.read_text()))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{f}: not valid JSON ({err})") from None
+    text = table_markdown(runs)
+    if args.out:
+        from eigencam.io.outputs import atomic_write
+
+        atomic_write(args.out, lambda fh: fh.write(text), mode="w")
+        print(f"-> {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0

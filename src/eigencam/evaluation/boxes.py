@@ -1,0 +1,324 @@
+r"""From maps to boxes: quantise, threshold, connected components, bounding boxes, IoU.
+
+The localization protocols (:mod:`eigencam.evaluation.protocols`) turn each map into boxes the
+same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and Choe et al.
+(CVPR 2020) do:
+
+1. the map, min-max normalised to [0, 1] at the model's input resolution, is scaled to 0-255 and
+   truncated to 8 bits: :math:`u = \lfloor 255\, m \rfloor`;
+2. for a threshold fraction :math:`\tau`, the binary mask is :math:`u > \tau \max u` (strictly
+   greater, as OpenCV's ``THRESH_BINARY`` used by those papers' code);
+3. the mask's connected components (8-connectivity by default, like OpenCV's contours) each
+   give a bounding box; the paper's protocol and MaxBoxAcc keep the box of the largest
+   component (most pixels; ties go to the first in raster order), MaxBoxAccV2 keeps them all;
+4. a box is correct when its intersection over union with a ground-truth box reaches the IoU
+   threshold.
+
+Boxes are ``[x0, y0, x1, y1]`` in continuous pixel-edge coordinates: a component covering
+columns c0..c1 and rows r0..r1 has the box ``[c0, r0, c1 + 1, r1 + 1]``, so a box's area is its
+pixel count when it is full. IoU is computed in the same continuous coordinates, with no "+1".
+
+The masks of a map are nested (a higher threshold keeps fewer pixels), so they are labelled in
+bands of consecutive thresholds: one :func:`scipy.ndimage.label` call per band, on the stack of
+its masks cropped to the box of the band's lowest-threshold mask, with a structuring element that
+never connects two masks of the stack. That labels about a third of the pixels a full stack
+would. A map whose pixels are all equal (normalised to all zeros) gives empty masks: no box,
+IoU 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from eigencam.errors import ShapeError
+
+# Thresholds labelled together, in one volume cropped to the box of the lowest one's mask.
+_BAND = 10
+
+
+def quantize(maps: np.ndarray) -> np.ndarray:
+    """Maps in [0, 1] -> uint8 maps :math:`\\lfloor 255\\, m \\rfloor` (values clipped to [0, 1]).
+
+    Args:
+        maps: (N, H, W) float array (or torch tensor) of normalised maps.
+
+    Returns:
+        (N, H, W) uint8.
+    """
+    m = _as_numpy(maps)
+    if m.ndim != 3:
+        raise ShapeError("maps", "(N, H, W)", tuple(m.shape))
+    m = np.nan_to_num(np.clip(m.astype(np.float64, copy=False), 0.0, 1.0), nan=0.0)
+    return np.floor(m * 255.0).astype(np.uint8)
+
+
+def threshold_levels(peaks: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Integer levels L such that ``u > tau * peak`` is ``u >= L`` for uint8 maps.
+
+    Args:
+        peaks: (N,) maximum of each uint8 map.
+        thresholds: (T,) fractions tau.
+
+    Returns:
+        (N, T) int16 levels, ``floor(tau * peak) + 1`` (exact for integer u, computed in float64
+        as the direct comparison would be).
+    """
+    p = np.asarray(peaks, dtype=np.float64)[:, None]
+    t = np.asarray(thresholds, dtype=np.float64)[None, :]
+    return (np.floor(t * p) + 1).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class Components:
+    """Every connected component of a stack of masks, flattened.
+
+    Attributes:
+        boxes: (L, 4) float64 ``[x0, y0, x1, y1]`` of each component, in map pixels.
+        areas: (L,) int64 pixel counts.
+        owner: (L,) int64 index of the mask each component belongs to (``n * T + t`` for the
+            mask of map n at threshold t).
+        largest: (N, T, 4) float64 box of the largest component of each mask, NaN when the mask
+            is empty.
+        largest_area: (N, T) int64 pixel count of that component, 0 when empty.
+    """
+
+    boxes: np.ndarray
+    areas: np.ndarray
+    owner: np.ndarray
+    largest: np.ndarray
+    largest_area: np.ndarray
+
+
+def structure(connectivity: int) -> np.ndarray:
+    """The 3-D structuring element that connects pixels within a mask of the stack only."""
+    if connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    st = np.zeros((3, 3, 3), dtype=bool)
+    if connectivity == 8:
+        st[1] = True
+    else:
+        st[1] = [[False, True, False], [True, True, True], [False, True, False]]
+    return st
+
+
+def connected_components(
+    maps_u8: np.ndarray, thresholds: np.ndarray, *, connectivity: int = 8
+) -> Components:
+    """Boxes of the connected components of ``u > tau * max u`` for every map and threshold.
+
+    Args:
+        maps_u8: (N, H, W) uint8 maps (:func:`quantize`).
+        thresholds: (T,) threshold fractions tau (any order; 0 keeps every non-zero pixel).
+        connectivity: 8 (default, diagonal neighbours connect, as OpenCV's contours) or 4.
+
+    Returns:
+        :class:`Components` with every component's box and the largest one per (map, tau).
+    """
+    from scipy import ndimage
+
+    u = np.asarray(maps_u8)
+    if u.ndim != 3:
+        raise ShapeError("maps_u8", "(N, H, W)", tuple(u.shape))
+    if u.dtype != np.uint8:
+        raise TypeError(f"maps_u8 must be uint8 (use quantize()), got {u.dtype}")
+    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if thr.size == 0:
+        raise ValueError("thresholds must not be empty")
+    if not np.all(np.isfinite(thr)) or thr.min() < 0:
+        raise ValueError(f"thresholds must be finite fractions >= 0, got {thr.tolist()}")
+    n = u.shape[0]
+    t = thr.size
+    st = structure(connectivity)
+    order = np.argsort(thr, kind="stable")  # ascending: each mask lies inside the previous one
+    levels = threshold_levels(u.reshape(n, -1).max(axis=1) if n else np.zeros(0), thr[order])
+    band = max(1, min(_BAND, t))
+    boxes, areas, owners = [], [], []
+    for i in range(n):
+        for b0 in range(0, t, band):
+            cols = order[b0 : b0 + band]
+            # Crop the band's masks to the box of its lowest-threshold mask, which holds them all.
+            base = u[i] >= levels[i, b0]
+            rows_any = np.flatnonzero(base.any(axis=1))
+            if rows_any.size == 0:
+                break  # this and every higher threshold: empty
+            cols_any = np.flatnonzero(base.any(axis=0))
+            r0, r1 = rows_any[0], rows_any[-1] + 1
+            c0, c1 = cols_any[0], cols_any[-1] + 1
+            sub = u[i, r0:r1, c0:c1]
+            masks = sub[None] >= levels[i, b0 : b0 + band, None, None]
+            labels = np.empty(masks.shape, dtype=np.int64)
+            count = ndimage.label(masks, structure=st, output=labels)
+            if count == 0:
+                continue
+            area = np.bincount(labels.reshape(-1), minlength=count + 1)[1:]
+            bounds = np.array(
+                [
+                    (z.start, x.start, y.start, x.stop, y.stop)
+                    for z, y, x in ndimage.find_objects(labels)
+                ],
+                dtype=np.int64,
+            )
+            owners.append(i * t + cols[bounds[:, 0]])
+            boxes.append((bounds[:, 1:] + [c0, r0, c0, r0]).astype(np.float64))
+            areas.append(area.astype(np.int64))
+    if boxes:
+        all_boxes = np.concatenate(boxes)
+        all_areas = np.concatenate(areas)
+        all_owner = np.concatenate(owners)
+    else:
+        all_boxes = np.zeros((0, 4))
+        all_areas = np.zeros(0, dtype=np.int64)
+        all_owner = np.zeros(0, dtype=np.int64)
+    largest = np.full((n * t, 4), np.nan)
+    largest_area = np.zeros(n * t, dtype=np.int64)
+    if all_owner.size:
+        # Components come in label (raster) order within each mask: the stable sort by
+        # (owner, -area) puts the largest first and the earliest on ties.
+        order = np.lexsort((-all_areas, all_owner))
+        first = np.unique(all_owner[order], return_index=True)[1]
+        pick = order[first]
+        largest[all_owner[pick]] = all_boxes[pick]
+        largest_area[all_owner[pick]] = all_areas[pick]
+    return Components(
+        boxes=all_boxes,
+        areas=all_areas,
+        owner=all_owner,
+        largest=largest.reshape(n, t, 4),
+        largest_area=largest_area.reshape(n, t),
+    )
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of boxes ``[x0, y0, x1, y1]``, broadcasting over leading axes.
+
+    Continuous coordinates: area = (x1 - x0) * (y1 - y0). A NaN (missing) box, or a pair whose
+    union is empty, has IoU 0.
+
+    Args:
+        a: (..., 4) boxes.
+        b: (..., 4) boxes, broadcastable with ``a``.
+
+    Returns:
+        (...) float64 IoU in [0, 1].
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape[-1] != 4 or b.shape[-1] != 4:
+        raise ShapeError("boxes", "(..., 4)", f"{a.shape} and {b.shape}")
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.nan_to_num(iou, nan=0.0)
+
+
+def best_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Best IoU of each predicted box with any ground-truth box of its image.
+
+    Args:
+        pred: (N, T, 4) predicted boxes (NaN: none).
+        gt: (N, G, 4) ground-truth boxes per image, padded with NaN rows.
+
+    Returns:
+        (N, T) float64, 0 where there is no box.
+    """
+    if pred.ndim != 3 or gt.ndim != 3 or pred.shape[0] != gt.shape[0]:
+        raise ShapeError("pred / gt boxes", "(N, T, 4) and (N, G, 4)", f"{pred.shape}, {gt.shape}")
+    if gt.shape[1] == 0:
+        return np.zeros(pred.shape[:2])
+    return box_iou(pred[:, :, None, :], gt[:, None, :, :]).max(axis=2)
+
+
+def best_component_iou(
+    boxes: np.ndarray, owner: np.ndarray, gt: np.ndarray, n_thresholds: int
+) -> np.ndarray:
+    """Best IoU over every component of each mask and every ground-truth box of its image.
+
+    Args:
+        boxes: (L, 4) component boxes in the ground truth's coordinates.
+        owner: (L,) mask index ``n * T + t`` of each component.
+        gt: (N, G, 4) ground-truth boxes, NaN-padded.
+        n_thresholds: T.
+
+    Returns:
+        (N, T) float64 (MaxBoxAccV2's per-mask IoU), 0 for empty masks.
+    """
+    n = gt.shape[0]
+    out = np.zeros(n * n_thresholds)
+    if boxes.shape[0] and gt.shape[1]:
+        image = owner // n_thresholds
+        iou = box_iou(boxes[:, None, :], gt[image]).max(axis=1)
+        np.maximum.at(out, owner, iou)
+    return out.reshape(n, n_thresholds)
+
+
+def to_original(boxes: np.ndarray, regions: np.ndarray, map_size: tuple[int, int]) -> np.ndarray:
+    """Boxes in map pixels -> original image pixels.
+
+    The map covers ``region = (x0, y0, x1, y1)`` of the original image (the whole image when
+    stretched, the centre crop otherwise; see :meth:`Preprocessing.crop_region`).
+
+    Args:
+        boxes: (N, ..., 4) boxes in the (H, W) map's pixels.
+        regions: (N, 4) region of each image the map covers, in original pixels.
+        map_size: (H, W) of the maps.
+
+    Returns:
+        Boxes of the same shape in original pixels (NaN stays NaN).
+    """
+    h, w = map_size
+    r = np.asarray(regions, dtype=np.float64)
+    shape = (r.shape[0],) + (1,) * (boxes.ndim - 2)
+    sx = ((r[:, 2] - r[:, 0]) / w).reshape(shape)
+    sy = ((r[:, 3] - r[:, 1]) / h).reshape(shape)
+    out = np.empty(boxes.shape, dtype=np.float64)
+    out[..., 0] = boxes[..., 0] * sx + r[:, 0].reshape(shape)
+    out[..., 2] = boxes[..., 2] * sx + r[:, 0].reshape(shape)
+    out[..., 1] = boxes[..., 1] * sy + r[:, 1].reshape(shape)
+    out[..., 3] = boxes[..., 3] * sy + r[:, 1].reshape(shape)
+    return out
+
+
+def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """Ground-truth boxes restricted to the region the model sees (centre crop).
+
+    Args:
+        gt: (N, G, 4) boxes in original pixels, NaN-padded.
+        regions: (N, 4) visible region of each image.
+
+    Returns:
+        (N, G, 4): each box intersected with its image's region; boxes left with no area become
+        NaN (the object is outside the crop).
+    """
+    r = np.asarray(regions, dtype=np.float64)[:, None, :]
+    out = np.asarray(gt, dtype=np.float64).copy()
+    out[..., 0] = np.maximum(out[..., 0], r[..., 0])
+    out[..., 1] = np.maximum(out[..., 1], r[..., 1])
+    out[..., 2] = np.minimum(out[..., 2], r[..., 2])
+    out[..., 3] = np.minimum(out[..., 3], r[..., 3])
+    with np.errstate(invalid="ignore"):
+        empty = ~((out[..., 2] > out[..., 0]) & (out[..., 3] > out[..., 1]))
+    out[empty] = np.nan
+    return out
+
+
+def pad_boxes(boxes: list[np.ndarray]) -> np.ndarray:
+    """A list of (G_i, 4) arrays -> (N, max G_i, 4) padded with NaN."""
+    g = max((len(b) for b in boxes), default=0)
+    out = np.full((len(boxes), g, 4), np.nan)
+    for i, b in enumerate(boxes):
+        if len(b):
+            out[i, : len(b)] = b
+    return out
+
+
+def _as_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().to("cpu").float().numpy()
+    return np.asarray(x)

@@ -1,0 +1,619 @@
+"""Outputs of a localization run: ``table.md``, ``per_image.csv``, ``report.html``, the plot.
+
+The maths stays in :mod:`~eigencam.evaluation.protocols`; this module only formats. Matplotlib
+and Pillow load when a picture is drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eigencam.evaluation.protocols import grid_columns
+from eigencam.io.outputs import atomic_write
+
+# (title, section, field, as_error, note)
+TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
+    (
+        "Top-1 localization error (%)",
+        "paper",
+        "top1_loc_error",
+        True,
+        "Table 1's measure: the top-1 class is right and the box reaches IoU 0.5. It cannot be "
+        "lower than the top-1 classification error.",
+    ),
+    (
+        "Class-independent localization error (%)",
+        "paper",
+        "class_independent_error",
+        True,
+        "The measure the Eigen-CAM paper reports for Eigen-CAM: the box of the map shown for the "
+        "top-1 prediction, correct class or not, over all images.",
+    ),
+    (
+        "GT-known localization error (%)",
+        "paper",
+        "gt_known_error",
+        True,
+        "The ground-truth class's map (the only map of a class-agnostic method); class ignored.",
+    ),
+    (
+        "Top-5 localization error (%)",
+        "paper",
+        "top5_loc_error",
+        True,
+        "The right class among the top 5 and its map's box reaches IoU 0.5.",
+    ),
+    (
+        "MaxBoxAcc (%)",
+        "maxboxacc",
+        "value",
+        False,
+        "Choe et al. 2020: BoxAcc at IoU 0.5 (largest component), best threshold.",
+    ),
+    (
+        "MaxBoxAccV2 (%)",
+        "maxboxacc_v2",
+        "value",
+        False,
+        "Choe et al. 2020: mean over IoU 0.3 / 0.5 / 0.7 of the best BoxAcc, all components.",
+    ),
+)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100.0 * v:.1f}"
+
+
+def _cell(method: Mapping[str, Any], section: str, key: str) -> float | None:
+    sec = method.get(section, {})
+    if section == "paper":
+        return sec.get("at_chosen", {}).get(key)
+    return sec.get(key)
+
+
+def run_label(metrics: Mapping[str, Any]) -> str:
+    """The column name of a run in the tables: its ``--name``, else its model."""
+    return str(metrics.get("name") or metrics.get("model") or "run")
+
+
+def table_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Tables in the layout of the paper's Table 1 (methods x models), one per measure.
+
+    Args:
+        runs: ``metrics.json`` contents of one or more runs (one column each).
+    """
+    labels = _unique_labels(runs)
+    methods: list[str] = []
+    for r in runs:
+        methods += [m for m in r.get("methods", {}) if m not in methods]
+    lines: list[str] = []
+    for title, section, key, _is_error, note in TABLES:
+        lines += [f"### {title}", "", f"_{note}_", ""]
+        lines.append("| Method | " + " | ".join(labels) + " |")
+        lines.append("|---|" + "---:|" * len(labels))
+        for m in methods:
+            cells = []
+            for r in runs:
+                entry = r.get("methods", {}).get(m)
+                cells.append("n/a" if entry is None else _pct(_cell(entry, section, key)))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Localization of correctly and wrongly classified images (accuracy %)", ""]
+    lines.append(
+        "_GT-known: the ground-truth class's map; class-independent: the map of the top-1 "
+        "(possibly wrong) prediction. n = images in the group._"
+    )
+    lines.append("")
+    lines.append(
+        "| Method | Run | correct: GT-known | correct: class-indep. | wrong: GT-known "
+        "| wrong: class-indep. | n correct / wrong |"
+    )
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
+    for m in methods:
+        for label, r in zip(labels, runs):
+            entry = r.get("methods", {}).get(m)
+            if entry is None:
+                continue
+            split = entry["paper"]["by_classification"]
+            c, w = split["correct"], split["wrong"]
+            lines.append(
+                f"| {m} | {label} | {_pct(c['gt_known_acc'])} | "
+                f"{_pct(c['class_independent_acc'])} | {_pct(w['gt_known_acc'])} | "
+                f"{_pct(w['class_independent_acc'])} | {c['images']} / {w['images']} |"
+            )
+    lines += ["", "### Thresholds and classification", ""]
+    lines.append(
+        "| Run | top-1 acc | top-5 acc | images | threshold source | "
+        "paper thresholds (per method) |"
+    )
+    lines.append("|---|---:|---:|---:|---|---|")
+    for label, r in zip(labels, runs):
+        cls = r.get("classification", {})
+        chosen = ", ".join(
+            f"{m} {e['paper']['chosen_threshold']:.2f}"
+            for m, e in r.get("methods", {}).items()
+            if e["paper"]["chosen_threshold"] is not None
+        )
+        source = (r.get("calibration") or {}).get("source") or "this data (optimistic)"
+        lines.append(
+            f"| {label} | {_pct(cls.get('top1_acc'))} | {_pct(cls.get('top5_acc'))} | "
+            f"{cls.get('images', 0)} | {source} | {chosen} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _unique_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    labels, seen = [], {}
+    for r in runs:
+        label = run_label(r)
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return labels
+
+
+# -- per-image CSV ----------------------------------------------------------------------------
+CSV_COLUMNS = (
+    "file",
+    "method",
+    "threshold",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "iou",
+    "iou_all_components",
+    "correct_gt_known",
+    "correct_top1",
+    "correct_top5",
+    "gt_class",
+    "pred_class",
+    "pred_prob",
+    "top1_map_x0",
+    "top1_map_y0",
+    "top1_map_x1",
+    "top1_map_y1",
+    "top1_map_iou",
+    "correct_class_independent",
+)
+
+
+def write_per_image_csv(
+    path: str | Path,
+    records: Any,
+    methods: Sequence[str],
+    grid: Sequence[float],
+    thresholds: Sequence[float],
+    iou_threshold: float = 0.5,
+) -> Path:
+    """One row per image, method and threshold (``thresholds``, a subset of the run's grid).
+
+    ``x0..y1`` is the box of the ground-truth class's map (the only map of a class-agnostic
+    method) in original image pixels, empty when the mask is empty; ``top1_map_*`` is the box of
+    the top-1 predicted class's map. ``ground_truth.csv`` beside it has the ground-truth boxes.
+    """
+    cols = grid_columns(grid, thresholds)
+    n = len(records)
+    labels = records.labels
+    top1 = records.top5[:, 0] if n else np.zeros(0, dtype=np.int64)
+    correct1 = (labels >= 0) & (top1 == labels)
+    correct5 = (labels >= 0) & (records.top5 == labels[:, None]).any(axis=1) if n else correct1
+
+    def fmt(v: float) -> str:
+        return "" if not np.isfinite(v) else f"{v:.1f}"
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for i in range(n):
+        key = str(records.keys[i])
+        lab = int(labels[i])
+        for mi, m in enumerate(methods):
+            b0 = records.boxes[i, mi, 0]
+            b1 = records.boxes[i, mi, 1]
+            iou0 = records.iou[i, mi, 0]
+            iou1 = records.iou[i, mi, 1]
+            iou_all = records.iou_all[i, mi, 0]
+            for c, t in zip(cols, thresholds):
+                ok = bool(iou0[c] >= iou_threshold)
+                w.writerow(
+                    (
+                        key,
+                        m,
+                        f"{t:g}",
+                        *(fmt(v) for v in b0[c]),
+                        f"{iou0[c]:.4f}",
+                        f"{iou_all[c]:.4f}",
+                        int(ok),
+                        int(ok and correct1[i]) if lab >= 0 else "",
+                        int(ok and correct5[i]) if lab >= 0 else "",
+                        lab if lab >= 0 else "",
+                        int(top1[i]),
+                        f"{records.top5_prob[i, 0]:.4f}",
+                        *(fmt(v) for v in b1[c]),
+                        f"{iou1[c]:.4f}",
+                        int(bool(iou1[c] >= iou_threshold)),
+                    )
+                )
+    text = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def write_ground_truth_csv(path: str | Path, records: Any) -> Path:
+    """``file, width, height, view_x0..view_y1, x0, y0, x1, y1`` per ground-truth box.
+
+    ``view_*`` is the region of the original image the model saw; boxes are clipped to it.
+    """
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    header = ("file", "width", "height", "view_x0", "view_y0", "view_x1", "view_y1")
+    w.writerow((*header, "x0", "y0", "x1", "y1"))
+    for i in range(len(records)):
+        size = [int(v) for v in records.sizes[i]]
+        region = [f"{v:.1f}" for v in records.regions[i]]
+        for box in records.gt[i]:
+            w.writerow((str(records.keys[i]), *size, *region, *(f"{v:.2f}" for v in box)))
+    text = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+# -- plot -------------------------------------------------------------------------------------
+def accuracy_plot(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """GT-known / top-1 loc accuracy against the paper's thresholds, BoxAcc over Choe's grid."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    settings = metrics["settings"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, m) in enumerate(metrics["methods"].items()):
+        color = colors[i % len(colors)]
+        p = m["paper"]
+        x = p["thresholds"]
+        a.plot(x, _arr(p["curves"]["gt_known_acc"]), "-o", ms=3, color=color, label=key)
+        a.plot(x, _arr(p["curves"]["top1_loc_acc"]), "--", color=color, alpha=0.7)
+        b.plot(settings["box_grid"], _arr(m["maxboxacc"]["curve"]), "-", color=color, label=key)
+    lo, hi = min(settings["thresholds"]), max(settings["thresholds"])
+    b.axvspan(lo, hi, color="0.85", zorder=0, label="paper's sweep")
+    a.set(
+        xlabel="threshold (fraction of the map's maximum)",
+        ylabel="accuracy (%)",
+        title="Paper protocol: GT-known (solid), top-1 loc (dashed)",
+    )
+    b.set(
+        xlabel="threshold (fraction of the map's maximum)",
+        ylabel="BoxAcc at IoU 0.5 (%)",
+        title="Choe et al.: BoxAcc over the threshold grid",
+    )
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    b.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    data = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def _arr(values: Sequence[float | None]) -> np.ndarray:
+    return 100.0 * np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+# -- gallery ----------------------------------------------------------------------------------
+def select_cases(
+    records: Any, metrics: Mapping[str, Any], grid: Sequence[float], per_kind: int
+) -> dict[str, dict[str, list[int]]]:
+    """Image indices of the best and worst cases of each method (IoU of its scored map at the
+    chosen threshold; ties broken by file name)."""
+    cases: dict[str, dict[str, list[int]]] = {}
+    n = len(records)
+    if n == 0:
+        return cases
+    keys = records.keys
+    for mi, (key, m) in enumerate(metrics["methods"].items()):
+        t = m["paper"]["chosen_threshold"]
+        if t is None:
+            continue
+        col = int(grid_columns(grid, [t])[0])
+        iou = records.iou[:, mi, 0, col].astype(np.float64)
+        if m["class_specific"]:
+            iou = np.where(records.labels >= 0, iou, np.nan)
+        valid = np.flatnonzero(np.isfinite(iou))
+        best = valid[np.lexsort((keys[valid], -iou[valid]))][:per_kind]
+        worst = valid[np.lexsort((keys[valid], iou[valid]))][:per_kind]
+        cases[key] = {"best": best.tolist(), "worst": worst.tolist()}
+    return cases
+
+
+def render_gallery(
+    out_dir: str | Path,
+    cases: Mapping[str, Mapping[str, Sequence[int]]],
+    records: Any,
+    metrics: Mapping[str, Any],
+    grid: Sequence[float],
+    explainers: Mapping[str, Any],
+    samples_by_key: Mapping[str, Any],
+    preprocessing: Any,
+    device: Any = "cpu",
+    labels: Sequence[str] | None = None,
+    max_side: int = 320,
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Draw each case: the map over the image, ground truth in green, predicted box in red.
+
+    The maps are recomputed for the few images shown (the run records boxes, not maps).
+
+    Returns:
+        {method: {"best"|"worst": [{"src", "file", "iou", "caption"}]}}; images are written to
+        ``out_dir/gallery/``.
+    """
+    import torch
+
+    from eigencam.io import load_image
+    from eigencam.maps import upsample
+    from eigencam.viz.overlay import overlay
+
+    out = Path(out_dir)
+    gallery: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for mi, (key, kinds) in enumerate(cases.items()):
+        expl = explainers[key]
+        m = metrics["methods"][key]
+        t = m["paper"]["chosen_threshold"]
+        col = int(grid_columns(grid, [t])[0])
+        indices = [i for kind in ("best", "worst") for i in kinds.get(kind, [])]
+        if not indices:
+            continue
+        unique = list(dict.fromkeys(indices))
+        images = [load_image(samples_by_key[str(records.keys[i])].path) for i in unique]
+        x = preprocessing.batch(images, device=device)
+        if getattr(expl, "class_specific", False):
+            lab = torch.as_tensor(records.labels[unique], device=device)
+            top1 = torch.as_tensor(records.top5[unique, 0], device=device)
+            maps = expl(x, targets=torch.where(lab >= 0, lab, top1)).maps[:, 0]
+        else:
+            maps = expl(x).maps[:, 0]
+        maps = maps.detach().float().cpu()
+        rendered = {}
+        for j, i in enumerate(unique):
+            image = np.asarray(images[j])
+            heat = _map_on_image(maps[j], records.regions[i], image.shape[:2], upsample, torch)
+            rgb = overlay(image, heat, alpha=0.45)
+            pred = records.boxes[i, mi, 0, col]
+            rgb = _draw_boxes(rgb, records.gt[i], pred, max_side)
+            name = f"{_slug(key)}-{i}.jpg"
+            write_jpeg(out / "gallery" / name, rgb)
+            rendered[i] = name
+        gallery[key] = {}
+        for kind in ("best", "worst"):
+            entries = []
+            for i in kinds.get(kind, []):
+                iou = float(records.iou[i, mi, 0, col])
+                entries.append(
+                    {
+                        "src": f"gallery/{rendered[i]}",
+                        "file": str(records.keys[i]),
+                        "iou": iou,
+                        "caption": _caption(records, i, iou, labels),
+                    }
+                )
+            gallery[key][kind] = entries
+    return gallery
+
+
+def _map_on_image(heat, region, shape, upsample, torch) -> np.ndarray:
+    """A (H, W) map in [0, 1] at the model's input size -> (height, width) over the image."""
+    height, width = shape
+    x0, y0, x1, y1 = (float(v) for v in region)
+    cx0, cy0 = round(x0), round(y0)
+    cw, ch = max(1, round(x1) - cx0), max(1, round(y1) - cy0)
+    up = upsample(heat[None, None], (ch, cw))[0, 0].clamp(0, 1)
+    canvas = torch.zeros(height, width)
+    sx0, sy0 = max(0, -cx0), max(0, -cy0)
+    dx0, dy0 = max(0, cx0), max(0, cy0)
+    w = min(cw - sx0, width - dx0)
+    h = min(ch - sy0, height - dy0)
+    canvas[dy0 : dy0 + h, dx0 : dx0 + w] = up[sy0 : sy0 + h, sx0 : sx0 + w]
+    return canvas.numpy()
+
+
+def _draw_boxes(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_side: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(rgb)
+    scale = min(1.0, max_side / max(image.size))
+    if scale < 1.0:
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 160))
+    for box in gt:
+        draw.rectangle([float(v) * scale for v in box], outline=(0, 200, 0), width=width)
+    if np.all(np.isfinite(pred)):
+        draw.rectangle([float(v) * scale for v in pred], outline=(230, 0, 0), width=width)
+    return np.asarray(image)
+
+
+def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 85) -> Path:
+    """Atomically write a uint8 (H, W, 3) array as JPEG."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return atomic_write(path, lambda fh: image.save(fh, format="JPEG", quality=quality))
+
+
+def _caption(records: Any, i: int, iou: float, labels: Sequence[str] | None) -> str:
+    def name(c: int) -> str:
+        if c < 0:
+            return "?"
+        return labels[c] if labels is not None and c < len(labels) else str(c)
+
+    gt = int(records.labels[i])
+    pred = int(records.top5[i, 0])
+    mark = "" if gt < 0 else (" (right)" if gt == pred else " (wrong)")
+    return f"IoU {iou:.2f} · true: {name(gt)} · predicted: {name(pred)}{mark}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "method"
+
+
+# -- HTML -------------------------------------------------------------------------------------
+def _thr(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _grid_text(values: Sequence[float]) -> str:
+    v = [float(x) for x in values]
+    if len(v) > 2:
+        steps = np.diff(v)
+        if np.allclose(steps, steps[0], atol=1e-9):
+            return f"{v[0]:g}:{v[-1]:g}:{steps[0]:g} ({len(v)} values)"
+    return ", ".join(f"{x:g}" for x in v)
+
+
+def _run_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    s = metrics.get("settings", {})
+    p = metrics.get("preprocessing", {})
+    rows = [
+        ("command", "eigencam " + " ".join(str(a) for a in metrics.get("argv") or [])),
+        ("eigencam", str(metrics.get("eigencam_version"))),
+        ("model", f"{metrics.get('model')} (weights: {metrics.get('weights') or 'shipped'})"),
+        ("device", str(metrics.get("device"))),
+        ("paper thresholds", _grid_text(s.get("thresholds", []))),
+        ("MaxBoxAcc grid", _grid_text(s.get("box_grid", []))),
+        ("IoU", f"{s.get('iou_threshold')} (MaxBoxAccV2: {s.get('v2_ious')})"),
+        ("connectivity", str(s.get("connectivity"))),
+        (
+            "preprocessing",
+            f"{p.get('resize')} to {p.get('input_size')}, mean {p.get('mean')}, std {p.get('std')}",
+        ),
+    ]
+    timing = metrics.get("timing") or {}
+    if timing:
+        rows.append(
+            (
+                "timing",
+                f"{timing.get('images_this_call')} images in {timing.get('seconds_this_call')} s "
+                f"({timing.get('images_per_second')} img/s); "
+                f"{timing.get('resumed_images')} from an earlier run",
+            )
+        )
+    return rows
+
+
+def report_html(
+    metrics: Mapping[str, Any],
+    gallery: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+    plot: str | None,
+) -> str:
+    """A self-contained page (no scripts, no remote resources; images by relative path)."""
+    e = html.escape
+    cls = metrics.get("classification", {})
+    ds = metrics.get("dataset", {})
+    cal = metrics.get("calibration") or {}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<link rel="icon" href="data:,">',
+        f"<title>eigencam localize: {e(run_label(metrics))}</title>",
+        "<style>",
+        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}",
+        "table{border-collapse:collapse;margin:0.5em 0 1.5em}",
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}",
+        "td:first-child,th:first-child{text-align:left}",
+        ".cases{display:flex;flex-wrap:wrap;gap:10px}",
+        "figure{margin:0;width:284px;font-size:12px}",
+        "figure img{max-width:280px;border:1px solid #999}",
+        "table.run td{text-align:left}",
+        ".note{color:#555;font-size:13px}",
+        "</style></head><body>",
+        f"<h1>Weakly-supervised localization: {e(run_label(metrics))}</h1>",
+        "<p>",
+        f"Model <b>{e(str(metrics.get('model')))}</b>"
+        f"{' (weights ' + e(str(metrics.get('weights'))) + ')' if metrics.get('weights') else ''}"
+        f" &middot; dataset <code>{e(str(ds.get('root')))}</code> ({e(str(ds.get('format')))})"
+        f" &middot; {cls.get('images', 0)} images evaluated, {len(ds.get('skipped', []))} skipped"
+        f" &middot; top-1 accuracy {_pct(cls.get('top1_acc'))}%,"
+        f" top-5 {_pct(cls.get('top5_acc'))}%",
+        "</p>",
+        '<p class="note">Thresholds: '
+        + e(cal.get("source") or "chosen on this data (optimistic: no held-out calibration)")
+        + ". Ground truth in <span style='color:#0a0'>green</span>, predicted box (largest "
+        "component at the chosen threshold) in <span style='color:#d00'>red</span>.</p>",
+    ]
+    parts.append("<h2>Localization</h2>")
+    parts.append('<table class="metrics"><tr><th>Method</th>')
+    for title, _section, _key, _err, _note in TABLES:
+        parts.append(f"<th>{e(title)}</th>")
+    parts.append("<th>threshold (paper)</th><th>thresholds (MaxBoxAcc; V2 per IoU)</th></tr>")
+    for m, entry in metrics["methods"].items():
+        cells = "".join(
+            f"<td>{_pct(_cell(entry, section, key))}</td>" for _t, section, key, _e, _n in TABLES
+        )
+        v2 = ", ".join(
+            f"{d}: {v:.2f}" for d, v in entry["maxboxacc_v2"]["thresholds"].items() if v is not None
+        )
+        mba = entry["maxboxacc"]["threshold"]
+        parts.append(
+            f"<tr><td>{e(m)}</td>{cells}<td>{_thr(entry['paper']['chosen_threshold'])}</td>"
+            f"<td>{_thr(mba)}; {e(v2)}</td></tr>"
+        )
+    parts.append("</table><dl class='note'>")
+    for title, _section, _key, _err, note in TABLES:
+        parts.append(f"<dt><b>{e(title)}</b></dt><dd>{e(note)}</dd>")
+    parts.append("</dl>")
+    parts.append("<h2>Correctly and wrongly classified images (accuracy %)</h2>")
+    parts.append(
+        '<table class="metrics"><tr><th>Method</th><th>correct: GT-known</th>'
+        "<th>correct: class-indep.</th><th>wrong: GT-known</th><th>wrong: class-indep.</th>"
+        "<th>n correct / wrong</th></tr>"
+    )
+    for m, entry in metrics["methods"].items():
+        c = entry["paper"]["by_classification"]["correct"]
+        w = entry["paper"]["by_classification"]["wrong"]
+        parts.append(
+            f"<tr><td>{e(m)}</td><td>{_pct(c['gt_known_acc'])}</td>"
+            f"<td>{_pct(c['class_independent_acc'])}</td><td>{_pct(w['gt_known_acc'])}</td>"
+            f"<td>{_pct(w['class_independent_acc'])}</td>"
+            f"<td>{c['images']} / {w['images']}</td></tr>"
+        )
+    parts.append("</table>")
+    if plot:
+        parts.append("<h2>Accuracy against threshold</h2>")
+        parts.append(f'<img src="{e(plot)}" alt="accuracy against threshold" width="1100">')
+    parts.append("<h2>Best and worst cases</h2>")
+    for m, kinds in gallery.items():
+        parts.append(f"<h3>{e(m)}</h3>")
+        for kind in ("best", "worst"):
+            entries = kinds.get(kind, [])
+            if not entries:
+                continue
+            parts.append(f"<h4>{kind}</h4><div class='cases'>")
+            for c in entries:
+                parts.append(
+                    f'<figure><img src="{e(c["src"])}" alt="{e(c["file"])}">'
+                    f"<figcaption>{e(c['file'])}<br>{e(c['caption'])}</figcaption></figure>"
+                )
+            parts.append("</div>")
+    if ds.get("skipped"):
+        parts.append("<h2>Skipped images</h2><table><tr><th>file</th><th>reason</th></tr>")
+        for key, reason in ds["skipped"][:200]:
+            parts.append(f"<tr><td>{e(str(key))}</td><td>{e(str(reason))}</td></tr>")
+        parts.append("</table>")
+    parts.append("<h2>Run</h2><table class='run'>")
+    for k, v in _run_rows(metrics):
+        parts.append(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>")
+    parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,105 @@
+"""Turn a batch of quantised maps into boxes and IoUs and write them as one record file.
+
+Torch-free on purpose: :func:`score_and_write` runs in a background thread or in worker
+processes (``score_workers``) while the model explains the next batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eigencam.evaluation import boxes as bx
+from eigencam.io.outputs import atomic_write
+
+TOP_K = 5
+
+
+def score_and_write(
+    stack: list[np.ndarray],
+    where: list[tuple[int, int, int]],
+    info: dict[str, np.ndarray],
+    skipped: list[tuple[str, str]],
+    methods: list[str],
+    grid: np.ndarray,
+    connectivity: int,
+    path: Path,
+) -> None:
+    """Boxes and IoUs of a batch's maps, written atomically to ``path`` (``.npz``).
+
+    Args:
+        stack: uint8 maps (n_i, H, W) at the model's input size, one array per group.
+        where: for each map of the concatenated stack, (image, method, slot); slot 0 is the
+            ground-truth class's map (copied to slot 1 unless a slot-1 map follows), slot 1 the
+            top-1 class's map.
+        info: per-image arrays (keys, labels, logits_top, logits_prob, sizes, regions, gt,
+            layers); empty when every image of the batch was skipped.
+        skipped: (key, reason) of the batch's skipped images.
+        methods: method keys (M).
+        grid: the T thresholds.
+        connectivity: 8 or 4.
+        path: the record file.
+    """
+    m, t = len(methods), len(grid)
+    arrays: dict[str, np.ndarray] = {
+        "methods": np.asarray(methods, dtype=str),
+        "skipped_keys": np.asarray([k for k, _ in skipped], dtype=str),
+        "skipped_reasons": np.asarray([r for _, r in skipped], dtype=str),
+    }
+    if not stack:
+        arrays.update(
+            keys=np.zeros(0, dtype=str),
+            labels=np.zeros(0, dtype=np.int64),
+            top5=np.zeros((0, TOP_K), dtype=np.int64),
+            top5_prob=np.zeros((0, TOP_K), dtype=np.float32),
+            sizes=np.zeros((0, 2), dtype=np.int64),
+            regions=np.zeros((0, 4)),
+            boxes=np.zeros((0, m, 2, t, 4), dtype=np.float32),
+            iou=np.zeros((0, m, 2, t), dtype=np.float32),
+            iou_all=np.zeros((0, m, 2, t), dtype=np.float32),
+            gt_count=np.zeros(0, dtype=np.int64),
+            gt_flat=np.zeros((0, 4)),
+            layers=np.asarray([""] * m, dtype=str),
+        )
+        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        return
+    n = len(info["keys"])
+    regions, gt = info["regions"], info["gt"]
+    maps_u8 = np.concatenate(stack)
+    h, w = maps_u8.shape[-2:]
+    comps = bx.connected_components(maps_u8, grid, connectivity=connectivity)
+    image = np.array([i for i, _, _ in where])
+    largest = bx.to_original(comps.largest, regions[image], (h, w))
+    iou = bx.best_iou(largest, gt[image])
+    comp_boxes = bx.to_original(comps.boxes[:, None, :], regions[image[comps.owner // t]], (h, w))
+    iou_all = bx.best_component_iou(comp_boxes[:, 0], comps.owner, gt[image], t)
+    out_boxes = np.full((n, m, 2, t, 4), np.nan, dtype=np.float32)
+    out_iou = np.zeros((n, m, 2, t), dtype=np.float32)
+    out_all = np.zeros((n, m, 2, t), dtype=np.float32)
+    for row, (i, mi, slot) in enumerate(where):  # slot-0 rows come before their slot-1 rows
+        slots = (0, 1) if slot == 0 else (1,)
+        out_boxes[i, mi, slots] = largest[row]
+        out_iou[i, mi, slots] = iou[row]
+        out_all[i, mi, slots] = iou_all[row]
+    gt_list = [g[np.isfinite(g[:, 0])] for g in gt]
+    k = info["logits_top"].shape[1]
+    top5 = np.full((n, TOP_K), -1, dtype=np.int64)
+    top5[:, :k] = info["logits_top"]
+    prob = np.zeros((n, TOP_K), dtype=np.float32)
+    prob[:, :k] = info["logits_prob"]
+    arrays.update(
+        keys=info["keys"],
+        labels=info["labels"],
+        top5=top5,
+        top5_prob=prob,
+        sizes=info["sizes"],
+        regions=regions,
+        boxes=out_boxes,
+        iou=out_iou,
+        iou_all=out_all,
+        gt_count=np.asarray([len(g) for g in gt_list], dtype=np.int64),
+        gt_flat=np.concatenate(gt_list) if gt_list else np.zeros((0, 4)),
+        layers=info["layers"],
+    )
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
