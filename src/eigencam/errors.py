@@ -131,3 +131,16 @@ class MissingDependencyError(EigenCAMError, ImportError):
             f"{what} needs the {package} package, which is not installed; "
             f"pip install 'eigencam[{extra}]' (or pip install {package})"
         )
+
+
+class BatchInputError(EigenCAMError, ValueError):
+    """The input of a batch run cannot be planned (unknown kind, missing column, no images)."""
+
+
+class RunMismatchError(EigenCAMError, ValueError):
+    """An output folder holds a batch run with other inputs or settings than the ones given."""
+
+
+class BatchError(EigenCAMError, RuntimeError):
+    """A batch run stopped on an error that is not one image's fault (the model, the cluster,
+    the disk). Finished shards are kept; rerunning the same command resumes the run."""

@@ -14,12 +14,13 @@ examples:
   eigencam methods
   eigencam compare photo.jpg --methods eigencam,gradcam,cnnfixations --targets top3
   eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
+  eigencam batch photos/ --out runs/photos --engine ray     # Parquet shards, resumable
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import compare, explain, info, localize
+    from eigencam.cli import batch, compare, explain, info, localize
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info, compare, localize):
+    for module in (explain, info, compare, localize, batch):
         module.register(sub)
     return parser
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import glob
+import io
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -14,6 +16,18 @@ from eigencam.errors import ImageReadError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Pillow's own default limit (about 89.5 megapixels); larger images may be decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class EncodedImage(NamedTuple):
+    """An image still encoded in memory (a Parquet cell, a tar member), with a name for errors.
+
+    Attributes:
+        name: what error messages call it (an id, ``shard.tar#key``...).
+        data: the encoded bytes (JPEG, PNG...).
+    """
+
+    name: str
+    data: bytes
 
 
 def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -32,21 +46,46 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     Raises:
         ImageReadError: missing, unreadable, corrupt or too large, naming the file and cause.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise ImageReadError(path, "no such file")
     if path.is_dir():
         raise ImageReadError(path, "is a directory, not an image")
+    return _open_rgb(path, path, max_pixels)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS):
+    """Decode an image held in memory exactly as :func:`load_image` reads a file.
+
+    Args:
+        data: the encoded image (the bytes of a JPEG, PNG... file).
+        name: what error messages call it.
+        max_pixels: refuse images with more pixels than this (None: no limit).
+
+    Returns:
+        A ``PIL.Image.Image`` in mode RGB, upright.
+
+    Raises:
+        ImageReadError: empty, corrupt, not an image, or too large.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageReadError(name, "empty image data (0 bytes)")
+    return _open_rgb(io.BytesIO(data), name, max_pixels)
+
+
+def _open_rgb(source, name, max_pixels: int | None):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageReadError(
-                    path,
+                    name,
                     f"image is {width} x {height} = {width * height:,} pixels, above the limit of "
                     f"{max_pixels:,} (decompression-bomb protection); raise it with --max-pixels "
                     "if you trust this file",
@@ -55,11 +94,11 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
     except ImageReadError:
         raise
     except Image.DecompressionBombError as err:
-        raise ImageReadError(path, f"refused as a possible decompression bomb ({err})") from err
+        raise ImageReadError(name, f"refused as a possible decompression bomb ({err})") from err
     except UnidentifiedImageError as err:
-        raise ImageReadError(path, "not an image, or a format Pillow cannot read") from err
+        raise ImageReadError(name, "not an image, or a format Pillow cannot read") from err
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(path, f"corrupt or truncated image data ({err})") from err
+        raise ImageReadError(name, f"corrupt or truncated image data ({err})") from err
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not lose the image

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from eigencam.errors import ImageReadError
-from eigencam.io.images import DEFAULT_MAX_PIXELS, load_image
+from eigencam.io.images import DEFAULT_MAX_PIXELS, EncodedImage, decode_image, load_image
 from eigencam.models.preprocessing import Preprocessing
 
 
@@ -22,7 +22,7 @@ class LoadedImage:
 
     Attributes:
         index: position in the input list.
-        path: the file.
+        path: the file (for an :class:`~eigencam.io.EncodedImage`, its name).
         pixels: uint8 (H, W, 3) at the model's input size.
         size: (width, height) of the original image.
         original: the original RGB image (kept only when the caller needs it, else None).
@@ -45,17 +45,25 @@ class LoadFailure:
 
 
 def _load_one(
-    index: int, path: Path, pre: Preprocessing, max_pixels: int | None, keep: bool
+    index: int,
+    source: Path | EncodedImage,
+    pre: Preprocessing,
+    max_pixels: int | None,
+    keep: bool,
 ) -> LoadedImage | LoadFailure:
+    path = Path(source.name) if isinstance(source, EncodedImage) else source
     try:
-        image = load_image(path, max_pixels=max_pixels)
+        if isinstance(source, EncodedImage):
+            image = decode_image(source.data, source.name, max_pixels=max_pixels)
+        else:
+            image = load_image(source, max_pixels=max_pixels)
     except ImageReadError as err:
         return LoadFailure(index, path, err.cause)
     return LoadedImage(index, path, pre.resize_image(image), image.size, image if keep else None)
 
 
 def iter_batches(
-    paths: Sequence[Path],
+    paths: Sequence[str | Path | EncodedImage],
     preprocessing: Preprocessing,
     *,
     batch_size: int = 16,
@@ -64,6 +72,9 @@ def iter_batches(
     keep_original: bool = False,
 ) -> Iterator[tuple[list[LoadedImage], list[LoadFailure]]]:
     """Yield (images, failures) in input order, ``batch_size`` readable images at a time.
+
+    ``paths`` holds image files or :class:`~eigencam.io.EncodedImage` (bytes in memory, decoded
+    with the same checks as files).
 
     Images are decoded and resized by ``workers`` threads, at most a couple of batches ahead
     of the consumer, so memory stays bounded on any dataset size.
@@ -84,11 +95,10 @@ def iter_batches(
                 nxt = next(todo, None)
                 if nxt is None:
                     break
-                index, path = nxt
+                index, item = nxt
+                source = item if isinstance(item, EncodedImage) else Path(item)
                 pending.append(
-                    pool.submit(
-                        _load_one, index, Path(path), preprocessing, max_pixels, keep_original
-                    )
+                    pool.submit(_load_one, index, source, preprocessing, max_pixels, keep_original)
                 )
             if not pending:
                 break

@@ -1,0 +1,678 @@
+"""What ``eigencam batch`` reads: the input kinds, the deterministic shard plan, one shard's bytes.
+
+Input kinds (``input_format="auto"`` recognises them from the names):
+
+- ``images``: image files, folders (recursive, image extensions) and glob patterns, in the
+  order :func:`eigencam.io.expand_inputs` gives (sorted within each folder or pattern);
+- ``list``: a text file of image paths, one per line (blank lines and ``#`` comments skipped;
+  relative paths are relative to the list file's folder);
+- ``parquet``: Parquet files with a column of image paths (string), of encoded image bytes
+  (binary), or of Hugging Face ``Image`` structs (``{bytes, path}``);
+- ``webdataset``: WebDataset tar shards (``.tar``, ``.tar.gz``, ``.tgz``; brace patterns such as
+  ``train-{0000..0099}.tar`` are expanded): each sample is the run of consecutive members that
+  share a key (the member name up to the first dot of its base name), its image the member
+  with an image extension.
+
+The plan cuts the items into shards, deterministically: ``shard_size`` consecutive images for
+paths (loose files, lists, Parquet path columns), ``shard_size`` consecutive rows of one file
+for Parquet bytes (a shard never spans two files), and one shard per tar for WebDataset (tars
+are already the dataset's shards, and their sample count is only known by reading them). The
+same inputs and shard size always give the same shards, which is what makes a run resumable
+and the two engines comparable.
+
+:func:`read_shard` reads one shard's encoded images into memory (:class:`ShardData`); an item
+that cannot be read becomes an error string in its slot, never an exception, so a bad file
+costs one row, not the shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eigencam.errors import BatchInputError
+from eigencam.io.images import expand_inputs
+
+INPUT_FORMATS = ("auto", "images", "list", "parquet", "webdataset")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+DEFAULT_SHARD_SIZE = 256
+# A single image file larger than this is refused without reading it (a video, a disk image).
+MAX_IMAGE_BYTES = 1 << 30
+# Column names tried, in order, when a Parquet file's image column is not given.
+IMAGE_COLUMNS = ("image", "img", "image_bytes", "bytes", "jpg", "jpeg", "png", "webp")
+PATH_COLUMNS = ("path", "image_path", "file", "filename", "file_name", "filepath", "file_path")
+# WebDataset members holding an image, in order of preference.
+WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm", "pgm")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One unit of work and of output: the items of one output file.
+
+    Attributes:
+        index: position in the plan (the output file ``part-{index:05d}.parquet``).
+        kind: ``files`` (images read from paths), ``parquet`` (a row range of a Parquet file
+            holding image bytes) or ``webdataset`` (a tar).
+        items: ``files``: (id, absolute path) per image.
+        source: ``parquet``/``webdataset``: the absolute path of the file.
+        rows: ``parquet``: the [start, stop) row range.
+        column: ``parquet``: the image column; ``webdataset``: the image member's extension
+            (empty: the first of :data:`WDS_IMAGE_EXTENSIONS` present).
+        id_column: ``parquet``: a column of ids (empty: ``<file name>#<row>``).
+    """
+
+    index: int
+    kind: str
+    items: tuple[tuple[str, str], ...] = ()
+    source: str = ""
+    rows: tuple[int, int] = (0, 0)
+    column: str = ""
+    id_column: str = ""
+
+    @property
+    def size(self) -> int | None:
+        """Number of images, None for a tar (known once read)."""
+        if self.kind == "files":
+            return len(self.items)
+        if self.kind == "parquet":
+            return self.rows[1] - self.rows[0]
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the shard's content, for the run fingerprint (JSON-serialisable)."""
+        if self.kind == "files":
+            digest = hashlib.sha256(json.dumps(self.items).encode()).hexdigest()
+            return {"kind": self.kind, "items": len(self.items), "sha256": digest}
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "rows": list(self.rows),
+            "column": self.column,
+            "id_column": self.id_column,
+            "bytes": _file_size(self.source),
+        }
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """The shards of a run's input.
+
+    Attributes:
+        kind: ``images``, ``list``, ``parquet`` or ``webdataset``.
+        inputs: the inputs as given.
+        shards: every shard, in order.
+        shard_size: images per shard (paths, Parquet rows).
+        column: the Parquet column or WebDataset extension used ("" when not applicable).
+        column_type: ``path``, ``bytes`` or ``struct`` for Parquet, else "".
+        id_column: the Parquet id column, or "".
+        unmatched: (input, reason) for inputs that matched no image (a glob without match, an
+            empty folder): recorded in the manifest, they have no rows.
+    """
+
+    kind: str
+    inputs: tuple[str, ...]
+    shards: tuple[Shard, ...]
+    shard_size: int
+    column: str = ""
+    column_type: str = ""
+    id_column: str = ""
+    unmatched: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def items(self) -> int | None:
+        """Total number of images, None when some shard is a tar."""
+        sizes = [s.size for s in self.shards]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
+
+    def describe(self) -> dict[str, Any]:
+        """The plan in the manifest: kind, column, shard count and size, image count."""
+        return {
+            "kind": self.kind,
+            "inputs": list(self.inputs),
+            "column": self.column or None,
+            "column_type": self.column_type or None,
+            "id_column": self.id_column or None,
+            "shard_size": self.shard_size,
+            "shards": len(self.shards),
+            "images": self.items,
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 of what the shards hold: equal plans have equal fingerprints."""
+        payload = {
+            "kind": self.kind,
+            "shard_size": self.shard_size,
+            "shards": [s.describe() for s in self.shards],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class ShardData:
+    """One shard's encoded images, in order.
+
+    Attributes:
+        shard: the shard index.
+        ids: an id per image (the path as listed, the id column, ``file#row``, the tar key).
+        sources: the file each image came from (the image, the Parquet file, the tar).
+        data: the encoded bytes, None where reading failed.
+        errors: None, or why the image could not be read.
+    """
+
+    shard: int
+    ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    data: list[bytes | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, id_: str, source: str, data: bytes | None, error: str | None = None) -> None:
+        self.ids.append(id_)
+        self.sources.append(source)
+        self.data.append(data if error is None else None)
+        self.errors.append(error)
+
+    def to_arrow(self):
+        """One row (a whole shard is one row, so Ray never splits it between calls)."""
+        import pyarrow as pa
+
+        return pa.table(
+            {
+                "shard": pa.array([self.shard], pa.int64()),
+                "ids": pa.array([self.ids], pa.list_(pa.string())),
+                "sources": pa.array([self.sources], pa.list_(pa.string())),
+                "data": pa.array([self.data], pa.list_(pa.large_binary())),
+                "errors": pa.array([self.errors], pa.list_(pa.string())),
+            }
+        )
+
+    @classmethod
+    def from_arrow(cls, table, row: int = 0) -> ShardData:
+        """The inverse of :meth:`to_arrow`."""
+        get = lambda name: table.column(name)[row].as_py()  # noqa: E731
+        return cls(
+            shard=int(get("shard")),
+            ids=get("ids"),
+            sources=get("sources"),
+            data=get("data"),
+            errors=get("errors"),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_inputs(
+    inputs: Sequence[str | Path],
+    *,
+    input_format: str = "auto",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    column: str | None = None,
+    id_column: str | None = None,
+) -> InputPlan:
+    """Recognise the inputs and cut them into shards.
+
+    Args:
+        inputs: image files, folders, globs; or one text file of paths; or Parquet files; or
+            WebDataset tars (folders and globs of them with an explicit ``input_format``).
+        input_format: one of :data:`INPUT_FORMATS` (``auto``: from the names).
+        shard_size: images per shard (paths and Parquet rows; one tar is one shard).
+        column: Parquet: the column of paths, bytes or image structs; WebDataset: the image
+            member's extension. None: recognised.
+        id_column: Parquet: a column of image ids.
+
+    Returns:
+        The :class:`InputPlan`.
+
+    Raises:
+        BatchInputError: unknown format, mixed kinds, missing column, nothing to read.
+    """
+    if input_format not in INPUT_FORMATS:
+        raise BatchInputError(
+            f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}"
+        )
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise BatchInputError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+    texts = [str(i) for i in inputs]
+    if not texts:
+        raise BatchInputError("no input given: pass image files, folders, a list, Parquet or tars")
+    kind = _detect(texts) if input_format == "auto" else input_format
+    if kind != "parquet" and id_column:
+        raise BatchInputError(f"id_column applies to Parquet input, not to {kind} input")
+    if kind == "images":
+        if column:
+            raise BatchInputError(
+                "column applies to Parquet (image column) and WebDataset (image extension) input"
+            )
+        paths, unmatched = expand_inputs(texts)
+        plan = _files_plan(
+            "images", texts, [(str(p), str(p.absolute())) for p in paths], shard_size, unmatched
+        )
+    elif kind == "list":
+        if column:
+            raise BatchInputError("column does not apply to a text file of paths")
+        plan = _files_plan("list", texts, _read_list(texts), shard_size, [])
+    elif kind == "parquet":
+        plan = _parquet_plan(texts, shard_size, column, id_column)
+    else:
+        plan = _webdataset_plan(texts, column)
+    if not plan.shards:
+        reasons = "; ".join(f"{i}: {r}" for i, r in plan.unmatched) or "no images"
+        raise BatchInputError(f"the input holds no images to explain ({reasons})")
+    return plan
+
+
+def _detect(texts: list[str]) -> str:
+    """The input kind from the names: parquet, webdataset, list, else images."""
+    lowered = [t.lower() for t in texts]
+    if all(t.endswith(PARQUET_SUFFIXES) for t in lowered):
+        return "parquet"
+    if all(t.endswith(TAR_SUFFIXES) for t in lowered):
+        return "webdataset"
+    if len(texts) == 1 and lowered[0].endswith(LIST_SUFFIXES) and Path(texts[0]).is_file():
+        return "list"
+    special = [
+        t for t in texts if t.lower().endswith(PARQUET_SUFFIXES + TAR_SUFFIXES + LIST_SUFFIXES)
+    ]
+    if special:
+        raise BatchInputError(
+            f"cannot mix input kinds: {special[0]!r} is not an image, but other inputs are "
+            "images; give Parquet files, tars or one list on their own, or set the input "
+            "format (--input-format)"
+        )
+    return "images"
+
+
+def _files_plan(
+    kind: str,
+    texts: list[str],
+    items: list[tuple[str, str]],
+    shard_size: int,
+    unmatched: Sequence[tuple[str, str]],
+    **extra: str,
+) -> InputPlan:
+    shards = tuple(
+        Shard(index=k, kind="files", items=tuple(items[start : start + shard_size]))
+        for k, start in enumerate(range(0, len(items), shard_size))
+    )
+    return InputPlan(kind, tuple(texts), shards, shard_size, unmatched=tuple(unmatched), **extra)
+
+
+def _read_list(texts: list[str]) -> list[tuple[str, str]]:
+    if len(texts) != 1:
+        raise BatchInputError(f"a list input is one text file of paths, got {len(texts)} inputs")
+    path = Path(texts[0])
+    if not path.is_file():
+        raise BatchInputError(f"list file {texts[0]!r} not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BatchInputError(f"{path}: cannot read the list of paths ({err})") from err
+    base = path.absolute().parent
+    items = []
+    for line in lines:
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        p = Path(entry).expanduser()
+        items.append((entry, str(p if p.is_absolute() else base / p)))
+    return items
+
+
+def _expand_files(texts: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
+    """Files of a kind from names, folders (recursive), globs and brace patterns."""
+    import glob
+
+    found: list[Path] = []
+    seen: set[str] = set()
+    for text in texts:
+        for pattern in expand_braces(text):
+            p = Path(pattern)
+            if p.is_dir():
+                matches = sorted(
+                    f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(suffixes)
+                )
+                if not matches:
+                    raise BatchInputError(f"folder {pattern!r} holds no {what} files")
+            elif any(ch in pattern for ch in "*?[") and not p.exists():
+                matches = sorted(Path(f) for f in glob.glob(pattern, recursive=True))
+                if not matches:
+                    raise BatchInputError(f"pattern {pattern!r} matched no {what} files")
+            elif not p.is_file():
+                raise BatchInputError(f"{what} file {pattern!r} not found")
+            else:
+                matches = [p]
+            for m in matches:
+                key = str(m.absolute())
+                if key not in seen:
+                    seen.add(key)
+                    found.append(m.absolute())
+    return found
+
+
+def expand_braces(text: str) -> list[str]:
+    """WebDataset-style brace patterns: ``a-{000..003}.tar`` and ``{train,val}.tar``.
+
+    Numeric ranges keep the zero padding of their first bound; several braces multiply.
+    """
+    match = re.search(r"\{([^{}]*)\}", text)
+    if match is None:
+        return [text]
+    head, tail, body = text[: match.start()], text[match.end() :], match.group(1)
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        lo, hi = numeric.group(1), numeric.group(2)
+        width = len(lo) if lo.startswith("0") else 0
+        options = [str(v).zfill(width) for v in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    return [out for opt in options for out in expand_braces(head + opt + tail)]
+
+
+def _parquet_plan(
+    texts: list[str], shard_size: int, column: str | None, id_column: str | None
+) -> InputPlan:
+    import pyarrow.parquet as pq
+
+    files = _expand_files(texts, PARQUET_SUFFIXES, "Parquet")
+    chosen: str | None = column
+    ctype = ""
+    counts = []
+    for f in files:
+        try:
+            meta = pq.read_metadata(f)
+            schema = pq.read_schema(f)
+        except Exception as err:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
+            raise BatchInputError(f"{f}: not a readable Parquet file ({err})") from err
+        name = chosen or _guess_column(schema, f)
+        this = _column_type(schema, name, f)
+        if id_column and id_column not in schema.names:
+            raise BatchInputError(
+                f"{f}: no id column {id_column!r}; columns: {', '.join(schema.names)}"
+            )
+        if chosen is not None and ctype and this != ctype:
+            raise BatchInputError(
+                f"{f}: column {name!r} holds {this} but the previous files' holds {ctype}"
+            )
+        chosen, ctype = name, this
+        counts.append(meta.num_rows)
+    if chosen is None:  # unreachable: _expand_files raises rather than return no file
+        raise BatchInputError(f"no Parquet file in {', '.join(texts)}")
+    if ctype == "path":
+        items = []
+        for f in files:
+            cols = [chosen] + ([id_column] if id_column else [])
+            table = pq.read_table(f, columns=cols)
+            paths = table.column(chosen).to_pylist()
+            ids = table.column(id_column).to_pylist() if id_column else paths
+            base = f.parent
+            for p, i in zip(paths, ids):
+                if p is None:
+                    items.append((str(i) if i is not None else "", ""))
+                    continue
+                q = Path(p).expanduser()
+                q = q if q.is_absolute() else base / q
+                items.append((str(i if i is not None else p), str(q)))
+        return _files_plan(
+            "parquet",
+            texts,
+            items,
+            shard_size,
+            [],
+            column=chosen,
+            column_type=ctype,
+            id_column=id_column or "",
+        )
+    shards = []
+    for f, n in zip(files, counts):
+        for start in range(0, n, shard_size):
+            shards.append(
+                Shard(
+                    index=len(shards),
+                    kind="parquet",
+                    source=str(f),
+                    rows=(start, min(n, start + shard_size)),
+                    column=chosen,
+                    id_column=id_column or "",
+                )
+            )
+    return InputPlan(
+        "parquet",
+        tuple(texts),
+        tuple(shards),
+        shard_size,
+        column=chosen,
+        column_type=ctype,
+        id_column=id_column or "",
+    )
+
+
+def _column_type(schema, name: str, path: Path) -> str:
+    import pyarrow as pa
+
+    if name not in schema.names:
+        raise BatchInputError(
+            f"{path}: no column {name!r}; columns: {', '.join(schema.names)} (set --column)"
+        )
+    t = schema.field(name).type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "bytes"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "path"
+    if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0:
+        return "struct"
+    raise BatchInputError(
+        f"{path}: column {name!r} has type {t}; expected image bytes (binary), a path (string) "
+        "or an image struct with a 'bytes' field"
+    )
+
+
+def _guess_column(schema, path: Path) -> str:
+    """The image column: a known name first, then the first binary or image-struct column."""
+    import pyarrow as pa
+
+    def is_image(t) -> bool:
+        return (
+            pa.types.is_binary(t)
+            or pa.types.is_large_binary(t)
+            or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0)
+        )
+
+    for name in IMAGE_COLUMNS:
+        if name in schema.names and is_image(schema.field(name).type):
+            return name
+    for f in schema:
+        if is_image(f.type):
+            return f.name
+    for name in PATH_COLUMNS:
+        if name in schema.names:
+            return name
+    raise BatchInputError(
+        f"{path}: no image column found (binary bytes, an image struct, or a path column named "
+        f"{', '.join(PATH_COLUMNS)}); columns: {', '.join(schema.names)}; set --column"
+    )
+
+
+def _webdataset_plan(texts: list[str], column: str | None) -> InputPlan:
+    tars = _expand_files(texts, TAR_SUFFIXES, "tar")
+    ext = (column or "").lower().lstrip(".")
+    shards = tuple(
+        Shard(index=k, kind="webdataset", source=str(t), column=ext) for k, t in enumerate(tars)
+    )
+    return InputPlan("webdataset", tuple(texts), shards, 0, column=ext)
+
+
+def _file_size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_shard(shard: Shard, max_bytes: int = MAX_IMAGE_BYTES) -> ShardData:
+    """Read one shard's encoded images; unreadable items get an error instead of bytes.
+
+    Args:
+        shard: from :func:`plan_inputs`.
+        max_bytes: an image file or member larger than this is refused unread.
+
+    Returns:
+        The :class:`ShardData`, in the shard's item order.
+    """
+    if shard.kind == "files":
+        return _read_files(shard, max_bytes)
+    if shard.kind == "parquet":
+        return _read_parquet(shard)
+    if shard.kind == "webdataset":
+        return _read_tar(shard, max_bytes)
+    raise BatchInputError(f"unknown shard kind {shard.kind!r}")
+
+
+def _read_files(shard: Shard, max_bytes: int) -> ShardData:
+    out = ShardData(shard.index)
+    for id_, path in shard.items:
+        if not path:
+            out.add(id_, path, None, "no path (null in the path column)")
+            continue
+        try:
+            st = os.stat(path)
+            if os.path.isdir(path):
+                out.add(id_, path, None, "is a directory, not an image")
+            elif st.st_size > max_bytes:
+                out.add(id_, path, None, f"file is {st.st_size:,} bytes, above {max_bytes:,}")
+            else:
+                with open(path, "rb") as fh:
+                    out.add(id_, path, fh.read())
+        except FileNotFoundError:
+            out.add(id_, path, None, "no such file")
+        except PermissionError:
+            out.add(id_, path, None, "permission denied")
+        except OSError as err:
+            out.add(id_, path, None, f"cannot read the file ({err.strerror or err})")
+    return out
+
+
+def _read_parquet(shard: Shard) -> ShardData:
+    import pyarrow.parquet as pq
+
+    start, stop = shard.rows
+    out = ShardData(shard.index)
+    name = Path(shard.source).name
+    default_ids = [f"{name}#{r}" for r in range(start, stop)]
+    try:
+        pf = pq.ParquetFile(shard.source)
+        groups, first = _row_groups(pf.metadata, start, stop)
+        cols = [shard.column] + ([shard.id_column] if shard.id_column else [])
+        table = pf.read_row_groups(groups, columns=cols).slice(start - first, stop - start)
+    except Exception as err:  # the file changed or broke since planning: every row fails
+        reason = f"cannot read rows {start}..{stop - 1} of {shard.source} ({err})"
+        for id_ in default_ids:
+            out.add(id_, shard.source, None, reason)
+        return out
+    values = table.column(shard.column).to_pylist()
+    ids = table.column(shard.id_column).to_pylist() if shard.id_column else default_ids
+    base = Path(shard.source).parent
+    for value, id_, default in zip(values, ids, default_ids):
+        id_ = default if id_ is None else str(id_)
+        if isinstance(value, dict):  # an image struct {bytes, path}
+            data, path = value.get("bytes"), value.get("path")
+            if data is None and path:
+                p = Path(path) if Path(path).is_absolute() else base / path
+                sub = _read_files(Shard(0, "files", ((id_, str(p)),)), MAX_IMAGE_BYTES)
+                out.add(id_, shard.source, sub.data[0], sub.errors[0])
+                continue
+            value = data
+        if value is None:
+            out.add(id_, shard.source, None, f"no image (null in column {shard.column!r})")
+        else:
+            out.add(id_, shard.source, bytes(value))
+    return out
+
+
+def _row_groups(meta, start: int, stop: int) -> tuple[list[int], int]:
+    """The row groups covering rows [start, stop), and the first row of the first one."""
+    groups, first, offset = [], None, 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if offset < stop and offset + n > start:
+            groups.append(g)
+            if first is None:
+                first = offset
+        offset += n
+    return groups, (first or 0)
+
+
+_WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+_WDS_META = re.compile(r"__[^/]*__($|/)")
+
+
+def _iter_samples(path: str, max_bytes: int) -> Iterator[tuple[str, dict[str, bytes | str]]]:
+    """(key, {extension: bytes, or an error string}) per sample of a tar, in order.
+
+    The WebDataset convention: regular members only, names like ``__key__`` skipped, the key
+    is the name up to the first dot of its base name, consecutive members with one key form
+    a sample.
+    """
+    key: str | None = None
+    sample: dict[str, bytes | str] = {}
+    with tarfile.open(path, mode="r|*") as stream:
+        for member in stream:
+            if not member.isreg() or _WDS_META.match(member.name):
+                continue
+            m = _WDS_KEY.match(member.name)
+            if m is None:
+                continue
+            prefix, ext = m.group(1), m.group(2).lower()
+            if prefix != key:
+                if key is not None:
+                    yield key, sample
+                key, sample = prefix, {}
+            if member.size > max_bytes:
+                sample[ext] = f"member {member.name} is {member.size:,} bytes, above {max_bytes:,}"
+                continue
+            fh = stream.extractfile(member)
+            sample[ext] = fh.read() if fh is not None else b""
+    if key is not None:
+        yield key, sample
+
+
+def _read_tar(shard: Shard, max_bytes: int) -> ShardData:
+    out = ShardData(shard.index)
+    try:
+        for key, sample in _iter_samples(shard.source, max_bytes):
+            exts = [shard.column] if shard.column else WDS_IMAGE_EXTENSIONS
+            ext = next((e for e in exts if e in sample), None)
+            if ext is None:
+                wanted = f".{shard.column}" if shard.column else "image (" + ", ".join(exts) + ")"
+                have = ", ".join(sorted(sample)) or "nothing"
+                out.add(key, shard.source, None, f"sample has no {wanted} member; it has {have}")
+            elif isinstance(sample[ext], str):
+                out.add(key, shard.source, None, str(sample[ext]))
+            else:
+                out.add(key, shard.source, sample[ext])  # type: ignore[arg-type]
+    except (tarfile.TarError, OSError, EOFError) as err:
+        # A truncated or corrupt tar: the samples read so far are kept, the rest is one row.
+        out.add(
+            f"{Path(shard.source).name}#rest",
+            shard.source,
+            None,
+            f"tar file unreadable after {len(out)} samples ({err}); the remaining samples, if "
+            "any, are not explained",
+        )
+    return out

@@ -1,0 +1,309 @@
+"""``eigencam batch``: explain a dataset into Parquet shards, locally or on a Ray cluster."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from eigencam.cli.common import Progress, add_model_args, comma_list, parse_model_args
+
+BATCH_EXAMPLE = """\
+examples:
+  eigencam batch photos/ --out runs/photos                  # one process, all cores
+  eigencam batch 'data/**/*.jpg' --save maps,boxes,overlays --out runs/overlays
+  eigencam batch paths.txt --model resnet50 --weights resnet50.pth --batch-size 64
+  eigencam batch images.parquet --column image --id-column key --out runs/pq
+  eigencam batch 'shards/train-{0000..0099}.tar' --engine ray --out /shared/runs/wds
+  # an existing cluster (ray start --head on the head node), one GPU per actor:
+  eigencam batch /shared/ilsvrc/val --engine ray --ray-address auto \\
+      --num-gpus-per-worker 1 --num-cpus-per-worker 8 --decode-threads 8 \\
+      --batch-size 128 --out /shared/runs/ilsvrc-val
+A killed run resumes when the same command is run again (finished shards are kept).
+See docs/scale.md.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from eigencam.batch.engines import ENGINES
+    from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS
+    from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
+    from eigencam.batch.worker import DEFAULT_THRESHOLD
+    from eigencam.cli.explain import add_method_args
+
+    p = sub.add_parser(
+        "batch",
+        help="explain a dataset into Parquet shards (resumable; locally or on Ray)",
+        description="Explain every image of a folder, glob, list of paths, Parquet files or "
+        "WebDataset tars. Writes one Parquet file per shard (id, model, layer, method, top-5 "
+        "classes, explained variance, the box at the threshold, the map as uint8 at the "
+        "layer's resolution), overlays when asked, and manifest.json (versions, arguments, "
+        "counts, failures). Shards are written atomically: rerun the same command after a "
+        "crash to finish the run.",
+        epilog=BATCH_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders or globs; a .txt file of paths; .parquet files; .tar "
+        "WebDataset shards (brace patterns such as train-{0000..0099}.tar)",
+    )
+    i = p.add_argument_group("input")
+    i.add_argument(
+        "--input-format",
+        default="auto",
+        choices=INPUT_FORMATS,
+        help="input kind (default: recognised from the names)",
+    )
+    i.add_argument(
+        "--column",
+        metavar="NAME",
+        help="Parquet: the column of image bytes, image structs or paths (default: guessed); "
+        "WebDataset: the image member's extension (default: jpg, png, ... whichever is there)",
+    )
+    i.add_argument("--id-column", metavar="NAME", help="Parquet: a column of image ids")
+    i.add_argument(
+        "--shard-size",
+        type=int,
+        default=DEFAULT_SHARD_SIZE,
+        metavar="N",
+        help="images per output shard (paths, Parquet rows; a tar is one shard) "
+        "(default: %(default)s)",
+    )
+    add_model_args(p)
+    add_method_args(p)
+    o = p.add_argument_group("output")
+    o.add_argument(
+        "--out", default="eigencam-batch", metavar="DIR", help="run folder (default: %(default)s)"
+    )
+    o.add_argument(
+        "--save",
+        type=comma_list,
+        default=list(DEFAULT_SAVE),
+        metavar="LIST",
+        help=f"what to store: {', '.join(SAVE_KINDS)} (maps: uint8 at the layer's resolution; "
+        "map-png: 8-bit PNG at the original size; overlays: PNG files) "
+        "(default: %(default)s)",
+    )
+    o.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="TAU",
+        help="box threshold, a fraction of the map's maximum (default: %(default)s, the best "
+        "for Eigen-CAM on the ILSVRC dev set; docs/scale.md)",
+    )
+    o.add_argument("--colormap", default="jet", help="overlay colormap (default: %(default)s)")
+    o.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: 0.5)")
+    e = p.add_argument_group("engine")
+    e.add_argument(
+        "--engine",
+        default="local",
+        choices=ENGINES,
+        help="local: this process; ray: a Ray Data actor pool (default: %(default)s)",
+    )
+    e.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="an existing Ray cluster (auto, host:6379, ray://host:10001); default: start a "
+        "local Ray for the run",
+    )
+    e.add_argument(
+        "--num-workers",
+        type=int,
+        metavar="N",
+        help="Ray actors holding the model (default: as many as the CPUs, or the GPUs with "
+        "--num-gpus-per-worker, allow)",
+    )
+    e.add_argument(
+        "--num-cpus-per-worker",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs per Ray actor (default: %(default)s)",
+    )
+    e.add_argument(
+        "--num-gpus-per-worker",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs per Ray actor, fractions share a GPU (default: %(default)s: CPU)",
+    )
+    e.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per worker on CPU (default: local: all cores; ray: "
+        "--num-cpus-per-worker). CPU results depend on it in the last bits",
+    )
+    t = p.add_argument_group("throughput")
+    t.add_argument(
+        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
+    )
+    t.add_argument(
+        "--decode-threads",
+        type=int,
+        default=2,
+        metavar="N",
+        help="image decoding threads per worker (default: %(default)s)",
+    )
+    t.add_argument(
+        "--max-pixels",
+        type=int,
+        default=89_478_485,
+        help="refuse larger images, a decompression-bomb guard (default: %(default)s)",
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_batch_command)
+
+
+def absolute_model(name: str) -> str:
+    """A model name whose file part is absolute (workers may run in another folder)."""
+    target, sep, attr = name.rpartition(":")
+    if sep and target.endswith(".py") and Path(target).is_file():
+        return f"{Path(target).absolute()}:{attr}"
+    if Path(name).is_file():
+        return str(Path(name).absolute())
+    return name
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The method constructor options given on the command line (as ``eigencam explain``)."""
+    from eigencam.methods import get_method
+
+    cls = get_method(args.method)
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {
+        "n_components": (args.components, 1, "--components"),
+        "center": (args.center, False, "--center"),
+        "solver": (args.solver, "auto", "--solver"),
+        "eigen_smooth": (args.eigen_smooth, False, "--eigen-smooth"),
+    }
+    options = {}
+    for key, (value, default, flag) in given.items():
+        if value == default:
+            continue
+        if key not in accepted:
+            raise ValueError(f"{flag} does not apply to {args.method}")
+        options[key] = value
+    return options
+
+
+def build_spec(args: argparse.Namespace):
+    """The :class:`~eigencam.batch.BatchSpec` of the command line."""
+    from eigencam.batch import BatchSpec
+
+    if args.input_size is not None and len(args.input_size) not in (1, 2):
+        raise ValueError(f"--input-size takes N or H W, got {len(args.input_size)} values")
+    target = args.target
+    return BatchSpec(
+        model=absolute_model(args.model),
+        weights=None if args.weights is None else str(Path(args.weights).absolute()),
+        model_args=parse_model_args(args.model_arg),
+        input_size=None if args.input_size is None else tuple((args.input_size * 2)[:2]),
+        mean=None if args.mean is None else tuple(args.mean),
+        std=None if args.std is None else tuple(args.std),
+        resize=args.resize,
+        method=args.method,
+        method_options=method_options(args),
+        layer=args.layer,
+        reshape=args.reshape,
+        target=target,
+        threshold=args.threshold,
+        save=tuple(args.save),
+        colormap=args.colormap,
+        alpha=args.alpha,
+        max_pixels=args.max_pixels,
+        batch_size=args.batch_size,
+        decode_threads=args.decode_threads,
+        device=args.device,
+        threads=args.threads,
+    ).validate()
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    from eigencam.batch import run_batch
+    from eigencam.batch.inputs import plan_inputs
+    from eigencam.errors import BatchError
+
+    spec = build_spec(args)
+    if args.engine == "local" and (
+        args.ray_address or args.num_workers or args.num_gpus_per_worker
+    ):
+        raise ValueError(
+            "--ray-address, --num-workers and --num-gpus-per-worker apply to --engine ray"
+        )
+    plan = plan_inputs(
+        args.inputs,
+        input_format=args.input_format,
+        shard_size=args.shard_size,
+        column=args.column,
+        id_column=args.id_column,
+    )
+    for item, reason in plan.unmatched:
+        print(f"eigencam: {item}: {reason}", file=sys.stderr)
+    total = plan.items
+    bar = Progress(
+        total if total is not None else len(plan.shards), "batch", enabled=not args.quiet
+    )
+    state = {"done": 0, "failed": 0}
+
+    def progress(summary) -> None:
+        state["done"] += summary.rows if total is not None else 1
+        state["failed"] += summary.failed
+        bar(state["done"], state["failed"])
+
+    import warnings
+
+    from eigencam.models import RandomWeightsWarning
+    from eigencam.models.registry import model_entry
+
+    if not (model_entry(spec.model).pretrained or spec.weights):
+        print(
+            f"eigencam: warning: {args.model}: no weights given, the model has random weights; "
+            "its maps show the architecture, not what a trained model looks at (--weights FILE)",
+            file=sys.stderr,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RandomWeightsWarning)
+            report = run_batch(
+                plan,
+                args.out,
+                spec,
+                engine=args.engine,
+                ray_address=args.ray_address,
+                num_workers=args.num_workers,
+                num_cpus_per_worker=args.num_cpus_per_worker,
+                num_gpus_per_worker=args.num_gpus_per_worker,
+                progress=progress,
+                command=["eigencam", *sys.argv[1:]] if sys.argv else None,
+            )
+    except BatchError as err:
+        bar.close()
+        print(f"eigencam batch: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    counts = report.counts
+    for f in report.manifest["failures"][:10]:
+        print(f"eigencam: {f['id']}: {f['error']}", file=sys.stderr)
+    if counts["failed"] > 10:
+        print(
+            f"eigencam: ... {counts['failed'] - 10} more failures (manifest.json, rows with "
+            "status 'error')",
+            file=sys.stderr,
+        )
+    run = report.manifest["runs"][-1]
+    rate = run["images_per_second"] or 0.0
+    print(
+        f"{counts['images']} image(s) in {counts['shards_done']}/{counts['shards']} shard(s): "
+        f"{counts['ok']} explained, {counts['failed']} failed; this run computed "
+        f"{run['shards_computed']} shard(s) ({rate:.1f} img/s), skipped {report.skipped} "
+        f"finished -> {Path(args.out) / 'manifest.json'}"
+    )
+    return 1 if counts["failed"] or counts["unmatched_inputs"] else 0
