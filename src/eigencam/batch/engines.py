@@ -321,7 +321,7 @@ def run_ray(
                 ray.init(
                     num_cpus=num_cpus or os.cpu_count() or 1,
                     include_dashboard=False,
-                    runtime_env={"env_vars": _worker_env()},
+                    runtime_env={"env_vars": worker_env()},
                     **kwargs,
                 )
         finally:
@@ -459,7 +459,7 @@ def _root_message(err: BaseException) -> str:
     return f"{type(err).__name__}: {first[0] if first else ''}"
 
 
-def _worker_env() -> dict[str, str]:
+def worker_env() -> dict[str, str]:
     """PYTHONPATH for the workers of a local Ray: this eigencam first, then the driver's path.
 
     Local Ray workers start in another folder; without this they could import another
