@@ -37,7 +37,7 @@ from eigencam.batch.shards import (
     shard_name,
 )
 from eigencam.batch.worker import BatchSpec, ShardSummary
-from eigencam.errors import RunMismatchError
+from eigencam.errors import MissingDependencyError, RunMismatchError
 from eigencam.io.outputs import write_json
 from eigencam.models.registry import RandomWeightsWarning, model_entry
 
@@ -129,6 +129,10 @@ def run_batch(
     start = time.perf_counter()
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    try:
+        import pyarrow  # noqa: F401  (the shard files are Parquet)
+    except ImportError as err:
+        raise MissingDependencyError("pyarrow", "batch", "eigencam batch") from err
     spec = (spec or BatchSpec()).validate()
     if isinstance(inputs, InputPlan):
         plan = inputs
