@@ -26,8 +26,9 @@ from common import ROOT, environment, save
 BATCH = ["--batch-size", "32", "--shard-size", "32", "--quiet"]
 CONFIGS = {
     "explain": ["explain", "--batch-size", "32", "--workers", "2", "--save", "npy", "--quiet"],
-    "batch local (2 threads)": ["batch", *BATCH, "--engine", "local", "--threads", "2"],
-    "batch ray, 1 actor x 2 CPUs": [
+    "local-2threads": ["batch", *BATCH, "--engine", "local", "--threads", "2"],
+    "local-1thread": ["batch", *BATCH, "--engine", "local", "--threads", "1"],
+    "ray-1actor-2cpus": [
         "batch",
         *BATCH,
         "--engine",
@@ -37,7 +38,7 @@ CONFIGS = {
         "--num-cpus-per-worker",
         "2",
     ],
-    "batch ray, 2 actors x 1 CPU": [
+    "ray-2actors-1cpu": [
         "batch",
         *BATCH,
         "--engine",
@@ -58,7 +59,7 @@ def images(data: Path, n: int) -> list[str]:
 
 
 def run(name: str, argv: list[str], paths: list[str], work: Path) -> dict:
-    out = work / f"{name.replace(' ', '_').replace(',', '')}-{len(paths)}"
+    out = work / f"{name}-{len(paths)}"
     if argv[0] == "batch":
         listing = work / f"paths-{len(paths)}.txt"
         listing.write_text("\n".join(paths) + "\n")
@@ -77,8 +78,6 @@ def run(name: str, argv: list[str], paths: list[str], work: Path) -> dict:
         m = json.loads(manifest.read_text())
         row["run_s"] = m["runs"][-1]["seconds"]
         row["ok"] = m["counts"]["ok"]
-        compute = [s["seconds"] for s in m["shards"]]
-        row["shard_compute_s"] = round(sum(compute), 2)
     return row
 
 
@@ -111,7 +110,7 @@ def main() -> None:
             "marginal_images_per_s": round(rate, 2),
             "fixed_s": round(w[large] - large / rate, 1),
         }
-        print(f"{name:32s} {fits[name]}")
+        print(f"{name:18s} {fits[name]}")
     path = save(
         args.out,
         {"environment": environment("cpu"), "load": os.getloadavg(), "rows": rows, "fits": fits},

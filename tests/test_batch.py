@@ -36,6 +36,7 @@ from batch_helpers import (
 from eigencam.batch import BatchSpec, decode_maps, plan_inputs, read_results, run_batch
 from eigencam.batch.inputs import expand_braces, read_shard
 from eigencam.batch.shards import shard_files
+from eigencam.batch.worker import DEFAULT_THRESHOLD
 from eigencam.cli.main import main
 from eigencam.errors import BatchInputError, RunMismatchError
 
@@ -210,7 +211,9 @@ def test_rows_match_an_independent_eigencam_call(folder_run, images):
         assert row["explained_variance"][0] == pytest.approx(
             float(res.explained_variance_ratio[0, 0]), rel=1e-6
         )
-        comps = bx.connected_components(bx.quantize(res.maps[:, 0].numpy()), np.array([0.2]))
+        comps = bx.connected_components(
+            bx.quantize(res.maps[:, 0].numpy()), np.array([DEFAULT_THRESHOLD])
+        )
         region = np.array([pre.crop_region(*image.size)])
         box = bx.to_original(comps.largest, region, (32, 32))[0, 0]
         box = np.clip(box, 0, [image.width, image.height] * 2)
@@ -285,7 +288,7 @@ def test_other_settings_in_the_same_folder_are_refused(folder_run, images, tmp_p
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     other = BatchSpec(model=TINY, threshold=0.5, **FAST)
-    with pytest.raises(RunMismatchError, match="threshold: 0.2 there, 0.5 now"):
+    with pytest.raises(RunMismatchError, match="threshold: 0.15 there, 0.5 now"):
         run_batch([str(images[0].parent)], copy, other, shard_size=4)
     with pytest.raises(RunMismatchError, match="input shard_size"):
         run_batch([str(images[0].parent)], copy, SPEC, shard_size=5)
@@ -376,7 +379,7 @@ def test_manifest_contents(folder_run, images):
         }
     ]
     assert m["input"]["kind"] == "images" and m["input"]["shard_size"] == 4
-    assert m["settings"]["model"] == TINY and m["settings"]["threshold"] == 0.2
+    assert m["settings"]["model"] == TINY and m["settings"]["threshold"] == 0.15
     assert m["settings"]["input_size"] == [32, 32] and m["settings"]["save"] == ["maps", "boxes"]
     assert m["execution"]["engine"] == "local" and m["execution"]["batch_size"] == 3
     assert {"python", "torch", "numpy", "pyarrow", "pillow"} <= set(m["versions"])
