@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from eigencam.io.outputs import UniqueStems, write_json, write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
+    RunReport,
     _drain,
     _failure_record,
     _slice,
@@ -77,22 +78,7 @@ class CompareOptions:
         return None if self.targets == "predicted" else self.targets
 
 
-@dataclass
-class CompareReport:
-    """Summary of a run: one record per input, in input order."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    results_path: Path | None = None
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        """Records of images that could not be read or where some method failed."""
-        return [r for r in self.records if r["status"] != "ok"]
-
-    @property
-    def ok(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] == "ok"]
+CompareReport = RunReport
 
 
 def compare_files(

@@ -73,8 +73,8 @@ class OutputOptions:
 
 
 @dataclass
-class ExplainReport:
-    """Summary of a run: one record per input, in input order."""
+class RunReport:
+    """Summary of a run over files (``explain``, ``compare``): one record per input, in order."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     results_path: Path | None = None
@@ -82,11 +82,15 @@ class ExplainReport:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
+        """Records of inputs that could not be read or explained (``status != "ok"``)."""
         return [r for r in self.records if r["status"] != "ok"]
 
     @property
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r["status"] == "ok"]
+
+
+ExplainReport = RunReport
 
 
 def top_predictions(output: Any, labels: Sequence[str] | None, k: int) -> list[list[dict]] | None:
