@@ -197,6 +197,8 @@ def test_rows_match_an_independent_eigencam_call(folder_run, images):
     pre = loaded.preprocessing.with_overrides(input_size=(32, 32))
     cam = EigenCAM(loaded.model, "auto")
     maps = decode_maps(table)
+    with pytest.raises(BatchInputError, match="--save maps"):
+        decode_maps(table.drop_columns(["map"]))
     for k in (0, 5, 9):
         image = load_image(images[k])
         res = cam(pre.batch([image]))

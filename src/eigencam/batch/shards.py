@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from eigencam.errors import BatchInputError
 from eigencam.io.outputs import atomic_write
 
 SHARD_DIR = "shards"
@@ -214,7 +215,10 @@ def decode_maps(table) -> list[np.ndarray | None]:
     with :func:`eigencam.maps.upsample` (bilinear) to the input size for display.
     """
     if "map" not in table.column_names:
-        raise KeyError("the table has no 'map' column (the run did not --save maps)")
+        raise BatchInputError(
+            "decode_maps: the table has no 'map' column: the run did not save maps; rerun "
+            "`eigencam batch` with --save maps (the default) into a new --out folder"
+        )
     out: list[np.ndarray | None] = []
     for data, shape in zip(table.column("map").to_pylist(), table.column("map_shape").to_pylist()):
         if data is None or shape is None:
