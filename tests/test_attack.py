@@ -230,6 +230,14 @@ def test_cli_attack(tmp_path, capsys):
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["methods"]["gradcam"]["box_threshold"] == 0.07
     assert metrics["methods"]["eigencam"]["box_threshold"] == 0.15
+    loc2 = tmp_path / "loc2.json"  # a second run fills in the methods the first lacks
+    other = {"paper": {"chosen_threshold": 0.3}}
+    loc2.write_text(json.dumps({"methods": {"gradcam": other, "eigencam": other}}))
+    more = ["--thresholds-from", str(loc), "--thresholds-from", str(loc2), "--no-figures"]
+    assert main([*args[:-1], str(tmp_path / "b2"), *more]) == 1
+    metrics = json.loads((tmp_path / "b2" / "metrics.json").read_text())
+    assert metrics["methods"]["gradcam"]["box_threshold"] == 0.07
+    assert metrics["methods"]["eigencam"]["box_threshold"] == 0.3
     assert main([*args[:-1], str(tmp_path / "c"), "--thresholds-from", str(data)]) == 2
     assert "not a finished `eigencam localize` run" in capsys.readouterr().err
 

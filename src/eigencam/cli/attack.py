@@ -80,8 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--thresholds-from",
         metavar="DIR",
+        action="append",
+        default=[],
         help="per-method box thresholds chosen by an `eigencam localize` run (its folder or "
-        "metrics.json); methods it lacks use --box-threshold",
+        "metrics.json); repeatable (the first run naming a method wins); methods none names "
+        "use --box-threshold",
     )
     s.add_argument(
         "--top-fraction",
@@ -152,7 +155,7 @@ def run_attack_command(args: argparse.Namespace) -> int:
         overshoot=args.overshoot,
         max_iter=args.max_iter,
         box_threshold=args.box_threshold,
-        method_thresholds=thresholds_from(args.thresholds_from) if args.thresholds_from else {},
+        method_thresholds=_merged_thresholds(args.thresholds_from),
         top_fraction=args.top_fraction,
         iou_threshold=args.iou,
         same_class=not args.no_same_class,
@@ -213,6 +216,14 @@ def run_attack_command(args: argparse.Namespace) -> int:
     for fail in metrics["failures"]:
         print(f"eigencam attack: {fail['key']}: {fail['error']}", file=sys.stderr)
     return 1 if metrics["failures"] else 0
+
+
+def _merged_thresholds(runs: list[str]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for run in runs:
+        for key, value in thresholds_from(run).items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def _only_listed(settings, methods: list[str]):

@@ -361,7 +361,7 @@ def run_faithfulness(
     methods = list(explainers)
     identity = {
         "command": "faithfulness",
-        "dataset": {"root": str(dataset.root), "format": dataset.format},
+        "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
         "methods": methods,
         "settings": _settings_dict(settings),
         "preprocessing": {

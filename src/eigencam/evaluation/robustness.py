@@ -557,7 +557,7 @@ def run_attack(
     methods = list(explainers)
     identity = {
         "command": "attack",
-        "dataset": {"root": str(dataset.root), "format": dataset.format},
+        "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
         "methods": methods,
         "settings": settings_dict(settings),
         "preprocessing": _pre_dict(preprocessing),
