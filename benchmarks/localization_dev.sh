@@ -20,7 +20,7 @@ run() {  # run NAME PART [args...]: fresh run, or resume a killed one
   shift 2
   local resume=()
   [ -f "$dir/run.json" ] && resume=(--resume)
-  python -m eigencam localize "$data" --part "$part" "${common[@]}" "${resume[@]}" \
+  "${PYTHON:-python}" -m eigencam localize "$data" --part "$part" "${common[@]}" "${resume[@]}" \
     --out "$dir" --name "$(basename "$dir")" "$@"
 }
 run half1 1/2

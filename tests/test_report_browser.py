@@ -90,6 +90,6 @@ def test_report_opens_in_headless_chromium(report):
     assert "accuracy.png" in images[0][0]
     assert title.startswith("eigencam localize")
     text = "\n".join(tables)
-    for header in ("Top-1 localization error", "GT-known", "MaxBoxAccV2", "wrong: GT-known"):
+    for header in ("top-1 loc err", "GT-known", "MaxBoxAccV2", "wrong: GT-known"):
         assert header in text
     assert "green" in text and "plane" in text

@@ -469,6 +469,12 @@ def _slug(text: str) -> str:
 
 
 # -- HTML -------------------------------------------------------------------------------------
+def _short(title: str) -> str:
+    """Table header: 'Top-1 localization error (%)' -> 'top-1 loc err %'."""
+    t = title.replace(" localization error (%)", " loc err %").replace(" (%)", " %")
+    return t.replace("Class-independent loc", "class-indep.").replace("Top-", "top-")
+
+
 def _thr(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -528,9 +534,10 @@ def report_html(
         '<link rel="icon" href="data:,">',
         f"<title>eigencam localize: {e(run_label(metrics))}</title>",
         "<style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}",
+        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}",
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}",
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}",
+        "table.metrics td,table.metrics th{white-space:nowrap}",
         "td:first-child,th:first-child{text-align:left}",
         ".cases{display:flex;flex-wrap:wrap;gap:10px}",
         "figure{margin:0;width:284px;font-size:12px}",
@@ -555,19 +562,20 @@ def report_html(
     parts.append("<h2>Localization</h2>")
     parts.append('<table class="metrics"><tr><th>Method</th>')
     for title, _section, _key, _err, _note in TABLES:
-        parts.append(f"<th>{e(title)}</th>")
-    parts.append("<th>threshold (paper)</th><th>thresholds (MaxBoxAcc; V2 per IoU)</th></tr>")
+        parts.append(f"<th>{e(_short(title))}</th>")
+    v2_ious = "/".join(f"{d:g}" for d in metrics.get("settings", {}).get("v2_ious", []))
+    parts.append(
+        "<th>threshold: paper</th><th>threshold: MaxBoxAcc</th>"
+        f"<th>thresholds: V2 (IoU {e(v2_ious)})</th></tr>"
+    )
     for m, entry in metrics["methods"].items():
         cells = "".join(
             f"<td>{_pct(_cell(entry, section, key))}</td>" for _t, section, key, _e, _n in TABLES
         )
-        v2 = ", ".join(
-            f"{d}: {v:.2f}" for d, v in entry["maxboxacc_v2"]["thresholds"].items() if v is not None
-        )
-        mba = entry["maxboxacc"]["threshold"]
+        v2 = "/".join(_thr(v) for v in entry["maxboxacc_v2"]["thresholds"].values())
         parts.append(
             f"<tr><td>{e(m)}</td>{cells}<td>{_thr(entry['paper']['chosen_threshold'])}</td>"
-            f"<td>{_thr(mba)}; {e(v2)}</td></tr>"
+            f"<td>{_thr(entry['maxboxacc']['threshold'])}</td><td>{e(v2)}</td></tr>"
         )
     parts.append("</table><dl class='note'>")
     for title, _section, _key, _err, note in TABLES:
