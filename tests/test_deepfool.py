@@ -77,3 +77,36 @@ def test_flips_the_embedded_model_with_a_small_perturbation(embedded, sample_ima
     assert res.success.all(), res.iterations
     assert float(res.rho.max()) < 0.02  # imperceptible: under 2% of the image norm
     assert int(res.iterations.max()) <= 50
+
+
+def test_batched_candidate_gradients_equal_one_pass_per_candidate(monkeypatch):
+    from eigencam.attacks.deepfool import _candidate_gradients
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 7))
+    x = torch.randn(3, 3, 8, 8, requires_grad=True)
+    f = model(x)[:, [4, 0, 2, 6]]
+    batched = _candidate_gradients(f, x)
+    loop = torch.stack(
+        [torch.autograd.grad(f[:, j].sum(), x, retain_graph=True)[0] for j in range(4)], 1
+    )
+    torch.testing.assert_close(batched, loop)
+    # models without a batching rule for their backward fall back to one pass per candidate
+    real_grad = torch.autograd.grad
+
+    def no_vmap(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_vmap)
+    torch.testing.assert_close(_candidate_gradients(f, x), loop)
+
+
+def test_result_carries_both_logits():
+    model = linear_model(2)
+    x = torch.randn(3, 3, 2, 2)
+    res = deepfool(model, x)
+    torch.testing.assert_close(res.clean_logits, model(x))
+    torch.testing.assert_close(res.adversarial_logits, model(res.adversarial))
+    assert torch.equal(res.adversarial_logits.argmax(1), res.adversarial_label)

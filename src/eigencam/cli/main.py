@@ -14,13 +14,15 @@ examples:
   eigencam methods
   eigencam compare photo.jpg --methods eigencam,gradcam,cnnfixations --targets top3
   eigencam localize ../shared/data/imagenet-val-dev --methods eigencam --out loc/
+  eigencam attack ../shared/data/imagenet-val-dev --per-class 5 --out attack/
+  eigencam faithfulness ../shared/data/imagenet-val-dev --per-class 2 --out faith/
   eigencam batch photos/ --out runs/photos --engine ray     # Parquet shards, resumable
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     from eigencam import __version__
-    from eigencam.cli import batch, compare, explain, info, localize
+    from eigencam.cli import attack, batch, compare, explain, faithfulness, info, localize
 
     parser = argparse.ArgumentParser(
         prog="eigencam",
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info, compare, localize, batch):
+    for module in (explain, info, compare, localize, attack, faithfulness, batch):
         module.register(sub)
     return parser
 

@@ -15,6 +15,16 @@ Localization (maps as object localizers):
 
 See docs/localization.md for the protocols in full. Faithfulness metrics (deletion /
 insertion, average drop / increase, ROAD) are in :mod:`~eigencam.evaluation.faithfulness`.
+
+Robustness and faithfulness benchmarks (docs/robustness.md):
+
+- :mod:`~eigencam.evaluation.similarity`: Pearson r, SSIM, top-region IoU of two maps;
+- :mod:`~eigencam.evaluation.robustness`: ``eigencam attack`` (DeepFool, clean vs adversarial);
+- :mod:`~eigencam.evaluation.faithfulness_run`: ``eigencam faithfulness``, with the random and
+  centre-Gaussian baselines of :mod:`~eigencam.evaluation.baselines`;
+- :mod:`~eigencam.evaluation.runfiles`, :mod:`~eigencam.evaluation.stats`,
+  :mod:`~eigencam.evaluation.sampling`: resumable run folders, medians / paired comparisons,
+  stratified subsets.
 """
 
 from eigencam.evaluation.boxes import box_iou, connected_components, quantize

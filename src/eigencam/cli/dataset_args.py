@@ -1,0 +1,81 @@
+"""Dataset arguments of the per-image benchmarks (``attack``, ``faithfulness``): the same layouts
+and options as ``eigencam localize`` (:mod:`eigencam.evaluation.datasets`), plus a seeded,
+class-stratified subset for benchmarks too costly to run on a whole dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """DATA and the dataset group."""
+    p.add_argument("data", metavar="DATA", help="dataset folder (or annotation JSON)")
+    d = p.add_argument_group("dataset (the layouts of `eigencam localize`)")
+    d.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "dev", "ilsvrc", "voc", "coco", "cub"],
+        help="dataset layout (default: recognised from the folder)",
+    )
+    d.add_argument("--annotations", metavar="PATH", help="annotation folder / file override")
+    d.add_argument("--images", metavar="DIR", help="image folder override")
+    d.add_argument(
+        "--synsets",
+        metavar="FILE",
+        help="ILSVRC: LOC_synset_mapping.txt / synsets.txt / imagenet_class_index.json",
+    )
+    d.add_argument(
+        "--class-map",
+        metavar="FILE",
+        help="VOC/COCO: JSON {class name: model index} or a text file of class names",
+    )
+    d.add_argument("--image-set", metavar="NAME", help="VOC: ImageSets/Main/NAME.txt; CUB: split")
+    d.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="record and leave out malformed annotations instead of stopping",
+    )
+    d.add_argument(
+        "--per-class",
+        type=int,
+        metavar="N",
+        help="a seeded random subset of N images per class (stratified; see --seed)",
+    )
+    d.add_argument("--seed", type=int, default=0, help="seed of --per-class (default: %(default)s)")
+    d.add_argument("--part", metavar="I/N", help="part I of N interleaved parts of the dataset")
+    d.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N images (after the options above)"
+    )
+
+
+def open_dataset_from_args(args: argparse.Namespace, command: str):
+    """The dataset the arguments select: read, stratified, split, limited."""
+    from eigencam.evaluation.datasets import open_dataset, read_class_map
+    from eigencam.evaluation.sampling import stratified
+
+    class_map = read_class_map(args.class_map) if args.class_map else None
+    dataset = open_dataset(
+        args.data,
+        format=args.format,
+        skip_bad=args.skip_bad,
+        class_map=class_map,
+        synsets=args.synsets,
+        annotations=args.annotations,
+        images=args.images,
+        image_set=args.image_set,
+    )
+    if args.per_class is not None:
+        dataset = stratified(dataset, args.per_class, seed=args.seed)
+    if args.part is not None:
+        try:
+            i, n = (int(v) for v in args.part.split("/"))
+        except ValueError:
+            raise ValueError(f"--part takes I/N (e.g. 1/2), got {args.part!r}") from None
+        dataset = dataset.part(i, n)
+    dataset = dataset.head(args.limit)
+    if not dataset.samples:
+        raise ValueError(f"{args.data}: no images to evaluate")
+    for source, reason in dataset.skipped:
+        print(f"eigencam {command}: skipped {source}: {reason}", file=sys.stderr)
+    return dataset

@@ -1,0 +1,189 @@
+r"""How alike two explanation maps are: pure, batched functions over precomputed maps.
+
+Every function takes two batches of maps ``a`` and ``b`` of the same shape (B, H, W) (or
+(B, 1, H, W)), normalised to [0, 1] as explainers return them, and returns one value per pair
+(B,) as float64 on the maps' device. They are what ``eigencam attack`` reports for the map of
+a clean image and the map of its adversarial version.
+
+- :func:`pearson`: the linear correlation of the pixel values,
+  :math:`r = \frac{\sum_i (a_i - \bar a)(b_i - \bar b)}{\sqrt{\sum_i (a_i - \bar a)^2
+  \sum_i (b_i - \bar b)^2}}`; NaN when a map is constant (the correlation is undefined).
+- :func:`ssim`: the structural similarity of Wang, Bovik, Sheikh & Simoncelli (IEEE TIP 2004)
+  with their Gaussian window (11 x 11, :math:`\sigma = 1.5`), :math:`K_1 = 0.01`,
+  :math:`K_2 = 0.03` and data range :math:`L = 1`:
+
+  .. math:: \mathrm{SSIM}(a, b) = \operatorname{mean}_{p}
+     \frac{(2 \mu_a \mu_b + C_1)(2 \sigma_{ab} + C_2)}
+          {(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)},
+     \qquad C_1 = (K_1 L)^2,\ C_2 = (K_2 L)^2,
+
+  where :math:`\mu, \sigma^2, \sigma_{ab}` are Gaussian-weighted local means, variances and
+  covariance, and the mean runs over the positions p where the window lies inside the map (the
+  ``valid`` part: no padding). This equals scikit-image's ``structural_similarity(a, b,
+  data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+- :func:`top_region_iou`: the intersection over union of the two maps' top regions
+  (:func:`top_fraction_mask`, the 15% most relevant pixels by default).
+
+For boxes, use :func:`eigencam.evaluation.boxes.box_iou`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from eigencam.errors import ShapeError
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _pair(a: Tensor, b: Tensor, name: str = "maps") -> tuple[Tensor, Tensor]:
+    """Two (B, H, W) float64 batches of the same shape (a (B, 1, H, W) batch is squeezed)."""
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(
+            f"{name} must be torch tensors, got {type(a).__name__} and {type(b).__name__}; "
+            "wrap numpy arrays with torch.as_tensor"
+        )
+    a = a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
+    b = b[:, 0] if b.ndim == 4 and b.shape[1] == 1 else b
+    if a.ndim != 3 or a.shape != b.shape:
+        raise ShapeError(
+            name,
+            "two (B, H, W) batches of the same shape",
+            f"{tuple(a.shape)} and {tuple(b.shape)}",
+            "Pass result.maps[:, 0] of both results.",
+        )
+    return a.double(), b.double()
+
+
+def pearson(a: Tensor, b: Tensor) -> Tensor:
+    """Pearson correlation of the pixel values of each pair of maps.
+
+    Args:
+        a, b: (B, H, W) maps.
+
+    Returns:
+        (B,) float64 in [-1, 1]; NaN where either map is constant.
+    """
+    a, b = _pair(a, b)
+    ac = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
+    bc = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
+    denom = (ac.square().sum(1) * bc.square().sum(1)).sqrt()
+    r = (ac * bc).sum(1) / denom
+    return torch.where(denom > 0, r.clamp(-1.0, 1.0), torch.full_like(r, float("nan")))
+
+
+@functools.cache
+def _gaussian_taps(sigma: float, radius: int) -> tuple[float, ...]:
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    return tuple((k / k.sum()).tolist())
+
+
+def gaussian_window(sigma: float = 1.5, size: int = 11) -> Tensor:
+    """The normalised 1-D Gaussian window (size,) used by :func:`ssim` (float64)."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"window size must be a positive odd number, got {size}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    return torch.tensor(_gaussian_taps(float(sigma), size // 2), dtype=torch.float64)
+
+
+def _filter_valid(x: Tensor, taps: Tensor) -> Tensor:
+    """Separable filter of (N, 1, H, W) without padding: (N, 1, H - s + 1, W - s + 1)."""
+    x = F.conv2d(x, taps.view(1, 1, 1, -1))
+    return F.conv2d(x, taps.view(1, 1, -1, 1))
+
+
+def ssim(
+    a: Tensor,
+    b: Tensor,
+    *,
+    sigma: float = 1.5,
+    window: int = 11,
+    data_range: float = 1.0,
+    k1: float = SSIM_K1,
+    k2: float = SSIM_K2,
+) -> Tensor:
+    """Mean structural similarity (Wang et al. 2004, Gaussian window) of each pair of maps.
+
+    Args:
+        a, b: (B, H, W) maps, H and W at least ``window``.
+        sigma: standard deviation of the Gaussian window.
+        window: window side (odd).
+        data_range: L, the range of the values (1 for normalised maps).
+        k1, k2: the stabilising constants' factors.
+
+    Returns:
+        (B,) float64; 1 for identical maps, in [-1, 1].
+    """
+    a, b = _pair(a, b)
+    if min(a.shape[-2:]) < window:
+        raise ShapeError(
+            "maps", f"(B, H, W) with H, W >= {window} (the SSIM window)", tuple(a.shape)
+        )
+    taps = gaussian_window(sigma, window).to(a.device)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    n = a.shape[0]
+    # One filtering pass over the five images the statistics need.
+    stack = torch.cat([a, b, a * a, b * b, a * b])[:, None]
+    mu_a, mu_b, aa, bb, ab = _filter_valid(stack, taps)[:, 0].split(n)
+    var_a = aa - mu_a * mu_a
+    var_b = bb - mu_b * mu_b
+    cov = ab - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a * mu_a + mu_b * mu_b + c1) * (var_a + var_b + c2)
+    return (num / den).flatten(1).mean(1)
+
+
+def top_fraction_mask(maps: Tensor, fraction: float = 0.15) -> Tensor:
+    """The most relevant ``fraction`` of each map's pixels, as a boolean mask.
+
+    The region is every pixel whose value reaches the k-th largest value, k =
+    ``round(fraction * H * W)`` (ties at that value are all kept, so the region is never cut
+    arbitrarily through a plateau), except pixels equal to the map's minimum: when fewer than
+    k pixels lie above the floor (a ReLU-clipped map with a small support), the region is the
+    support, and a constant map has an empty region.
+
+    Args:
+        maps: (B, H, W) maps.
+        fraction: share of the pixels, in (0, 1].
+
+    Returns:
+        (B, H, W) bool.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"maps must be a torch tensor, got {type(maps).__name__}")
+    m = maps[:, 0] if maps.ndim == 4 and maps.shape[1] == 1 else maps
+    if m.ndim != 3:
+        raise ShapeError("maps", "(B, H, W)", tuple(maps.shape))
+    flat = m.flatten(1).double()
+    k = max(1, round(fraction * flat.shape[1]))
+    kth = flat.topk(k, dim=1).values[:, -1:]
+    floor = flat.min(1, keepdim=True).values
+    mask = (flat >= kth) & (flat > floor)
+    return mask.view(m.shape)
+
+
+def mask_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of boolean masks (B, H, W) -> (B,) float64; NaN if both empty."""
+    if a.shape != b.shape or a.dtype != torch.bool or b.dtype != torch.bool:
+        raise ShapeError(
+            "masks", "two boolean (B, H, W) masks of the same shape", f"{a.shape}, {b.shape}"
+        )
+    inter = (a & b).flatten(1).sum(1).double()
+    union = (a | b).flatten(1).sum(1).double()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(inter, float("nan")))
+
+
+def top_region_iou(a: Tensor, b: Tensor, fraction: float = 0.15) -> Tensor:
+    """IoU of the two maps' :func:`top_fraction_mask` regions, per pair (B,) float64."""
+    a, b = _pair(a, b)
+    return mask_iou(top_fraction_mask(a, fraction), top_fraction_mask(b, fraction))

@@ -1,0 +1,128 @@
+"""The figure of ``eigencam attack``: the layout of Figure 4 of the Eigen-CAM paper.
+
+Two rows, the clean image and its adversarial version; the first column is the image itself,
+then one column per method with its map over the image. Every cell shows the ground-truth boxes
+in green and the method's localization box (largest component of the thresholded map) in
+cyan; cells of the adversarial row carry a red label with the adversarial class. Pure layout
+over numpy arrays; Pillow loads when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eigencam.viz.grid import compose_grid, failed_tile, resize_rgb
+from eigencam.viz.overlay import _font, add_caption, overlay
+
+GREEN = (0, 200, 0)
+RED = (220, 0, 0)
+CYAN = (0, 220, 255)
+
+
+@dataclass(frozen=True)
+class MethodCells:
+    """One method's column.
+
+    Attributes:
+        name: column title.
+        clean, adversarial: (H, W) maps in [0, 1] at the images' size, or None when the method
+            failed on this image (a grey cell).
+        clean_box, adversarial_box: the localization boxes ``[x0, y0, x1, y1]`` in the images'
+            pixels, or None / NaN when the map gives none.
+        clean_caption, adversarial_caption: text under each cell (after the name).
+    """
+
+    name: str
+    clean: np.ndarray | None
+    adversarial: np.ndarray | None
+    clean_box: Sequence[float] | None = None
+    adversarial_box: Sequence[float] | None = None
+    clean_caption: str = ""
+    adversarial_caption: str = ""
+
+
+def _draw(
+    rgb: np.ndarray,
+    gt: np.ndarray,
+    box: Sequence[float] | None,
+    tag: str | None,
+    scale: float,
+) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(max(image.size) / 120))
+    for g in np.asarray(gt, dtype=np.float64).reshape(-1, 4):
+        if np.all(np.isfinite(g)):
+            draw.rectangle([float(v) * scale for v in g], outline=GREEN, width=width)
+    if box is not None and np.all(np.isfinite(np.asarray(box, dtype=np.float64))):
+        draw.rectangle([float(v) * scale for v in box], outline=CYAN, width=max(1, width - 1))
+    if tag:
+        font = _font(int(np.clip(image.size[0] / 16, 10, 22)))
+        left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
+        pad = max(2, width)
+        draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=RED)
+        draw.text((pad - left, pad - top), tag, fill=(255, 255, 255), font=font)
+    return np.asarray(image)
+
+
+def adversarial_figure(
+    clean: np.ndarray,
+    adversarial: np.ndarray,
+    gt_boxes: np.ndarray,
+    methods: Sequence[MethodCells],
+    *,
+    clean_caption: str,
+    adversarial_caption: str,
+    adversarial_tag: str,
+    title: Sequence[str] = (),
+    tile: int = 224,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+) -> np.ndarray:
+    """Compose the clean / adversarial rows of one image.
+
+    Args:
+        clean, adversarial: (H, W, 3) uint8 images as the model saw them.
+        gt_boxes: (G, 4) ground-truth boxes in those images' pixels (NaN rows ignored).
+        methods: one :class:`MethodCells` per method, in column order.
+        clean_caption, adversarial_caption: captions of the image cells.
+        adversarial_tag: the red label drawn on the adversarial row (the adversarial class).
+        title: lines above the figure.
+        tile: longer side of each cell, in pixels.
+        alpha, colormap: heat-map overlay.
+
+    Returns:
+        The figure, RGB uint8.
+    """
+    h, w = clean.shape[:2]
+    scale = tile / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+
+    def cell(image, heat, box, tag, lines):
+        rgb = image if heat is None else overlay(image, heat, alpha=alpha, colormap=colormap)
+        rgb = _draw(resize_rgb(rgb, size), gt_boxes, box, tag, scale)
+        return add_caption(rgb, lines)
+
+    top = [cell(clean, None, None, None, ["clean image", clean_caption])]
+    bottom = [cell(adversarial, None, None, adversarial_tag, ["adversarial", adversarial_caption])]
+    for m in methods:
+        if m.clean is None or m.adversarial is None:
+            top.append(failed_tile(size, [m.name, "failed"]))
+            bottom.append(failed_tile(size, [m.name, "failed"]))
+            continue
+        top.append(cell(clean, m.clean, m.clean_box, None, [m.name, m.clean_caption]))
+        bottom.append(
+            cell(
+                adversarial,
+                m.adversarial,
+                m.adversarial_box,
+                adversarial_tag,
+                [m.name, m.adversarial_caption],
+            )
+        )
+    return compose_grid([top, bottom], title=list(title))
