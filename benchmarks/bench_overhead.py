@@ -62,26 +62,62 @@ def variants(model, x, name, device, peers: bool, check_finite: bool):
         peer = PeerEigenCAM(model, target_layers=[layer])
 
         def grad_cam():
-            peer(x)
+            peer(x, targets=None)
 
         out["pytorch-grad-cam"] = grad_cam
     return out
 
 
 MEMORY_CODE = r"""
-import json, resource, sys, warnings, torch
+import json, sys, warnings, torch
+from pathlib import Path
 sys.path.insert(0, {bench!r})
 torch.set_num_threads({threads})
 from bench_overhead import build, variants
+def status(key):  # kB, from /proc/self/status
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
 model = build({name!r}, "cpu")
 x = torch.randn({batch}, 3, {size}, {size})
 fn = variants(model, x, {name!r}, "cpu", {peers}, True)[{variant!r}]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fn()  # warm-up: allocator pools, lazy imports, auto-layer cache
+base = status("VmRSS")
+Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
 for _ in range(2):
     fn()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM")
 print(json.dumps({{"base": base, "peak": peak}}))
 """
+
+
+def measure_memory(name: str, batch: int, size: int, peers: bool, names) -> dict:
+    """Peak resident memory of each variant in a fresh process (MB): ``base`` is the resident
+    set after building the model and one warm-up call, ``peak`` the highest resident set
+    during two further calls (the kernel's high-water mark, reset after the warm-up)."""
+    mem = {}
+    for variant in names:
+        code = MEMORY_CODE.format(
+            bench=str(Path(__file__).resolve().parent),
+            threads=torch.get_num_threads(),
+            name=name,
+            batch=batch,
+            size=size,
+            peers=peers,
+            variant=variant,
+        )
+        mem[variant] = peak_rss_mb(code)
+    return mem
+
+
+def memory_fields(mem: dict) -> dict:
+    fwd = mem["forward"]
+    return {
+        "peak_rss_mb": mem,
+        "eigencam_peak_over_forward": mem["eigencam"]["peak"] / fwd["peak"],
+        "eigencam_working_over_forward": (mem["eigencam"]["peak"] - mem["eigencam"]["base"])
+        / max(fwd["peak"] - fwd["base"], 1e-9),
+    }
 
 
 def main() -> None:
@@ -97,7 +133,15 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--no-check-finite", action="store_true", help="eigencam without the NaN check")
     p.add_argument("--out", default="overhead")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="re-measure only the memory columns of an existing results/<out>.json",
+    )
     args = p.parse_args()
+    if args.memory_only:
+        remeasure_memory(args)
+        return
     torch.manual_seed(0)
     rows = []
     for name in args.models.split(","):
@@ -125,24 +169,8 @@ def main() -> None:
                     stats["pytorch-grad-cam"]["median"] / stats["eigencam"]["median"]
                 )
             if not args.no_memory and args.device == "cpu":
-                mem = {}
-                for variant in stats:
-                    code = MEMORY_CODE.format(
-                        bench=str(Path(__file__).resolve().parent),
-                        threads=torch.get_num_threads(),
-                        name=name,
-                        batch=batch,
-                        size=args.size,
-                        peers=not args.no_peers,
-                        variant=variant,
-                    )
-                    mem[variant] = peak_rss_mb(code)
-                row["peak_rss_mb"] = mem
-                fwd = mem["forward"]
-                row["eigencam_peak_over_forward"] = mem["eigencam"]["peak"] / fwd["peak"]
-                row["eigencam_working_over_forward"] = (
-                    mem["eigencam"]["peak"] - mem["eigencam"]["base"]
-                ) / max(fwd["peak"] - fwd["base"], 1e-9)
+                mem = measure_memory(name, batch, args.size, not args.no_peers, stats)
+                row.update(memory_fields(mem))
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "seconds"}), flush=True)
     path = save(
@@ -155,6 +183,25 @@ def main() -> None:
         },
     )
     print(f"wrote {path}")
+
+
+def remeasure_memory(args) -> None:
+    from common import RESULTS
+
+    path = RESULTS / f"{args.out}.json"
+    data = json.loads(path.read_text())
+    for row in data["rows"]:
+        mem = measure_memory(
+            row["model"],
+            row["batch"],
+            row["size"],
+            "pytorch-grad-cam" in row["seconds"],
+            row["seconds"],
+        )
+        row.update(memory_fields(mem))
+        print(json.dumps({k: v for k, v in row.items() if k != "seconds"}), flush=True)
+    data["memory_args"] = vars(args)
+    print(f"wrote {save(args.out, data)}")
 
 
 if __name__ == "__main__":

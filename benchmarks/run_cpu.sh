@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python}"
-"$py" benchmarks/bench_overhead.py
-"$py" benchmarks/bench_solvers.py
-"$py" benchmarks/bench_scaling.py
-"$py" benchmarks/bench_gradients.py
-"$py" benchmarks/bench_throughput.py
+status=0
+for bench in overhead solvers scaling gradients throughput; do  # one failure does not stop the rest
+  "$py" "benchmarks/bench_$bench.py" || { echo "bench_$bench.py failed" >&2; status=1; }
+done
 "$py" benchmarks/summarize.py
+exit $status
