@@ -130,10 +130,7 @@ def solver_choice(data: dict) -> str:
         best = min(names, key=lambda n: r["seconds"][n])
         rows.append(
             [str(r["m"])]
-            + [
-                (f"**{ms(r['seconds'][n])}**" if n == best else ms(r["seconds"][n]))
-                for n in names
-            ]
+            + [(f"**{ms(r['seconds'][n])}**" if n == best else ms(r["seconds"][n])) for n in names]
         )
     return table(["Gram size m = min(hw, C)", *[f"{n} ms" for n in names]], rows)
 
