@@ -79,3 +79,35 @@ def open_dataset_from_args(args: argparse.Namespace, command: str):
     for source, reason in dataset.skipped:
         print(f"eigencam {command}: skipped {source}: {reason}", file=sys.stderr)
     return dataset
+
+
+def benchmark_run_info(args: argparse.Namespace, command: str, loaded, device) -> dict:
+    """What a per-image benchmark run records about itself in ``run.json`` (its identity)."""
+    from eigencam import __version__
+
+    return {
+        "eigencam_version": __version__,
+        "command": command,
+        "argv": sys.argv[1:],
+        "model": loaded.name,
+        "weights": args.weights,
+        "pretrained": loaded.pretrained,
+        "subset": {
+            "per_class": args.per_class,
+            "seed": args.seed,
+            "part": args.part,
+            "limit": args.limit,
+        },
+        "device": str(device),
+    }
+
+
+def pending_count(args: argparse.Namespace, dataset) -> int:
+    """Images still to evaluate: all of them, less those recorded by a run being resumed."""
+    total = len(dataset.samples)
+    if args.resume:
+        from eigencam.evaluation.runfiles import load_records
+
+        done = load_records(args.out).keys()
+        total -= sum(s.key in done for s in dataset.samples)
+    return total

@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 
 from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
-from eigencam.cli.dataset_args import add_dataset_args, open_dataset_from_args
+from eigencam.cli.dataset_args import (
+    add_dataset_args,
+    benchmark_run_info,
+    open_dataset_from_args,
+    pending_count,
+)
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
 
@@ -103,7 +108,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> int:
-    from eigencam import __version__
     from eigencam.cli.common import load_model_from_args
     from eigencam.cli.localize import build_explainers
     from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
@@ -130,27 +134,8 @@ def run_faithfulness_command(args: argparse.Namespace) -> int:
     dataset = open_dataset_from_args(args, "faithfulness")
     loaded, pre, device = load_model_from_args(args)
     explainers = build_explainers(args, loaded)
-    run_info = {
-        "eigencam_version": __version__,
-        "command": "faithfulness",
-        "argv": sys.argv[1:],
-        "model": loaded.name,
-        "weights": args.weights,
-        "pretrained": loaded.pretrained,
-        "subset": {
-            "per_class": args.per_class,
-            "seed": args.seed,
-            "part": args.part,
-            "limit": args.limit,
-        },
-        "device": str(device),
-    }
-    total = len(dataset.samples)
-    if args.resume:
-        from eigencam.evaluation.runfiles import load_records
-
-        done = load_records(args.out).keys()
-        total -= sum(s.key in done for s in dataset.samples)
+    run_info = benchmark_run_info(args, "faithfulness", loaded, device)
+    total = pending_count(args, dataset)
     progress = Progress(total, "faithfulness", enabled=not args.quiet, min_items=2)
     try:
         metrics = run_faithfulness(
