@@ -111,3 +111,23 @@ def pending_count(args: argparse.Namespace, dataset) -> int:
         done = load_records(args.out).keys()
         total -= sum(s.key in done for s in dataset.samples)
     return total
+
+
+def add_methods_args(p: argparse.ArgumentParser, default: str, note: str = "") -> None:
+    """The ``methods`` group shared by the benchmarks: ``--methods LIST`` and ``--layer``."""
+    from eigencam.cli.common import comma_list
+    from eigencam.methods import available_methods
+
+    m = p.add_argument_group("methods")
+    m.add_argument(
+        "--methods",
+        type=comma_list,
+        default=comma_list(default),
+        metavar="LIST",
+        help="comma-separated methods, each NAME or NAME:option=value:...; names: "
+        + ", ".join(available_methods())
+        + f" (default: {default}){note}",
+    )
+    m.add_argument(
+        "--layer", default=None, metavar="auto|NAME", help="target layer (default: the model's)"
+    )

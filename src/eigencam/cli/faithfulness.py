@@ -10,6 +10,7 @@ from pathlib import Path
 from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
 from eigencam.cli.dataset_args import (
     add_dataset_args,
+    add_methods_args,
     benchmark_run_info,
     open_dataset_from_args,
     pending_count,
@@ -27,7 +28,6 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from eigencam.methods import available_methods
 
     p = sub.add_parser(
         "faithfulness",
@@ -44,19 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_dataset_args(p)
     add_model_args(p)
-    m = p.add_argument_group("methods")
-    m.add_argument(
-        "--methods",
-        type=comma_list,
-        default=comma_list(DEFAULT_METHODS),
-        metavar="LIST",
-        help="comma-separated methods, each NAME or NAME:option=value:...; names: "
-        + ", ".join(available_methods())
-        + f" (default: {DEFAULT_METHODS}); the baselines are always added",
-    )
-    m.add_argument(
-        "--layer", default=None, metavar="auto|NAME", help="target layer (default: the model's)"
-    )
+    add_methods_args(p, DEFAULT_METHODS, "; the baselines are always added")
     f = p.add_argument_group("metrics")
     f.add_argument(
         "--steps",
