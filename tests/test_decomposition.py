@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from eigencam import eigen_cam
+from eigencam.decomposition.solvers import choose_solver
 from eigencam.errors import NonFiniteActivationError, ShapeError
 
 SOLVERS = ["eigh", "svd", "squaring", "subspace", "auto"]
@@ -37,7 +38,10 @@ def corr(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("center", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(3, 64, 7, 7), (2, 16, 12, 10), (2, 40, 5, 5)])
+# The last two are large enough (Gram side >= 128) for ``auto`` to pick subspace iteration.
+@pytest.mark.parametrize(
+    "shape", [(3, 64, 7, 7), (2, 16, 12, 10), (2, 40, 5, 5), (2, 150, 14, 14), (2, 200, 15, 15)]
+)
 def test_matches_float64_svd(solver, center, k, shape):
     gen = torch.Generator().manual_seed(hash((shape, k)) % 2**31)
     # Activations with a decaying spectrum, as real layers have, plus ReLU sparsity.
@@ -224,3 +228,45 @@ def test_input_not_mutated():
     before = acts.clone()
     eigen_cam(acts, 2, center=True)
     assert torch.equal(acts, before)
+
+
+@pytest.mark.parametrize("center", [False, True])
+@pytest.mark.parametrize("shape", [(3, 12, 9, 7), (2, 70, 4, 5)])  # C x C and n x n Gram sides
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunked_float64_passes_equal_one_pass(monkeypatch, center, shape, dtype):
+    """Large layers are converted to float64 a chunk at a time; chunking must not change the
+    result (the budget is lowered here so that every pass runs over several chunks, with a
+    ragged last one), also for non-contiguous (channels-last) activations and float64 input."""
+    from eigencam.decomposition import eigencam as module
+
+    gen = torch.Generator().manual_seed(3)
+    acts = torch.relu(torch.randn(shape, generator=gen) + 0.3).to(dtype)
+    acts = acts.contiguous(memory_format=torch.channels_last)
+    before = acts.clone()
+    whole = eigen_cam(acts, 3, center=center, solver="eigh")
+    monkeypatch.setitem(module._CHUNK_ELEMENTS, "cpu", 2 * shape[0] * 5)
+    flat = acts.reshape(shape[0], shape[1], -1)
+    assert module._chunk_length(flat, shape[1] <= flat.shape[-1]) < 12
+    for solver in ("eigh", "subspace", "svd"):
+        parts = eigen_cam(acts, 3, center=center, solver=solver)
+        torch.testing.assert_close(parts.projections, whole.projections, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(parts.explained_variance_ratio, whole.explained_variance_ratio)
+    ref_maps, _ = reference(acts.float(), 3, center)
+    for i in range(shape[0]):
+        for j in range(3):
+            assert abs(corr(parts.projections[i, j].double().numpy(), ref_maps[i, j])) > 0.9999
+    assert torch.equal(acts, before)
+    bad = acts.clone()
+    bad[1, 5, 2, 3] = float("nan")
+    dec = eigen_cam(bad, 2, center=center, check_finite=False)
+    assert dec.finite.tolist() == [i != 1 for i in range(shape[0])]
+    torch.testing.assert_close(dec.projections[0], whole.projections[0, :2], rtol=1e-6, atol=1e-6)
+
+
+def test_auto_takes_subspace_iteration_for_large_gram_matrices_on_cpu():
+    cpu = torch.device("cpu")
+    assert choose_solver(cpu, 100) == "eigh"
+    assert choose_solver(cpu, 150) == "subspace"
+    assert choose_solver(cpu, 150, k=3) == "eigh"
+    assert choose_solver(cpu, 256, k=3) == "subspace"
+    assert choose_solver(torch.device("cuda"), 256) == "squaring"

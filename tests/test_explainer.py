@@ -16,7 +16,7 @@ from eigencam.errors import (
     NonFiniteActivationError,
     ShapeError,
 )
-from tiny_models import Boom, ExplodingCNN, SharedActivation, TinyCNN, TinyViT
+from tiny_models import Boom, ExplodingCNN, SharedActivation, StemHeadShared, TinyCNN, TinyViT
 
 
 def hook_count(model: torch.nn.Module) -> int:
@@ -270,3 +270,45 @@ def test_check_finite_false_gives_nan_maps_without_raising():
     assert torch.isnan(r.maps[1]).all() and torch.isnan(r.explained_variance_ratio[1]).all()
     assert torch.isfinite(r.maps[[0, 2]]).all()
     torch.testing.assert_close(r.maps[[0, 2]], EigenCAM(model)(x[[0, 2]]).maps)
+
+
+def test_shared_module_keeps_only_its_last_call_once_the_count_is_known():
+    from eigencam.capture import LayerRef, capture_outputs
+
+    model = StemHeadShared()
+    x = torch.randn(2, 3, 8, 8)
+    cam = EigenCAM(model)
+    first = cam(x)
+    assert first.layer == "act"  # the head's call: the last one
+    kept = []
+    ref = LayerRef("act", model.act)
+    with torch.inference_mode(), capture_outputs([ref], lambda r, o: kept.append(o) or o) as s:
+        model(x)
+    assert len(kept) == 2  # without a known count every call is held until the next one
+    kept.clear()
+    with (
+        torch.inference_mode(),
+        capture_outputs([ref], lambda r, o: kept.append(o) or o, expected_calls={"act": 2}) as s,
+    ):
+        model(x)
+    assert len(kept) == 1 and s.calls["act"] == 2  # the stem's output is never held
+    again = cam(x)  # uses the count learned by the first call
+    torch.testing.assert_close(again.raw, first.raw)
+    torch.testing.assert_close(again.raw, EigenCAM(model, "act#1")(x).raw)
+
+
+@pytest.mark.parametrize("calls", [3, 1])
+def test_shared_module_whose_call_count_changes_is_still_captured_at_its_last_call(calls):
+    model = StemHeadShared()
+    x = torch.randn(2, 3, 8, 8)
+    cam = EigenCAM(model)
+    cam(x)
+    model.head_calls = 2
+    cam(x)  # learns 3 calls
+    model.head_calls = calls
+    before = model.forwards
+    got = cam(x)
+    # more calls than expected: the later ones are kept; fewer: one more forward pass
+    assert model.forwards - before == (1 if calls > 2 else 2)
+    want = EigenCAM(model, f"act#{calls}")(x)
+    torch.testing.assert_close(got.raw, want.raw)

@@ -121,3 +121,33 @@ def test_atomic_json_leaves_no_temp_files(tmp_path):
     write_json(tmp_path / "r.json", {"a": np.float32(1.5), "b": np.arange(2)})
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
     assert (tmp_path / "r.json").stat().st_mode & 0o044  # readable by others (umask permitting)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (5, 1, 3), (37, 53, 3), (20, 31)])
+def test_png_writer_round_trips_exactly(tmp_path, shape):
+    from eigencam.io.outputs import write_png
+
+    rng = np.random.default_rng(sum(shape))
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)  # row differences wrap mod 256
+    path = write_png(tmp_path / "x.png", image)
+    with Image.open(path) as got:
+        assert got.mode == ("RGB" if len(shape) == 3 else "L")
+        np.testing.assert_array_equal(np.asarray(got), image)
+    smooth = np.broadcast_to(np.arange(64, dtype=np.uint8)[:, None, None], (64, 80, 3))
+    write_png(tmp_path / "s.png", smooth)  # a non-contiguous view
+    with Image.open(tmp_path / "s.png") as got:
+        np.testing.assert_array_equal(np.asarray(got), smooth)
+    assert (tmp_path / "s.png").stat().st_size < smooth.nbytes / 20  # the Up filter pays off
+
+
+def test_png_writer_rejects_what_png_cannot_hold(tmp_path):
+    from eigencam.io.outputs import write_png
+
+    for bad in (
+        np.zeros((4, 4, 3), np.float32),
+        np.zeros((4, 4, 4), np.uint8),
+        np.zeros((0, 4, 3), np.uint8),
+    ):
+        with pytest.raises(ValueError, match="PNG needs"):
+            write_png(tmp_path / "bad.png", bad)
+    assert list(tmp_path.iterdir()) == []

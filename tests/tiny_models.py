@@ -70,3 +70,27 @@ class SharedActivation(nn.Module):
         x = self.act(self.c1(x))
         x = self.act(self.c2(x))
         return self.fc(self.act(x.mean((2, 3))))
+
+
+class StemHeadShared(nn.Module):
+    """One ReLU module after the stem and at the head, as EfficientNet's ``_swish``.
+
+    ``head_calls`` sets how many times the head applies it (a model whose call count changes
+    between forward passes); ``forwards`` counts the forward passes run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Conv2d(4, 6, 3, padding=1)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+        self.head_calls = 1
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        x = self.head(self.act(self.stem(x)))
+        for i in range(self.head_calls):
+            x = self.act(x * (i + 1))
+        return self.fc(x.mean((2, 3)))

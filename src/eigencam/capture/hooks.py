@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,6 +136,7 @@ class OutputStore:
 def capture_outputs(
     layers: Sequence[LayerRef],
     on_output: Callable[[LayerRef, Any], Any] | None = None,
+    expected_calls: Mapping[str, int] | None = None,
 ) -> Iterator[OutputStore]:
     """Record the output of each layer during the forward passes run inside the block.
 
@@ -143,26 +144,36 @@ def capture_outputs(
         layers: the layers to hook.
         on_output: optional function called with (layer, output) at capture time; its return
             value is stored instead of the output (gradient methods attach tensor hooks here).
+        expected_calls: for layers captured at their last call (``call`` None), how many times
+            the module ran in an earlier forward pass of the same model, by label. Calls before
+            the expected last one are then not kept: a module shared by the stem and the head
+            no longer holds the stem's large output for the whole forward pass. The caller
+            checks ``store.calls`` afterwards; with fewer calls than expected nothing is stored.
 
     The hooks are registered on entry and removed in ``finally``: none survive the block, also
     when the forward pass raises.
     """
     store = OutputStore()
     handles = []
+    expected = expected_calls or {}
     try:
         for ref in layers:
-            handles.append(ref.module.register_forward_hook(_make_hook(ref, store, on_output)))
+            first_kept = ref.call if ref.call is not None else expected.get(ref.label, 1) - 1
+            hook = _make_hook(ref, store, on_output, first_kept)
+            handles.append(ref.module.register_forward_hook(hook))
         yield store
     finally:
         for handle in handles:
             handle.remove()
 
 
-def _make_hook(ref: LayerRef, store: OutputStore, on_output: Callable | None) -> Callable:
+def _make_hook(
+    ref: LayerRef, store: OutputStore, on_output: Callable | None, first_kept: int
+) -> Callable:
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         count = store.calls.get(ref.label, 0)
         store.calls[ref.label] = count + 1
-        if ref.call is None or ref.call == count:
+        if count == first_kept if ref.call is not None else count >= first_kept:
             store.outputs[ref.label] = output if on_output is None else on_output(ref, output)
 
     return hook
@@ -237,6 +248,10 @@ class ForwardRecorder:
         finally:
             for handle in handles:
                 handle.remove()
+
+    def call_count(self, name: str) -> int:
+        """How many times the module ``name`` ran during the recorded forward pass."""
+        return self._calls.get(name, 0)
 
     def chosen(self) -> LayerRef | None:
         """The last accepted layer, its call index dropped when it is the module's last call."""

@@ -36,6 +36,8 @@ from eigencam.errors import LayerNotFoundError, LayerSelectionError
 LayerSpec = str | nn.Module | LayerRef
 
 _AUTO_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, LayerRef]] = weakref.WeakKeyDictionary()
+# Per model: (layer label, input signature) -> calls of that module in the last forward pass.
+_CALL_COUNTS: weakref.WeakKeyDictionary[nn.Module, dict[Any, int]] = weakref.WeakKeyDictionary()
 
 
 def resolve_named(model: nn.Module, spec: LayerSpec) -> LayerRef | None:
@@ -169,6 +171,17 @@ def cached_auto(model: nn.Module, key: Any) -> LayerRef | None:
 
 def remember_auto(model: nn.Module, key: Any, ref: LayerRef) -> None:
     _AUTO_CACHE.setdefault(model, {})[key] = ref
+
+
+def known_calls(model: nn.Module, key: Any, ref: LayerRef) -> dict[str, int]:
+    """How many times ``ref``'s module ran in the last forward pass seen with this input
+    signature (empty when unknown), for :func:`~eigencam.capture.hooks.capture_outputs`."""
+    count = _CALL_COUNTS.get(model, {}).get((ref.label, key))
+    return {} if count is None or ref.call is not None else {ref.label: count}
+
+
+def remember_calls(model: nn.Module, key: Any, ref: LayerRef, count: int) -> None:
+    _CALL_COUNTS.setdefault(model, {})[(ref.label, key)] = count
 
 
 def auto_key(inputs: Tensor, reshape_transform: Any) -> tuple:

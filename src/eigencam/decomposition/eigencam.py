@@ -110,9 +110,14 @@ def eigen_cam(
     k = n_components
     out_dtype = torch.float64 if activations.dtype == torch.float64 else torch.float32
 
-    x = activations.reshape(batch, channels, n).to(torch.float64)  # x = O^T, (B, C, n)
-    mean_map = x.mean(dim=1)  # (B, n): the channel-mean activation map
-    scale = x.square().sum(dim=(1, 2)).sqrt()  # ||O||_F before centering
+    x = activations.reshape(batch, channels, n)  # x = O^T, (B, C, n), never copied whole
+    by_position = channels <= n  # the Gram side: C x C (chunks of positions) or n x n
+    step = _chunk_length(x, by_position)
+    mean = _channel_means(x, step) if center else None  # (B, C, 1) float64
+    gram, mean_map = _gram(x, mean, by_position, step)
+    total = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1)  # ||O||_F^2 (after centering)
+    norm2 = total if mean is None else total + n * mean.square().sum(dim=(1, 2))
+    scale = norm2.sqrt()  # ||O||_F before centering
     finite = torch.isfinite(scale)
     if check_finite and not bool(finite.all()):
         bad = (~finite).nonzero().flatten().tolist()
@@ -120,24 +125,25 @@ def eigen_cam(
             f"activations contain NaN or infinity (images {bad} of the batch); "
             "check the input for NaN and the model for overflow (fp16 models: try float32)"
         )
-    if center:
-        x = x - x.mean(dim=2, keepdim=True)
     # Keep non-finite images from breaking the solver for the whole batch.
-    x = torch.where(finite[:, None, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
-    total = x.square().sum(dim=(1, 2))  # ||O||_F^2 = trace of either Gram matrix
+    zero = torch.zeros((), dtype=gram.dtype, device=gram.device)
+    gram = torch.where(finite[:, None, None], gram, zero)
+    total = torch.where(finite, total, zero)
 
     if solver == "auto":
-        solver = choose_solver(x.device, rank)
+        solver = choose_solver(x.device, rank, k)
     if solver == "svd":
-        u, s, _ = torch.linalg.svd(x.mT, full_matrices=False)  # O = U S V^T
+        xc = x.to(torch.float64) if mean is None else x.to(torch.float64) - mean
+        xc = torch.where(finite[:, None, None], xc, zero)
+        u, s, _ = torch.linalg.svd(xc.mT, full_matrices=False)  # O = U S V^T
         sigma = s[:, :k]
         proj = (u[:, :, :k] * sigma[:, None, :]).mT  # (B, k, n)
-    elif channels <= n:
-        values, v = top_k_eigenpairs(x @ x.mT, k, solver)  # C x C: O^T O = V S^2 V^T
+    elif by_position:
+        values, v = top_k_eigenpairs(gram, k, solver)  # C x C: O^T O = V S^2 V^T
         sigma = values.clamp_min(0.0).sqrt()
-        proj = v.mT @ x  # (O V)^T
+        proj = _project(x, mean, v, step)  # (O V)^T
     else:
-        values, u = top_k_eigenpairs(x.mT @ x, k, solver)  # n x n: O O^T = U S^2 U^T
+        values, u = top_k_eigenpairs(gram, k, solver)  # n x n: O O^T = U S^2 U^T
         sigma = values.clamp_min(0.0).sqrt()
         proj = (u * sigma[:, None, :]).mT  # (U S)^T = (O V)^T
 
@@ -159,6 +165,73 @@ def eigen_cam(
         singular_values=sigma.to(torch.float32),
         finite=finite,
     )
+
+
+# Float64 elements per chunk of the activations converted at a time: large enough that the
+# matrix products run at full speed, small enough that the float64 copy of a whole layer (2x the
+# float32 activations) is never made. 8 MiB on CPU stays in cache; on GPU one chunk usually
+# covers the layer (fewer kernels).
+_CHUNK_ELEMENTS = {"cpu": 1 << 20, "cuda": 1 << 22}
+
+
+def _chunk_length(x: Tensor, by_position: bool) -> int:
+    """Positions (``by_position``) or channels per chunk of x (B, C, n)."""
+    batch, channels, n = x.shape
+    budget = _CHUNK_ELEMENTS.get(x.device.type, _CHUNK_ELEMENTS["cuda"])
+    per_unit = batch * (channels if by_position else n)
+    total = n if by_position else channels
+    return max(1, min(total, budget // max(1, per_unit)))
+
+
+def _channel_means(x: Tensor, step: int) -> Tensor:
+    """Per-channel spatial means (B, C, 1) in float64, summed in chunks of positions."""
+    batch, channels, n = x.shape
+    sums = x.new_zeros(batch, channels, dtype=torch.float64)
+    for start in range(0, n, step):
+        sums += x[:, :, start : start + step].to(torch.float64).sum(-1)
+    return (sums / n)[:, :, None]
+
+
+def _gram(x: Tensor, mean: Tensor | None, by_position: bool, step: int) -> tuple[Tensor, Tensor]:
+    """The float64 Gram matrix of x (B, C, n), centred by ``mean``, and the channel-mean map.
+
+    ``by_position``: G = x x^T (C x C), accumulated over chunks of positions; otherwise
+    G = x^T x (n x n), over chunks of channels. The channel-mean map (B, n) is of the
+    uncentered activations (the sign rule's reference).
+    """
+    batch, channels, n = x.shape
+    side = channels if by_position else n
+    gram = x.new_zeros(batch, side, side, dtype=torch.float64)
+    channel_sum = x.new_zeros(batch, n, dtype=torch.float64)
+    for start in range(0, n if by_position else channels, step):
+        cut = slice(start, start + step)
+        if by_position:
+            chunk = x[:, :, cut].to(torch.float64)
+            channel_sum[:, cut] = chunk.sum(1)
+            if mean is not None:
+                chunk = chunk - mean
+            gram.baddbmm_(chunk, chunk.mT)
+        else:
+            chunk = x[:, cut, :].to(torch.float64)
+            channel_sum += chunk.sum(1)
+            if mean is not None:
+                chunk = chunk - mean[:, cut]
+            gram.baddbmm_(chunk.mT, chunk)
+    return gram, channel_sum / channels
+
+
+def _project(x: Tensor, mean: Tensor | None, v: Tensor, step: int) -> Tensor:
+    """(B, k, n) float64 projections v^T (x - mean) over chunks of positions."""
+    batch, _, n = x.shape
+    vt = v.mT.contiguous()
+    out = x.new_empty(batch, v.shape[-1], n, dtype=torch.float64)
+    for start in range(0, n, step):
+        cut = slice(start, start + step)
+        chunk = x[:, :, cut].to(torch.float64)
+        if mean is not None:
+            chunk = chunk - mean
+        out[:, :, cut] = vt @ chunk
+    return out
 
 
 def _orientation(proj: Tensor, mean_map: Tensor) -> Tensor:

@@ -115,7 +115,8 @@ def subspace_top_k(
         ritz_vecs = ritz_vecs.flip(-1)
         v = q @ ritz_vecs[..., :k]
         lam = ritz_vals[..., :k]
-        resid = (gram @ v - v * lam[:, None, :]).norm(dim=1)  # (B, k)
+        # G v = G Q y = Z y: the residual needs no further product with G.
+        resid = (z @ ritz_vecs[..., :k] - v * lam[:, None, :]).norm(dim=1)  # (B, k)
         # Gap to the next Ritz value; the Ritz values converge much faster than the vectors.
         gaps = (lam - ritz_vals[..., 1 : k + 1]).clamp_min(0.0)
         tiny = torch.finfo(gram.dtype).tiny
@@ -147,14 +148,16 @@ def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]
     raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
 
 
-def choose_solver(device: torch.device, m: int) -> str:
-    """The solver ``auto`` picks for an m x m Gram matrix on ``device``.
+def choose_solver(device: torch.device, m: int, k: int = 1) -> str:
+    """The solver ``auto`` picks for the top k eigenpairs of an m x m Gram matrix on ``device``.
 
-    Measured in ``benchmarks/bench_solvers.py`` (see docs/benchmarks.md): on CPU ``eigh`` of the
-    smaller Gram matrix wins up to m of about 1024, block subspace iteration beyond; on CUDA the
+    Measured in ``benchmarks/bench_solvers.py`` on real activations of the embedded model and
+    on synthetic ones (see docs/benchmarks.md): on CPU LAPACK's ``eigh`` wins for small m; from
+    m = 128 (192 for several components, which need more iterations) block subspace iteration
+    does less work, since it never tridiagonalises the whole matrix. On CUDA the
     synchronisation-free ``squaring`` solver keeps the pipeline full for the small m that
     Eigen-CAM layers have, and ``eigh`` takes over when m^3 work dominates.
     """
     if device.type == "cuda":
         return "squaring" if m <= 512 else "eigh"
-    return "eigh" if m <= 1024 else "subspace"
+    return "subspace" if m >= (128 if k == 1 else 192) else "eigh"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,12 +51,46 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
     return atomic_write(path, lambda fh: np.save(fh, array, allow_pickle=False))
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Atomically write a uint8 (H, W, 3) array as PNG."""
-    from PIL import Image
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    """Atomically write a uint8 (H, W, 3) RGB or (H, W) grey array as PNG (lossless)."""
+    return atomic_write(path, lambda fh: fh.write(encode_png(image)))
 
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
-    return atomic_write(path, lambda fh: image.save(fh, format="PNG", compress_level=1))
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 (H, W, 3) RGB or (H, W) grey array.
+
+    Every row uses PNG's "Up" filter (the difference to the row above, computed for the whole
+    image at once in numpy) and the stream is deflated at zlib level 1: as small as Pillow's
+    fastest setting on overlays and heat maps (which tries every filter on every row) and about
+    3x faster, which matters when overlays are written at the rate a model explains images.
+    Both steps release the GIL, so writer threads encode in parallel.
+    """
+    a = np.asarray(image)
+    if a.dtype != np.uint8 or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise ValueError(f"PNG needs a uint8 (H, W, 3) or (H, W) array, got {a.dtype} {a.shape}")
+    height, width = a.shape[:2]
+    if height == 0 or width == 0:
+        raise ValueError(f"PNG needs a non-empty image, got shape {a.shape}")
+    rows = a.reshape(height, -1)
+    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
+    filtered[:, 0] = 2  # filter type Up
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # modulo 256, as PNG defines it
+    colour_type = 2 if a.ndim == 3 else 0
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(tag))
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
 
 
 def _json_default(obj: Any) -> Any:

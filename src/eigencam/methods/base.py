@@ -31,8 +31,10 @@ from eigencam.capture.layers import (
     acceptor,
     auto_key,
     cached_auto,
+    known_calls,
     no_candidate_error,
     remember_auto,
+    remember_calls,
     resolve_target,
 )
 from eigencam.errors import LayerSelectionError, ShapeError
@@ -249,10 +251,18 @@ class Explainer(abc.ABC):
                 if ref is None:
                     raise no_candidate_error(recorder, transform is not None)
                 remember_auto(runner, key, ref)
+                remember_calls(runner, key, ref, recorder.call_count(ref.name))
                 activation = recorder.candidate
             else:
-                with capture_outputs([ref]) as store:
+                expected = known_calls(runner, key, ref)
+                with capture_outputs([ref], expected_calls=expected) as store:
                     output = runner(inputs)
+                if expected and ref.label not in store and store.calls.get(ref.label, 0):
+                    # The module ran fewer times than in the previous pass, so its last call
+                    # was not kept: run again keeping every call (dynamic models only).
+                    with capture_outputs([ref]) as store:
+                        output = runner(inputs)
+                remember_calls(runner, key, ref, store.calls.get(ref.label, 0))
                 if ref.label not in store:
                     raise LayerSelectionError(
                         f"target layer {ref.label!r} was not called during the forward pass"
