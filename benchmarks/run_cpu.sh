@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python}"
 status=0
-for bench in overhead solvers scaling gradients throughput; do  # one failure does not stop the rest
+for bench in overhead solvers scaling gradients throughput allocator; do  # one failure does not stop the rest
   "$py" "benchmarks/bench_$bench.py" || { echo "bench_$bench.py failed" >&2; status=1; }
 done
 "$py" benchmarks/summarize.py

@@ -234,6 +234,22 @@ def gpu_solvers(data: dict) -> str:
     return table(["activations", *[f"{n} ms" for n in names]], rows) + note + ".\n"
 
 
+def allocator(data: dict) -> str:
+    rows = [
+        [
+            MODEL.get(r["model"], r["model"]),
+            str(r["batch"]),
+            f"`{r['layer']}`",
+            f"{r['peak_mib']['forward']:,.1f}",
+            f"{r['peak_mib']['eigencam']:,.1f}",
+            f"**{r['ratio']:.3f}x**",
+        ]
+        for r in data["rows"]
+    ]
+    header = ["model", "batch", "layer", "forward MiB", "eigencam MiB", "eigencam / forward"]
+    return table(header, rows) + "\n" + environment_line(data)
+
+
 RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "overhead": ("overhead", overhead),
     "solvers-speed": ("solvers", solvers_speed),
@@ -242,6 +258,7 @@ RENDER: dict[str, tuple[str, Callable[[dict], str]]] = {
     "scaling": ("scaling", scaling),
     "throughput": ("throughput", throughput),
     "gradients": ("gradients_cpu", gradients),
+    "allocator": ("allocator", allocator),
     "gpu-cost": ("gpu_check_h200", gpu),
     "gpu-solvers": ("gpu_check_h200", gpu_solvers),
 }

@@ -13,7 +13,11 @@ positions is subtracted first (PCA, as pytorch-grad-cam computes it).
 
 How it is computed: :math:`\sigma_i^2, V_i` are the top eigenpairs of the C x C Gram matrix
 :math:`O^T O`, and :math:`\sigma_i^2, U_i` those of the n x n matrix :math:`O O^T`; we build the
-smaller one, in float64, for the whole batch at once, and never form U or V in full.
+smaller one, in float64, for the whole batch at once, and never form U or V in full. The
+activations are converted to float64 a cache-sized chunk at a time (positions for the C x C
+matrix, channels for the n x n one): the Gram product, the channel-mean map, the norms and the
+projection all read the layer without a float64 copy of it, which would double the step's
+memory and, on a CPU, cost more time than the product itself.
 
 Sign rule: an eigenvector is defined up to sign, and LAPACK's choice varies with the build,
 the device and the batch. We orient each component so that its map has a positive Pearson

@@ -3,16 +3,18 @@
 Every solver takes ``gram`` of shape (B, m, m), float64, and returns ``(values, vectors)``:
 ``values`` (B, k) in descending order and ``vectors`` (B, m, k) with orthonormal columns. They
 differ only in speed and in where they synchronise with the host; all of them are exact to
-float64 round-off on the matrices eigencam feeds them (``tests/test_solvers.py`` checks each one
-against a float64 SVD).
+float64 round-off on the matrices eigencam feeds them (``tests/test_decomposition.py`` checks
+each one against a float64 SVD).
 
 - ``eigh``: LAPACK / cuSOLVER symmetric eigendecomposition. The reference; fastest on CPU for
-  m up to a few hundred. On CUDA it reads an error flag back to the host (a synchronisation).
+  m below about 128. On CUDA it reads an error flag back to the host (a synchronisation).
 - ``squaring``: repeated squaring of the normalised Gram matrix (power iteration with 2^t
   steps in t matrix products) followed by Rayleigh refinement and deflation. Only matrix
   products: no host synchronisation, so it keeps a GPU pipeline full.
-- ``subspace``: block subspace iteration with Rayleigh-Ritz and a Davis-Kahan stopping rule; it
-  falls back to ``eigh`` for any matrix that has not converged, so speed never costs accuracy.
+- ``subspace``: block subspace iteration with Rayleigh-Ritz and a Davis-Kahan stopping rule
+  (a few products with thin (m x 9) blocks instead of a full tridiagonalisation; fastest on CPU
+  from m of about 128); it falls back to ``eigh`` for any matrix that has not converged, so
+  speed never costs accuracy.
 """
 
 from __future__ import annotations
