@@ -8,8 +8,10 @@ not on the device, so it measures on this CPU what the GPU target is about: with
 an earlier stop it gave 715.8 and 813.8 MiB for EfficientNet-Lite0's forward pass and Eigen-CAM
 call at batch 64, where an H200 measured 716.5 and 814.5 MiB.
 
-For each model: the plain forward pass under ``torch.inference_mode()`` and ``EigenCAM(model)``
-(automatic layer, ``check_finite=False`` as in the GPU check), each after a warm-up call.
+For each model: the plain forward pass under ``torch.inference_mode()``, ``EigenCAM(model)``
+(automatic layer, ``check_finite=False`` as in the GPU check) and ``GradCAM(model)`` (automatic
+layer, predicted class; its backward pass needs memory the forward pass does not), each after a
+warm-up call.
 
 Run:  python benchmarks/bench_allocator.py [--batch 64]
 """
@@ -55,18 +57,21 @@ def main() -> None:
     p.add_argument("--out", default="allocator")
     args = p.parse_args()
     from eigencam import EigenCAM
+    from eigencam.methods import GradCAM
 
     rows = []
     for name in args.models.split(","):
         model = build(name, "cpu")
         x = torch.randn(args.batch, 3, args.size, args.size)
         cam = EigenCAM(model, check_finite=False)
+        gradcam = GradCAM(model)
 
         def forward(model=model, x=x):
             with torch.inference_mode():
                 model(x)
 
         layer = cam(x).layer  # warm-up: picks and caches the layer and its call count
+        gradcam(x)
         forward()
         row = {
             "model": name,
@@ -75,9 +80,11 @@ def main() -> None:
             "peak_mib": {
                 "forward": peak_mib(forward),
                 "eigencam": peak_mib(lambda cam=cam, x=x: cam(x)),
+                "gradcam": peak_mib(lambda gradcam=gradcam, x=x: gradcam(x)),
             },
         }
         row["ratio"] = row["peak_mib"]["eigencam"] / row["peak_mib"]["forward"]
+        row["gradcam_ratio"] = row["peak_mib"]["gradcam"] / row["peak_mib"]["forward"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     payload = {

@@ -243,10 +243,21 @@ def allocator(data: dict) -> str:
             f"{r['peak_mib']['forward']:,.1f}",
             f"{r['peak_mib']['eigencam']:,.1f}",
             f"**{r['ratio']:.3f}x**",
+            f"{r['peak_mib']['gradcam']:,.1f}" if "gradcam" in r["peak_mib"] else "-",
+            f"{r['gradcam_ratio']:.2f}x" if "gradcam_ratio" in r else "-",
         ]
         for r in data["rows"]
     ]
-    header = ["model", "batch", "layer", "forward MiB", "eigencam MiB", "eigencam / forward"]
+    header = [
+        "model",
+        "batch",
+        "layer",
+        "forward MiB",
+        "Eigen-CAM MiB",
+        "Eigen-CAM / forward",
+        "Grad-CAM MiB",
+        "Grad-CAM / forward",
+    ]
     return table(header, rows) + "\n" + environment_line(data)
 
 

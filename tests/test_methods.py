@@ -30,7 +30,7 @@ from eigencam.methods import (
     ScoreCAM,
     XGradCAM,
 )
-from tiny_models import TinyCNN, TinyViT
+from tiny_models import StemHeadShared, TinyCNN, TinyViT
 
 # Activations of the golden model: two channels on a 2 x 2 grid (non-negative, so the ReLU of
 # the feature extractor is the identity on them).
@@ -375,3 +375,32 @@ def test_maps_apply_the_relu_after_upsampling():
     torch.testing.assert_close(r.maps, normalize(upsample(r.raw, (16, 16)), relu=True))
     r = GradCAM(model, relu=False)(x)
     torch.testing.assert_close(r.maps, normalize(upsample(r.raw, (16, 16))))
+
+
+def test_gradient_graph_starts_at_the_last_call_of_a_shared_module():
+    """EfficientNet's ``_swish`` runs at the stem and at the head: once the call count is known,
+    only the head's call becomes an autograd leaf, so no graph is recorded from the stem on."""
+    from eigencam.capture import LayerRef
+    from eigencam.methods.gradients import leaf_hook
+
+    model = StemHeadShared()
+    x = torch.randn(2, 3, 8, 8)
+    ref = LayerRef("act", model.act)
+    for expected, leaves in ((None, 2), (2, 1)):
+        with torch.enable_grad(), leaf_hook(ref, expected) as captured:
+            out = model(x)
+        assert len(captured.leaves) == leaves and captured.calls == [2]
+        (grad,) = torch.autograd.grad(out[:, 0].sum(), captured.leaves[-1])
+        assert grad.abs().sum() > 0
+    cam = GradCAM(model)
+    first = cam(x, 1)
+    assert first.layer == "act"
+    again = cam(x, 1)  # the learned count: one leaf, same maps
+    torch.testing.assert_close(again.raw, first.raw)
+    torch.testing.assert_close(again.raw, GradCAM(model, "act#1")(x, 1).raw)
+    model.head_calls = 3  # more calls than learned: the later leaves are the target
+    torch.testing.assert_close(cam(x, 1).raw, GradCAM(model, "act#3")(x, 1).raw)
+    model.head_calls = 1  # fewer: one more forward pass, the same answer
+    before = model.forwards
+    torch.testing.assert_close(cam(x, 1).raw, first.raw)
+    assert model.forwards - before == 2

@@ -216,6 +216,7 @@ class Explainer(abc.ABC):
                 if ref is None:
                     raise no_candidate_error(recorder, transform is not None)
                 remember_auto(runner, key, ref)
+                remember_calls(runner, key, ref, recorder.call_count(ref.name))
         return ResolvedLayer(runner, ref, transform)
 
     def _captured_forward(self, inputs: Tensor) -> tuple[Any, Tensor, LayerRef]:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.hooks import LayerRef, first_tensor, preserved_state
+from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
 from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs
 from eigencam.methods.registry import register
@@ -106,31 +107,41 @@ def _replace_in_sequence(items: list, new: Tensor) -> list:
     return items
 
 
+class LeafCapture(NamedTuple):
+    """What :func:`leaf_hook` records: the leaves made (in call order) and the module's calls."""
+
+    leaves: list[Tensor]
+    calls: list[int]  # one element, the number of calls so far
+
+
 @contextmanager
-def leaf_hook(ref: LayerRef) -> Iterator[list[Tensor]]:
+def leaf_hook(ref: LayerRef, expected_calls: int | None = None) -> Iterator[LeafCapture]:
     """Make the target layer's output a fresh autograd leaf, for the forward passes in the block.
 
-    Yields the list of leaves created (one per captured call). With ``ref.call`` None every call
-    of the module is made a leaf and the last one is the target; otherwise only that call.
+    With ``ref.call`` set only that call becomes a leaf. With ``ref.call`` None the last call is
+    the target: when ``expected_calls`` (the module's calls in an earlier pass) is known, the
+    calls before the expected last one pass through untouched, so that autograd records the
+    graph from the target call on and not from the first call of a module the stem shares;
+    otherwise every call becomes a leaf. The caller checks ``calls`` against its expectation.
     """
-    leaves: list[Tensor] = []
-    calls = [0]
+    captured = LeafCapture([], [0])
+    first = ref.call if ref.call is not None else max(0, (expected_calls or 1) - 1)
 
     def hook(module: nn.Module, args: Any, output: Any) -> Any:
-        count = calls[0]
-        calls[0] += 1
-        if ref.call is not None and ref.call != count:
+        count = captured.calls[0]
+        captured.calls[0] += 1
+        if count < first or (ref.call is not None and count != ref.call):
             return None
         t = first_tensor(output)
         if t is None or not t.is_floating_point():
             return None
         leaf = t.detach().requires_grad_(True)
-        leaves.append(leaf)
+        captured.leaves.append(leaf)
         return replace_first_tensor(output, leaf.clone())
 
     handle = ref.module.register_forward_hook(hook)
     try:
-        yield leaves
+        yield captured
     finally:
         handle.remove()
 
@@ -154,14 +165,23 @@ class GradientExplainer(Explainer):
         model = self._check_model()
         runner, ref, transform = self._resolve_layer(inputs)
         batch = inputs.shape[0]
-        with gradient_mode(model, eval_mode=self.eval_mode), leaf_hook(ref) as leaves:
-            output = runner(detached_input(inputs))
-            if not leaves:
+        key = auto_key(inputs, transform)
+        expected = known_calls(runner, key, ref).get(ref.label)
+        with gradient_mode(model, eval_mode=self.eval_mode):
+            with leaf_hook(ref, expected) as captured:
+                output = runner(detached_input(inputs))
+            if expected is not None and not captured.leaves and captured.calls[0]:
+                # The module ran fewer times than in the previous pass, so its last call got
+                # no leaf: run again making every call a leaf (dynamic models only).
+                with leaf_hook(ref) as captured:
+                    output = runner(detached_input(inputs))
+            remember_calls(runner, key, ref, captured.calls[0])
+            if not captured.leaves:
                 raise LayerSelectionError(
                     f"target layer {ref.label!r} was not called during the forward pass (or "
                     "returned no floating tensor); pick a layer that runs, see `eigencam layers`"
                 )
-            leaf = leaves[-1]
+            leaf = captured.leaves[-1]
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
