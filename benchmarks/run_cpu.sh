@@ -3,7 +3,7 @@
 # JSON results. Run it on a quiet machine (nothing else on the cores): each script interleaves
 # its variants, so the ratios hold under moderate noise, but the absolute times do not.
 #
-#   benchmarks/run_cpu.sh            (about 30 minutes on a 2-core machine)
+#   benchmarks/run_cpu.sh            (about 35 minutes on a 2-core machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python}"
