@@ -1,6 +1,6 @@
-"""Dataset arguments of the per-image benchmarks (``attack``, ``faithfulness``): the same layouts
-and options as ``eigencam localize`` (:mod:`eigencam.evaluation.datasets`), plus a seeded,
-class-stratified subset for benchmarks too costly to run on a whole dataset."""
+"""Dataset arguments of the benchmarks (``localize``, ``attack``, ``faithfulness``): the layouts
+of :mod:`eigencam.evaluation.datasets`, the part and limit options, and for the per-image
+benchmarks too costly to run on a whole dataset a seeded, class-stratified subset."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import argparse
 import sys
 
 
-def add_dataset_args(p: argparse.ArgumentParser) -> None:
-    """DATA and the dataset group."""
+def add_dataset_args(
+    p: argparse.ArgumentParser,
+    title: str = "dataset (the layouts of `eigencam localize`)",
+    *,
+    stratified: bool = True,
+) -> None:
+    """DATA and the dataset group (``--per-class`` and ``--seed`` with ``stratified``)."""
     p.add_argument("data", metavar="DATA", help="dataset folder (or annotation JSON)")
-    d = p.add_argument_group("dataset (the layouts of `eigencam localize`)")
+    d = p.add_argument_group(title)
     d.add_argument(
         "--format",
         default="auto",
@@ -28,7 +33,8 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--class-map",
         metavar="FILE",
-        help="VOC/COCO: JSON {class name: model index} or a text file of class names",
+        help="VOC/COCO: JSON {class name: model index} or a text file of the model's class "
+        "names in index order (without it, only class-agnostic measures have a class)",
     )
     d.add_argument("--image-set", metavar="NAME", help="VOC: ImageSets/Main/NAME.txt; CUB: split")
     d.add_argument(
@@ -36,27 +42,29 @@ def add_dataset_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="record and leave out malformed annotations instead of stopping",
     )
-    d.add_argument(
-        "--per-class",
-        type=int,
-        metavar="N",
-        help="a seeded random subset of N images per class (stratified; see --seed)",
-    )
-    d.add_argument("--seed", type=int, default=0, help="seed of --per-class (default: %(default)s)")
+    if stratified:
+        d.add_argument(
+            "--per-class",
+            type=int,
+            metavar="N",
+            help="a seeded random subset of N images per class (stratified; see --seed)",
+        )
+        d.add_argument(
+            "--seed", type=int, default=0, help="seed of --per-class (default: %(default)s)"
+        )
     d.add_argument("--part", metavar="I/N", help="part I of N interleaved parts of the dataset")
     d.add_argument(
         "--limit", type=int, metavar="N", help="only the first N images (after the options above)"
     )
 
 
-def open_dataset_from_args(args: argparse.Namespace, command: str):
-    """The dataset the arguments select: read, stratified, split, limited."""
+def read_dataset(args: argparse.Namespace, path: str):
+    """The whole dataset at ``path``, read with the layout options of the arguments."""
     from eigencam.evaluation.datasets import open_dataset, read_class_map
-    from eigencam.evaluation.sampling import stratified
 
     class_map = read_class_map(args.class_map) if args.class_map else None
-    dataset = open_dataset(
-        args.data,
+    return open_dataset(
+        path,
         format=args.format,
         skip_bad=args.skip_bad,
         class_map=class_map,
@@ -65,7 +73,14 @@ def open_dataset_from_args(args: argparse.Namespace, command: str):
         images=args.images,
         image_set=args.image_set,
     )
-    if args.per_class is not None:
+
+
+def open_dataset_from_args(args: argparse.Namespace, command: str):
+    """The dataset the arguments select: read, stratified, split, limited."""
+    from eigencam.evaluation.sampling import stratified
+
+    dataset = read_dataset(args, args.data)
+    if getattr(args, "per_class", None) is not None:
         dataset = stratified(dataset, args.per_class, seed=args.seed)
     if args.part is not None:
         try:

@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
+from eigencam.cli.dataset_args import (
+    add_dataset_args,
+    add_methods_args,
+    open_dataset_from_args,
+    read_dataset,
+)
 
 LOCALIZE_EXAMPLE = """\
 examples:
@@ -29,8 +35,6 @@ example:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from eigencam.methods import available_methods
-
     p = sub.add_parser(
         "localize",
         help="weakly-supervised localization benchmark (paper's Table 1, MaxBoxAcc)",
@@ -41,53 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=LOCALIZE_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("data", metavar="DATA", help="dataset folder (or annotation JSON)")
-    d = p.add_argument_group("dataset")
-    d.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "dev", "ilsvrc", "voc", "coco", "cub"],
-        help="dataset layout (default: recognised from the folder)",
-    )
-    d.add_argument("--annotations", metavar="PATH", help="annotation folder / file override")
-    d.add_argument("--images", metavar="DIR", help="image folder override")
-    d.add_argument(
-        "--synsets",
-        metavar="FILE",
-        help="ILSVRC: LOC_synset_mapping.txt / synsets.txt / imagenet_class_index.json",
-    )
-    d.add_argument(
-        "--class-map",
-        metavar="FILE",
-        help="VOC/COCO: JSON {class name: model index} or a text file of the model's class "
-        "names in index order (without it, only class-agnostic measures have a class)",
-    )
-    d.add_argument("--image-set", metavar="NAME", help="VOC: ImageSets/Main/NAME.txt; CUB: split")
-    d.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="record and leave out malformed annotations instead of stopping",
-    )
-    d.add_argument(
-        "--part",
-        metavar="I/N",
-        help="evaluate part I of N interleaved parts of the dataset (e.g. 1/2 for a half)",
-    )
-    d.add_argument("--limit", type=int, metavar="N", help="only the first N images")
+    add_dataset_args(p, "dataset", stratified=False)
     add_model_args(p)
-    m = p.add_argument_group("methods")
-    m.add_argument(
-        "--methods",
-        type=comma_list,
-        default=["eigencam"],
-        metavar="LIST",
-        help="comma-separated methods, each NAME or NAME:option=value:...; names: "
-        + ", ".join(available_methods())
-        + " (default: eigencam)",
-    )
-    m.add_argument(
-        "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
-    )
+    add_methods_args(p, "eigencam")
     pr = p.add_argument_group("protocol")
     pr.add_argument(
         "--thresholds",
@@ -168,16 +128,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(run=run_table)
 
 
-def _part(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--part takes I/N (e.g. 1/2), got {text!r}") from None
-    return i, n
-
-
 def _settings(args: argparse.Namespace):
     from eigencam.evaluation.protocols import parse_grid
     from eigencam.evaluation.runner import LocalizeSettings
@@ -189,22 +139,6 @@ def _settings(args: argparse.Namespace):
         iou_threshold=args.iou,
         v2_ious=ious,
         connectivity=args.connectivity,
-    )
-
-
-def _open(args: argparse.Namespace, path: str):
-    from eigencam.evaluation.datasets import open_dataset, read_class_map
-
-    class_map = read_class_map(args.class_map) if args.class_map else None
-    return open_dataset(
-        path,
-        format=args.format,
-        skip_bad=args.skip_bad,
-        class_map=class_map,
-        synsets=args.synsets,
-        annotations=args.annotations,
-        images=args.images,
-        image_set=args.image_set,
     )
 
 
@@ -241,15 +175,7 @@ def run_localize(args: argparse.Namespace) -> int:
     if args.gallery < 0:
         raise ValueError(f"--gallery must be >= 0, got {args.gallery}")
     settings = _settings(args)
-    dataset = _open(args, args.data)
-    part = _part(args.part)
-    if part is not None:
-        dataset = dataset.part(*part)
-    dataset = dataset.head(args.limit)
-    if not dataset.samples:
-        raise ValueError(f"{args.data}: no images to evaluate")
-    for source, reason in dataset.skipped:
-        print(f"eigencam localize: skipped {source}: {reason}", file=sys.stderr)
+    dataset = open_dataset_from_args(args, "localize")
     loaded, pre, device = load_model_from_args(args)
     explainers = build_explainers(args, loaded)
     calibration = None
@@ -258,7 +184,7 @@ def run_localize(args: argparse.Namespace) -> int:
         if (cal / "metrics.json").is_file() or (cal.suffix == ".json" and cal.is_file()):
             calibration = cal
         else:
-            calibration = _open(args, args.calibrate_on)
+            calibration = read_dataset(args, args.calibrate_on)
     run_info = {
         "eigencam_version": __version__,
         "command": "localize",

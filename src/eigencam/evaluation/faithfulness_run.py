@@ -46,13 +46,19 @@ from eigencam.evaluation.faithfulness import (
     deletion_insertion,
     road,
 )
-from eigencam.evaluation.runfiles import RunRecords, load_records, open_run, write_part
+from eigencam.evaluation.runfiles import (
+    RunRecords,
+    load_records,
+    open_run,
+    pending_batches,
+    write_part,
+)
 from eigencam.evaluation.stats import describe
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.pipeline.loader import LoadedImage
 
 BASELINE_KEYS = {"random": "random (baseline)", "center_gaussian": "centre Gaussian (baseline)"}
 # (key, title, higher is better, shown as percent)
@@ -374,22 +380,18 @@ def run_faithfulness(
     }
     open_run(out, identity, resume=resume)
     done = load_records(out).keys() if resume else set()
-    todo = [s for s in dataset.samples if s.key not in done]
-    by_path = {s.path: s for s in todo}
     start = time.perf_counter()
     n_done = n_failed = 0
-    for images, failures in iter_batches(
-        [s.path for s in todo],
+    for pairs, fails in pending_batches(
+        dataset,
         preprocessing,
+        done=done,
         batch_size=batch_size,
         workers=workers,
         max_pixels=max_pixels,
     ):
-        fails = [
-            {"key": by_path[f.path].key, "file": str(f.path), "error": f.error} for f in failures
-        ]
         batch = faithfulness_batch(
-            [(img, by_path[img.path]) for img in images],
+            pairs,
             model,
             explainers,
             preprocessing,
@@ -403,12 +405,7 @@ def run_faithfulness(
         if progress is not None:
             progress(n_done, n_failed)
     seconds = time.perf_counter() - start
-    keys = {s.key for s in dataset.samples}
-    rec = load_records(out)
-    records = RunRecords(
-        rows=[r for r in rec.rows if r["key"] in keys],
-        failures=[f for f in rec.failures if f["key"] in keys],
-    )
+    records = load_records(out).restrict({s.key for s in dataset.samples})
     all_keys = [*methods, *BASELINE_KEYS]
     metrics: dict[str, Any] = {
         **info,
@@ -423,7 +420,7 @@ def run_faithfulness(
             "seconds_this_call": round(seconds, 2),
             "images_this_call": n_done,
             "seconds_per_image": round(seconds / n_done, 3) if n_done else None,
-            "resumed_images": len(dataset.samples) - len(todo),
+            "resumed_images": sum(s.key in done for s in dataset.samples),
         },
     }
     metrics.update(summarize(records, all_keys, settings))

@@ -48,14 +48,20 @@ from eigencam.attacks.deepfool import DeepFoolResult, deepfool, input_bounds
 from eigencam.errors import TargetError, UnsupportedModelError
 from eigencam.evaluation import boxes as bx
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.runfiles import RunRecords, load_records, open_run, write_part
+from eigencam.evaluation.runfiles import (
+    RunRecords,
+    load_records,
+    open_run,
+    pending_batches,
+    write_part,
+)
 from eigencam.evaluation.similarity import pearson, ssim, top_region_iou
 from eigencam.evaluation.stats import describe, paired_difference, rate
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json, write_png
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.pipeline.loader import LoadedImage
 
 VARIANTS = ("adversarial", "same_class", "noise")
 MEASURES = ("pearson", "ssim", "top_iou", "box_iou")
@@ -565,23 +571,18 @@ def run_attack(
     }
     open_run(out, identity, resume=resume)
     done = load_records(out).keys() if resume else set()
-    todo = [s for s in dataset.samples if s.key not in done]
-    by_path = {s.path: s for s in todo}
     start = time.perf_counter()
     n_done = n_failed = 0
-    for images, failures in iter_batches(
-        [s.path for s in todo],
+    for pairs, fails in pending_batches(
+        dataset,
         preprocessing,
+        done=done,
         batch_size=batch_size,
         workers=workers,
         max_pixels=max_pixels,
     ):
-        fails = [
-            {"key": by_path[f.path].key, "file": str(f.path), "error": f.error} for f in failures
-        ]
         good = []
-        for img in images:
-            s = by_path[img.path]
+        for img, s in pairs:
             if s.size is not None and tuple(s.size) != tuple(img.size):
                 fails.append(
                     {
@@ -612,7 +613,7 @@ def run_attack(
         if progress is not None:
             progress(n_done, n_failed)
     seconds = time.perf_counter() - start
-    records = _restrict(load_records(out), {s.key for s in dataset.samples})
+    records = load_records(out).restrict({s.key for s in dataset.samples})
     class_specific = {k: bool(getattr(e, "class_specific", False)) for k, e in explainers.items()}
     metrics: dict[str, Any] = {
         **info,
@@ -629,7 +630,7 @@ def run_attack(
             "seconds_this_call": round(seconds, 2),
             "images_this_call": n_done,
             "seconds_per_image": round(seconds / n_done, 3) if n_done else None,
-            "resumed_images": len(dataset.samples) - len(todo),
+            "resumed_images": sum(s.key in done for s in dataset.samples),
         },
     }
     metrics.update(summarize(records, class_specific, settings, reference=reference))
@@ -648,13 +649,6 @@ def _pre_dict(pre: Preprocessing) -> dict[str, Any]:
         "resize": pre.resize,
         "crop_fraction": pre.crop_fraction,
     }
-
-
-def _restrict(records: RunRecords, keys: set[str]) -> RunRecords:
-    return RunRecords(
-        rows=[r for r in records.rows if r["key"] in keys],
-        failures=[f for f in records.failures if f["key"] in keys],
-    )
 
 
 # -- aggregates -----------------------------------------------------------------------------

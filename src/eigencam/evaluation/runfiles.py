@@ -14,13 +14,18 @@ per-image data are arrays of boxes over a threshold grid, not rows of numbers.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eigencam.errors import EigenCAMError
 from eigencam.io.outputs import write_json
+
+if TYPE_CHECKING:
+    from eigencam.evaluation.datasets import Dataset, Sample
+    from eigencam.models.preprocessing import Preprocessing
+    from eigencam.pipeline.loader import LoadedImage
 
 RUN_FILE = "run.json"
 RECORDS = "records"
@@ -44,19 +49,35 @@ class RunRecords:
         """Keys of every recorded image, evaluated or failed."""
         return {r["key"] for r in self.rows} | {f["key"] for f in self.failures}
 
+    def restrict(self, keys: set[str]) -> RunRecords:
+        """The records of the images in ``keys`` only (a resumed run's folder may hold more)."""
+        return RunRecords(
+            rows=[r for r in self.rows if r["key"] in keys],
+            failures=[f for f in self.failures if f["key"] in keys],
+        )
 
-def _parts(out: Path) -> list[Path]:
-    return sorted((out / RECORDS).glob("part-*.json"))
+
+def _parts(out: Path, pattern: str = "part-*.json") -> list[Path]:
+    return sorted((out / RECORDS).glob(pattern))
 
 
-def open_run(out_dir: str | Path, identity: Mapping[str, Any], *, resume: bool) -> Path:
+def open_run(
+    out_dir: str | Path,
+    identity: Mapping[str, Any],
+    *,
+    resume: bool,
+    command: str | None = None,
+    parts: str = "part-*.json",
+) -> Path:
     """Create a run folder, or check that a resumed one was run with the same ``identity``.
 
     Args:
         out_dir: the folder.
-        identity: JSON-ready settings that must not change between a run and its resumption;
-            its ``"command"`` names the command in messages.
+        identity: JSON-ready settings that must not change between a run and its resumption.
         resume: continue the run already in ``out_dir``.
+        command: the command named in messages (default: the identity's ``"command"``).
+        parts: the file pattern of the run's records in ``records/`` (``eigencam localize``
+            writes binary ``part-*.npz`` files; see :mod:`eigencam.evaluation.runner`).
 
     Returns:
         The folder.
@@ -66,7 +87,7 @@ def open_run(out_dir: str | Path, identity: Mapping[str, Any], *, resume: bool) 
         ValueError: the run in ``out_dir`` has other settings.
     """
     out = Path(out_dir)
-    command = identity.get("command", "the command")
+    command = command or identity.get("command", "the command")
     run_file = out / RUN_FILE
     ident = json.loads(json.dumps(dict(identity), default=str))
     if run_file.is_file():
@@ -86,7 +107,7 @@ def open_run(out_dir: str | Path, identity: Mapping[str, Any], *, resume: bool) 
                 f"--resume: {out} was run with other settings ({detail}); use the same "
                 "arguments, or another --out"
             )
-    elif _parts(out):
+    elif _parts(out, parts):
         raise FileExistsError(f"{out}/{RECORDS} holds records but no {RUN_FILE}; use another --out")
     else:
         write_json(run_file, ident)
@@ -123,3 +144,35 @@ def load_records(out_dir: str | Path) -> RunRecords:
     return RunRecords(
         rows=[rows[k] for k in sorted(rows)], failures=[failures[k] for k in sorted(failures)]
     )
+
+
+def pending_batches(
+    dataset: Dataset,
+    preprocessing: Preprocessing,
+    *,
+    done: set[str],
+    batch_size: int,
+    workers: int,
+    max_pixels: int | None,
+) -> Iterator[tuple[list[tuple[LoadedImage, Sample]], list[dict[str, Any]]]]:
+    """The images of ``dataset`` whose key is not in ``done`` (the keys a resumed run has
+    recorded), decoded in batches.
+
+    Yields, per batch, the decoded images with their samples and one failure record
+    (``{"key", "file", "error"}``) per file that could not be read.
+    """
+    from eigencam.pipeline.loader import iter_batches
+
+    todo = [s for s in dataset.samples if s.key not in done]
+    by_path = {s.path: s for s in todo}
+    for images, failures in iter_batches(
+        [s.path for s in todo],
+        preprocessing,
+        batch_size=batch_size,
+        workers=workers,
+        max_pixels=max_pixels,
+    ):
+        fails = [
+            {"key": by_path[f.path].key, "file": str(f.path), "error": f.error} for f in failures
+        ]
+        yield [(img, by_path[img.path]) for img in images], fails

@@ -47,15 +47,12 @@ from eigencam.evaluation.protocols import (
     paper_protocol,
     union_grid,
 )
+from eigencam.evaluation.runfiles import RECORDS, open_run
 from eigencam.evaluation.scoring import TOP_K, score_and_write
 from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import write_json
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.loader import LoadedImage, iter_batches
-
-RECORDS = "records"
-RUN_FILE = "run.json"
 
 
 @dataclass(frozen=True)
@@ -312,33 +309,6 @@ def fingerprint(
     }
 
 
-def prepare_output(out: Path, identity: dict[str, Any], resume: bool) -> None:
-    """Create the run folder, or check that a resumed run has the same identity."""
-    run_file = out / RUN_FILE
-    if run_file.is_file():
-        if not resume:
-            raise FileExistsError(
-                f"{out} already holds a localization run; pass --resume to continue it, or "
-                "choose another --out"
-            )
-        try:
-            previous = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise EigenCAMError(f"{run_file} is unreadable ({err}); start a new --out") from None
-        diffs = [k for k in identity if previous.get(k) != identity[k]]
-        if diffs:
-            detail = "; ".join(f"{k}: was {previous.get(k)!r}, now {identity[k]!r}" for k in diffs)
-            raise ValueError(
-                f"--resume: {out} was run with other settings ({detail}); use the same "
-                "arguments, or another --out"
-            )
-    elif _part_files(out):
-        raise FileExistsError(f"{out}/{RECORDS} holds records but no {RUN_FILE}; use another --out")
-    else:
-        write_json(run_file, identity)
-    (out / RECORDS).mkdir(parents=True, exist_ok=True)
-
-
 def run_localization(
     dataset: Dataset,
     model: torch.nn.Module,
@@ -390,7 +360,7 @@ def run_localization(
     out = Path(out_dir)
     methods = list(explainers)
     identity = fingerprint(dataset, methods, settings, preprocessing, model_info or {})
-    prepare_output(out, identity, resume)
+    open_run(out, identity, resume=resume, command="localize", parts="part-*.npz")
     done = recorded_keys(out) if resume else set()
     todo = [s for s in dataset.samples if s.key not in done]
     result = RunResult(already_done=len(dataset.samples) - len(todo))
