@@ -16,6 +16,39 @@ class EigenCAMError(Exception):
     """Base class of every error eigencam raises on purpose."""
 
 
+class InvalidParameterError(EigenCAMError, ValueError, TypeError):
+    """A parameter has a wrong value or type. Catchable as ``ValueError`` or ``TypeError``."""
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`InvalidParameterError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise InvalidParameterError(message)
+
+
+def check_range(
+    name: str, value: float, low: float | None = None, high: float | None = None
+) -> None:
+    """Refuse a number outside ``[low, high]`` (either bound may be None) with a message that
+    names the parameter, the accepted range and the value received."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            want = f">= {low}"
+        elif low is None:
+            want = f"<= {high}"
+        else:
+            want = f"in [{low}, {high}]"
+        raise InvalidParameterError(f"{name} must be {want}, got {value!r}")
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    """Refuse a value that is not one of ``choices``, listing them."""
+    choices = list(choices)
+    if value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise InvalidParameterError(f"{name} must be one of {listed}, got {value!r}")
+
+
 class LayerNotFoundError(EigenCAMError, KeyError):
     """A target layer name does not exist in the model."""
 
@@ -138,7 +171,13 @@ class BatchInputError(EigenCAMError, ValueError):
 
 
 class RunMismatchError(EigenCAMError, ValueError):
-    """An output folder holds a batch run with other inputs or settings than the ones given."""
+    """An output folder holds a run with other inputs or settings than the ones given, or one
+    written by another release of eigencam."""
+
+
+class OutputError(EigenCAMError, OSError):
+    """An output cannot be written (read-only folder, disk full, a file where a folder should
+    be). Everything written before it is kept."""
 
 
 class BatchError(EigenCAMError, RuntimeError):
