@@ -54,6 +54,7 @@ def plain_loop(paths, model, pre, batch_size, workers) -> float:
 def eigencam_run(paths, loaded, batch_size, workers, save_kinds) -> float:
     from eigencam import EigenCAM
     from eigencam.pipeline import OutputOptions, explain_files
+    from eigencam.runs import RunOptions
 
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
@@ -64,8 +65,7 @@ def eigencam_run(paths, loaded, batch_size, workers, save_kinds) -> float:
             out,
             labels=loaded.labels,
             options=OutputOptions(save=save_kinds),
-            batch_size=batch_size,
-            workers=workers,
+            run=RunOptions(batch_size=batch_size, workers=workers),
         )
         rate = len(paths) / (time.perf_counter() - t0)
     if report.failed:

@@ -20,6 +20,7 @@ from eigencam.maps import renormalize_in_boxes, upsample
 from eigencam.models import Detections, Preprocessing, RandomWeightsWarning, load_model
 from eigencam.models.detection import detections_of, torchvision_detections
 from eigencam.pipeline import explain_files, maps_at_original
+from eigencam.runs import RunOptions
 from eigencam.pipeline.explain import OutputOptions
 from eigencam.viz import draw_boxes
 
@@ -243,7 +244,7 @@ def test_explain_files_records_and_draws_boxes(small_detector, sample_images, tm
         tmp_path,
         labels=small_detector.labels,
         options=OutputOptions(score_threshold=0.0, renormalize_boxes=True),
-        batch_size=2,
+        run=RunOptions(batch_size=2),
         detections=small_detector.detections,
     )
     assert len(report.ok) == 2

@@ -5,7 +5,7 @@ write the same files:
 
 - **local**: one worker in this process; the next shard is read by a background thread while
   the current one is explained, and each shard's images are decoded by ``decode_threads``
-  threads (:func:`eigencam.pipeline.loader.iter_batches`).
+  threads (:func:`eigencam.runs.source.iter_batches`).
 - **ray**: a Ray Data pipeline. :class:`ShardSource` is a Ray datasource with one read task
   per pending shard (I/O, scheduled anywhere in the cluster, prefetched under Ray's
   back-pressure); each task yields the shard as a single row, which Ray never splits, so a

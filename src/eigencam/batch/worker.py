@@ -289,8 +289,14 @@ class ShardWorker:
         an ``error`` row; any other exception (the model failing on a whole batch) propagates,
         so the shard is not written and a rerun retries it.
         """
-        from eigencam.pipeline.explain import _explain_batch
-        from eigencam.pipeline.loader import iter_batches
+        from eigencam.pipeline.explain import slice_result
+        from eigencam.runs.source import iter_batches
+        from eigencam.runs.step import isolate, to_batch
+
+        def explain(images: list) -> list:
+            x = to_batch([img.pixels for img in images], self.preprocessing, self.device)
+            res = self.explainer(x) if self.targets is None else self.explainer(x, self.targets)
+            return [slice_result(res, i) for i in range(len(images))]
 
         spec = self.spec
         n = len(data)
@@ -314,12 +320,10 @@ class ShardWorker:
             for f in fails:
                 rows[readable[f.index]] = self._failure(data, readable[f.index], f.error)
             done = []
-            for img, res, _extras, error in _explain_batch(
-                images, self.explainer, self.preprocessing, self.device, targets=self.targets
-            ):
+            for img, res, error in isolate(explain, images):
                 pos = readable[img.index]
                 if error is not None:
-                    rows[pos] = self._failure(data, pos, error)
+                    rows[pos] = self._failure(data, pos, str(error))
                 else:
                     done.append((pos, img, res))
             for pos, row in self._rows(data, done, out):

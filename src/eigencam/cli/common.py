@@ -160,6 +160,19 @@ def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_resume_args(group: Any) -> None:
+    """``--resume`` / ``--overwrite``: what to do with a run already in ``--out``."""
+    how = group.add_mutually_exclusive_group()
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (after a crash, kill or Ctrl-C), skipping finished images",
+    )
+    how.add_argument(
+        "--overwrite", action="store_true", help="discard the run already in --out and start again"
+    )
+
+
 def comma_list(value: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
@@ -168,23 +181,53 @@ def comma_list(value: str) -> list[str]:
 
 
 class Progress:
-    """A tqdm progress bar on stderr with images/s, silent for a handful of images."""
+    """A tqdm progress bar on stderr with images/s, silent for a handful of images.
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, min_items: int = 4) -> None:
+    Called with a :class:`~eigencam.runs.loop.RunStats` (``48/96`` with ``resumed=48`` and
+    ``failed=`` in the postfix), or as ``progress(done, failed)`` by callers that count
+    themselves.
+    """
+
+    def __init__(
+        self, total: int | None, desc: str, enabled: bool = True, min_items: int = 4
+    ) -> None:
         self.bar = None
-        if enabled and total >= min_items:
+        self.desc, self.enabled, self.min_items = desc, enabled, min_items
+        self._last = 0
+        if total is not None:
+            self._open(total, 0)
+
+    def _open(self, total: int, initial: int) -> None:
+        if self.enabled and total >= self.min_items:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
-        self._last = 0
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=self.desc,
+                unit="img",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        self._last = initial
 
-    def __call__(self, done: int, failed: int) -> None:
+    def __call__(self, done: Any, failed: int | None = None) -> None:
+        postfix = {}
+        if failed is None:  # a RunStats
+            stats = done
+            if self.bar is None and self._last == 0 and stats.done == stats.resumed:
+                self._open(stats.total, stats.resumed)
+            done, failed = stats.done, stats.failed
+            if stats.resumed:
+                postfix["resumed"] = stats.resumed
         if self.bar is None:
             return
         self.bar.update(done - self._last)
         self._last = done
         if failed:
-            self.bar.set_postfix(failed=failed)
+            postfix["failed"] = failed
+        if postfix:
+            self.bar.set_postfix(postfix)
 
     def close(self) -> None:
         if self.bar is not None:

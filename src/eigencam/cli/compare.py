@@ -10,9 +10,11 @@ from eigencam.cli.common import (
     Progress,
     add_batch_args,
     add_model_args,
+    add_resume_args,
     comma_list,
     load_model_from_args,
 )
+from eigencam.runs import RunOptions
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
 
@@ -77,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument(
         "--alpha", type=float, default=0.5, help="heat-map opacity (default: %(default)s)"
     )
+    add_resume_args(o)
     add_batch_args(p, batch_size=4)
     p.set_defaults(run=run_compare)
 
@@ -137,7 +140,16 @@ def run_compare(args: argparse.Namespace) -> int:
     }
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
-    progress = Progress(len(paths), "compare", enabled=not args.quiet, min_items=2)
+    progress = Progress(None, "compare", enabled=not args.quiet, min_items=2)
+    run = RunOptions(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        progress=progress,
+    )
     try:
         report = compare_files(
             paths,
@@ -147,11 +159,7 @@ def run_compare(args: argparse.Namespace) -> int:
             args.out,
             labels=loaded.labels,
             options=options,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=device,
-            max_pixels=args.max_pixels,
-            progress=progress,
+            run=run,
             run_info=run_info,
             extra_failures=unmatched,
         )

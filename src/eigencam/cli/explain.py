@@ -13,10 +13,12 @@ from eigencam.cli.common import (
     add_batch_args,
     add_model_args,
     add_reshape_arg,
+    add_resume_args,
     comma_list,
     load_model_from_args,
     parse_reshape,
 )
+from eigencam.runs import RunOptions
 
 EXPLAIN_EXAMPLE = """\
 examples:
@@ -102,6 +104,7 @@ def add_output_args(parser: argparse.ArgumentParser, default_out: str) -> None:
         "--alpha", type=float, default=0.5, help="heat-map opacity (default: %(default)s)"
     )
     g.add_argument("--caption", action="store_true", help="caption overlays with the top-3 classes")
+    add_resume_args(g)
     d = parser.add_argument_group("detectors")
     d.add_argument(
         "--score-threshold",
@@ -278,7 +281,16 @@ def _run(
 
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
-    progress = Progress(len(paths), args.command, enabled=not args.quiet)
+    progress = Progress(None, args.command, enabled=not args.quiet)
+    run = RunOptions(
+        batch_size=getattr(args, "batch_size", 8),
+        workers=getattr(args, "workers", 2),
+        device=device,
+        resume=getattr(args, "resume", False),
+        overwrite=getattr(args, "overwrite", False) or args.command == "demo",
+        max_pixels=getattr(args, "max_pixels", None),
+        progress=progress,
+    )
     try:
         report = explain_files(
             paths,
@@ -287,11 +299,7 @@ def _run(
             args.out,
             labels=loaded.labels,
             options=options,
-            batch_size=getattr(args, "batch_size", 8),
-            workers=getattr(args, "workers", 2),
-            device=device,
-            max_pixels=getattr(args, "max_pixels", None),
-            progress=progress,
+            run=run,
             run_info=run_info,
             extra_failures=unmatched,
             targets=targets,

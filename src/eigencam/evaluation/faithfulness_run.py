@@ -58,7 +58,7 @@ from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.pipeline.loader import LoadedImage
+from eigencam.runs.source import LoadedImage
 
 BASELINE_KEYS = {"random": "random (baseline)", "center_gaussian": "centre Gaussian (baseline)"}
 # (key, title, higher is better, shown as percent)

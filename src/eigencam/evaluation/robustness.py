@@ -61,7 +61,7 @@ from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json, write_png
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.pipeline.loader import LoadedImage
+from eigencam.runs.source import LoadedImage
 
 VARIANTS = ("adversarial", "same_class", "noise")
 MEASURES = ("pearson", "ssim", "top_iou", "box_iou")

@@ -25,7 +25,7 @@ from eigencam.io.outputs import write_json
 if TYPE_CHECKING:
     from eigencam.evaluation.datasets import Dataset, Sample
     from eigencam.models.preprocessing import Preprocessing
-    from eigencam.pipeline.loader import LoadedImage
+    from eigencam.runs.source import LoadedImage
 
 RUN_FILE = "run.json"
 RECORDS = "records"
@@ -161,7 +161,7 @@ def pending_batches(
     Yields, per batch, the decoded images with their samples and one failure record
     (``{"key", "file", "error"}``) per file that could not be read.
     """
-    from eigencam.pipeline.loader import iter_batches
+    from eigencam.runs.source import iter_batches
 
     todo = [s for s in dataset.samples if s.key not in done]
     by_path = {s.path: s for s in todo}

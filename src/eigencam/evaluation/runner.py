@@ -52,7 +52,7 @@ from eigencam.evaluation.scoring import TOP_K, score_and_write
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.runs.source import LoadedImage, iter_batches
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Pipelines over files: threaded loading, batched explanation, atomic writing."""
 
 from eigencam.pipeline.explain import ExplainReport, OutputOptions, explain_files, maps_at_original
-from eigencam.pipeline.loader import LoadedImage, LoadFailure, iter_batches
+from eigencam.runs.source import LoadedImage, LoadFailure, iter_batches
 
 __all__ = [
     "ExplainReport",

@@ -11,32 +11,36 @@ written.
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import preserved_state
-from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import UniqueStems, write_json, write_png
+from eigencam.errors import OutputError, check
+from eigencam.io.outputs import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
+    InputFile,
     RunReport,
-    _drain,
-    _failure_record,
-    _slice,
+    _part,
+    file_run_identity,
+    input_files,
     maps_at_original,
+    slice_result,
     target_records,
     top_predictions,
+    write_file_results,
 )
-from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.runs.folder import RunFolder
+from eigencam.runs.loop import Part, RunStats, gather, run_task
+from eigencam.runs.options import RunOptions
+from eigencam.runs.source import Batch, LoadedImage, image_batches
+from eigencam.runs.step import classify, isolate, to_batch
 
 _TOP = re.compile(r"^top(\d+)$")
 
@@ -81,6 +85,81 @@ class CompareOptions:
 CompareReport = RunReport
 
 
+class CompareTask:
+    """``eigencam compare``: every method on every image, one figure grid per image."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        explainers: Mapping[str, Explainer],
+        preprocessing: Preprocessing,
+        options: CompareOptions,
+        *,
+        run: RunOptions,
+        labels: Sequence[str] | None,
+        run_info: dict[str, Any] | None,
+        items: Sequence[InputFile],
+        extra_failures: Sequence[tuple[str, str]],
+    ) -> None:
+        self.model, self.explainers, self.pre, self.options = (
+            model,
+            explainers,
+            preprocessing,
+            options,
+        )
+        self.device, self.labels, self.run_info = run.device, labels, run_info
+        self.items, self.extra_failures = items, extra_failures
+        self.writer = ThreadPoolExecutor(max(1, run.workers), thread_name_prefix="eigencam-grid")
+        self.out: Path | None = None
+
+    def _method(self, explainer: Explainer, x: Tensor) -> list[CAMResult | str]:
+        """One result (or error message) per image; a failing batch is retried image by image."""
+        targets = self.options.spec if type(explainer).class_specific else None
+
+        def explain(rows: list[int]) -> list[CAMResult]:
+            xs = x[rows]
+            result = explainer(xs) if targets is None else explainer(xs, targets)
+            return [slice_result(result, i) for i in range(len(rows))]
+
+        return [
+            res if err is None else f"{type(err).__name__}: {err}"
+            for _, res, err in isolate(explain, list(range(x.shape[0])), (OutputError,))
+        ]
+
+    def process(self, batch: Batch) -> Future[Part]:
+        records = [{**f, "status": "error"} for f in batch.failures]
+        writes = []
+        if batch.items:
+            x = to_batch([img.pixels for img, _ in batch.items], self.pre, self.device)
+            preds = top_predictions(classify(self.model, x), self.labels, 5)
+            per_method = {name: self._method(e, x) for name, e in self.explainers.items()}
+            for i, (img, item) in enumerate(batch.items):
+                results = {name: outcome[i] for name, outcome in per_method.items()}
+                record = {"key": item.key}
+                record.update(
+                    _record(img, item.key, results, preds[i] if preds else None, self.labels)
+                )
+                records.append(record)
+                writes.append(
+                    self.writer.submit(
+                        _write_grid, img, results, record, self.out, self.pre, self.options
+                    )
+                )
+        return gather(writes, lambda: _part(records))
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
+        self.writer.shutdown(wait=True)
+        return write_file_results(
+            folder,
+            stats,
+            self.run_info,
+            self.items,
+            self.extra_failures,
+            methods=list(self.explainers),
+            targets=self.options.targets,
+        )
+
+
 def compare_files(
     paths: Sequence[str | Path],
     model: nn.Module,
@@ -90,11 +169,7 @@ def compare_files(
     *,
     labels: Sequence[str] | None = None,
     options: CompareOptions = CompareOptions(),
-    batch_size: int = 4,
-    workers: int = 2,
-    device: str | torch.device = "cpu",
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int, int], None] | None = None,
+    run: RunOptions | None = None,
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
 ) -> CompareReport:
@@ -105,105 +180,44 @@ def compare_files(
         model: the model the explainers wrap (its output gives the top-k predictions).
         explainers: method name -> configured explainer, in column order.
         preprocessing: how images become model input.
-        out_dir: output folder (created).
+        out_dir: the run folder (created; resumable with ``run.resume``).
         labels: class names for the model's outputs.
         options: targets and figure appearance.
-        batch_size, workers: images per forward pass; decoding/writing threads.
-        device: where the input batches go (the model's device).
-        max_pixels: images above this many pixels are refused.
-        progress: called as ``progress(done, failed)`` after each batch.
+        run: batch size, workers, device, resume/overwrite, max_pixels, progress.
         run_info: extra fields for results.json.
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
+
+    A method that fails on an image with an :class:`~eigencam.errors.EigenCAMError` (it cannot
+    explain this model or layer, say) is recorded for that image and drawn as a grey cell; the
+    other methods and images are still written.
 
     Returns:
         A :class:`CompareReport`; ``results.json`` is written even when the run is interrupted.
     """
-    if not explainers:
-        raise ValueError("compare needs at least one method")
-    start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in paths]
-    records: list[dict[str, Any] | None] = [None] * len(paths)
-    pre_failures = [_failure_record(item, reason) for item, reason in extra_failures]
-    stems = UniqueStems()
-    writer = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eigencam-grid")
-    pending: list = []
-    report = CompareReport()
-    try:
-        for images, failures in iter_batches(
-            paths,
-            preprocessing,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=max_pixels,
-            keep_original=True,
-        ):
-            for f in failures:
-                records[f.index] = _failure_record(f.path, f.error)
-            if not images:
-                continue
-            pixels = torch.from_numpy(np.stack([img.pixels for img in images])).to(device)
-            x = preprocessing.normalize_batch(pixels)
-            preds = _predictions(model, x, labels)
-            per_method = {
-                name: _run_method(explainer, x, options.spec)
-                for name, explainer in explainers.items()
-            }
-            for i, img in enumerate(images):
-                results = {name: outcome[i] for name, outcome in per_method.items()}
-                stem = stems(img.path)
-                record = _record(img, stem, results, preds[i] if preds else None, labels)
-                records[img.index] = record
-                pending.append(
-                    writer.submit(
-                        _write_grid, img, results, record, out, preprocessing, options, labels
-                    )
-                )
-            pending = _drain(pending, block=False)
-            if progress is not None:
-                done = [r for r in records if r is not None]
-                progress(len(done), sum(r["status"] != "ok" for r in done))
-        _drain(pending, block=True)
-    finally:
-        writer.shutdown(wait=True)
-        report.records = pre_failures + [r for r in records if r is not None]
-        report.seconds = time.perf_counter() - start
-        summary = {
-            **(run_info or {}),
-            "methods": list(explainers),
-            "targets": options.targets,
-            "counts": {
-                "images": len(report.records),
-                "ok": len(report.ok),
-                "failed": len(report.failed),
-                "not_processed": sum(r is None for r in records),
-            },
-            "seconds": round(report.seconds, 3),
-            "images": report.records,
-        }
-        report.results_path = write_json(out / "results.json", summary)
-    return report
-
-
-def _predictions(model: nn.Module, x: Tensor, labels: Sequence[str] | None) -> list | None:
-    with torch.inference_mode(), preserved_state(model):
-        output = model(x)
-    return top_predictions(output, labels, 5)
-
-
-def _run_method(explainer: Explainer, x: Tensor, spec: str | None) -> list[CAMResult | str]:
-    """One result (or error message) per image; a failing batch is retried image by image."""
-    targets = spec if type(explainer).class_specific else None
-    try:
-        result = explainer(x) if targets is None else explainer(x, targets)
-        return [_slice(result, i) for i in range(x.shape[0])]
-    except Exception as err:  # recorded per image in results.json and on the figure
-        if x.shape[0] == 1:
-            return [f"{type(err).__name__}: {err}"]
-        return [
-            item for i in range(x.shape[0]) for item in _run_method(explainer, x[i : i + 1], spec)
-        ]
+    check(bool(explainers), "compare needs at least one method")
+    run = run or RunOptions(batch_size=4)
+    items = input_files(paths)
+    task = CompareTask(
+        model,
+        explainers,
+        preprocessing,
+        options,
+        run=run,
+        labels=labels,
+        run_info=run_info,
+        items=items,
+        extra_failures=extra_failures,
+    )
+    identity = file_run_identity(run_info, methods=list(explainers), options=asdict(options))
+    folder = RunFolder(out_dir, identity, command="compare")
+    task.out = folder.path
+    return run_task(
+        task,
+        folder,
+        items,
+        run,
+        lambda todo: image_batches(todo, preprocessing, run, keep_original=True),
+    )
 
 
 def _stats(raw: Tensor, heat: np.ndarray) -> dict[str, Any]:
@@ -264,7 +278,6 @@ def _write_grid(
     out: Path,
     pre: Preprocessing,
     options: CompareOptions,
-    labels: Sequence[str] | None,
 ) -> None:
     try:
         _render(img, results, record, out, pre, options)

@@ -8,10 +8,9 @@ whose activations are not finite, becomes a recorded failure; the others are sti
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eigencam.errors import NonFiniteActivationError
-from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import UniqueStems, write_json, write_npy, write_png
 from eigencam.maps import normalize, renormalize_in_boxes, upsample
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.detection import Detections
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.models.segmentation import segmentation_summary
-from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.runs.folder import RunFolder
+from eigencam.runs.loop import Part, RunStats, gather, run_task
+from eigencam.runs.options import RunOptions
+from eigencam.runs.source import Batch, LoadedImage, image_batches
+from eigencam.runs.step import isolate, to_batch
 
 SAVE_KINDS = ("overlay", "npy")
 
@@ -146,6 +147,152 @@ def maps_at_original(
     return canvas.numpy()
 
 
+@dataclass(frozen=True)
+class InputFile:
+    """One input of a run over files: its output stem is its key (unique within the run)."""
+
+    key: str
+    path: Path
+
+
+def input_files(paths: Sequence[str | Path]) -> list[InputFile]:
+    """The run's inputs with their output stems, assigned over the whole list (so a resumed
+    run gives every image the stem an uninterrupted run gives it)."""
+    stems = UniqueStems()
+    return [InputFile(stems(p), Path(p)) for p in paths]
+
+
+def file_run_identity(run_info: dict[str, Any] | None, **settings: Any) -> dict[str, Any]:
+    """What must not change between a run over files and its resumption."""
+    volatile = ("device", "eigencam_version", "command_line")
+    info = {k: v for k, v in (run_info or {}).items() if k not in volatile}
+    return {**info, **settings}
+
+
+def write_file_results(
+    folder: RunFolder,
+    stats: RunStats,
+    run_info: dict[str, Any] | None,
+    items: Sequence[InputFile],
+    extra_failures: Sequence[tuple[str, str]],
+    **fields: Any,
+) -> RunReport:
+    """``results.json`` of a run over files, from the folder's records, in input order."""
+    recorded = {r["key"]: r for r in folder.records().rows}
+    records = [_failure_record(item, reason) for item, reason in extra_failures]
+    for item in items:
+        if item.key in recorded:
+            records.append({k: v for k, v in recorded[item.key].items() if k != "key"})
+    report = RunReport(records=records, seconds=stats.seconds)
+    layers = [r["layer"] for r in report.ok if r.get("layer")]
+    summary = {
+        **(run_info or {}),
+        **({"layer": layers[0] if layers else None} if "layer" not in fields else {}),
+        **fields,
+        "counts": {
+            "images": len(report.records),
+            "ok": len(report.ok),
+            "failed": len(report.failed),
+            "not_processed": len(items) - len(recorded),
+        },
+        "resumed": stats.resumed,
+        "seconds": round(report.seconds, 3),
+        "images": report.records,
+    }
+    report.results_path = write_json(folder.path / "results.json", summary)
+    return report
+
+
+class ExplainTask:
+    """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json``."""
+
+    def __init__(
+        self,
+        explainer: Explainer,
+        preprocessing: Preprocessing,
+        options: OutputOptions,
+        *,
+        device: Any,
+        workers: int,
+        labels: Sequence[str] | None,
+        detections: Callable[[Any], list[Detections]] | None,
+        targets: Any,
+        run_info: dict[str, Any] | None,
+        items: Sequence[InputFile],
+        extra_failures: Sequence[tuple[str, str]],
+    ) -> None:
+        self.explainer, self.pre, self.options = explainer, preprocessing, options
+        self.device, self.labels, self.detections, self.targets = (
+            device,
+            labels,
+            detections,
+            targets,
+        )
+        self.run_info, self.items, self.extra_failures = run_info, items, extra_failures
+        self.writer = ThreadPoolExecutor(max(1, workers), thread_name_prefix="eigencam-write")
+        self.out: Path | None = None
+
+    def explain(self, pairs: list[tuple[LoadedImage, InputFile]]) -> list[tuple]:
+        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.device)
+        result = self.explainer(x) if self.targets is None else self.explainer(x, self.targets)
+        dets = self.detections(result.output) if self.detections is not None else None
+        segments = segmentation_summary(result.output, self.labels) if dets is None else None
+        out = []
+        for i, (img, _) in enumerate(pairs):
+            extras: dict[str, Any] = {}
+            if dets is not None:
+                kept = dets[i].above(self.options.score_threshold, self.options.max_boxes)
+                extras["detections"] = kept.to_original(self.pre, *img.size)
+            if segments is not None:
+                extras["segments"] = segments[i]
+            out.append((slice_result(result, i), extras))
+        return out
+
+    def process(self, batch: Batch) -> Future[Part]:
+        records = [{**f, "status": "error"} for f in batch.failures]
+        writes = []
+        for (img, item), res, error in isolate(self.explain, batch.items):
+            if error is not None:
+                records.append({"key": item.key, **_failure_record(img.path, str(error))})
+                continue
+            result, extras = res
+            preds = top_predictions(result.output, self.labels, self.options.top_k)
+            top = preds[0] if preds else None
+            record = {"key": item.key}
+            record.update(_ok_record(img, result, item.key, self.options, top, self.labels))
+            if extras.get("detections") is not None:
+                record["detections"] = extras["detections"].records(self.labels)
+            if extras.get("segments") is not None:
+                record["segments"] = extras["segments"]
+            records.append(record)
+            writes.append(
+                self.writer.submit(
+                    _write_outputs,
+                    img,
+                    result,
+                    item.key,
+                    self.out,
+                    self.pre,
+                    self.options,
+                    top,
+                    record,
+                    extras.get("detections"),
+                    self.labels,
+                )
+            )
+        return gather(writes, lambda: _part(records))
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
+        self.writer.shutdown(wait=True)
+        return write_file_results(folder, stats, self.run_info, self.items, self.extra_failures)
+
+
+def _part(records: list[dict[str, Any]]) -> Part:
+    """A json part of a run over files: every record is a row (failed ones too)."""
+    failed = sum(r["status"] == "error" for r in records)
+    return Part({"rows": records, "failures": []}, ok=len(records) - failed, failed=failed)
+
+
 def explain_files(
     paths: Sequence[str | Path],
     explainer: Explainer,
@@ -154,30 +301,24 @@ def explain_files(
     *,
     labels: Sequence[str] | None = None,
     options: OutputOptions = OutputOptions(),
-    batch_size: int = 8,
-    workers: int = 2,
-    device: str | torch.device = "cpu",
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int, int], None] | None = None,
+    run: RunOptions | None = None,
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
     detections: Callable[[Any], list[Detections]] | None = None,
     targets: Any = None,
-) -> ExplainReport:
+) -> RunReport:
     """Explain every image and write ``<stem>.png``, ``<stem>.npy`` and ``results.json``.
 
     Args:
         paths: image files.
         explainer: a configured explainer (``EigenCAM(model, ...)``).
         preprocessing: how images become model input.
-        out_dir: output folder (created).
+        out_dir: the run folder (created; ``run.json`` and ``records/`` make it resumable).
         labels: class names for the model's outputs.
         options: what to write.
-        batch_size, workers: images per forward pass; decoding/writing threads.
-        device: where the input batches go (the model's device).
-        max_pixels: images above this many pixels are refused.
-        progress: called as ``progress(done, failed)`` after each batch.
-        run_info: extra fields for results.json (model name, arguments...).
+        run: batch size, workers, device, resume/overwrite, max_pixels, progress.
+        run_info: extra fields for results.json (model name, arguments...); all but the
+            device and version are part of the run's identity.
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
         detections: for detectors, reads the batch output into one
             :class:`~eigencam.models.detection.Detections` per image (``LoadedModel.detections``):
@@ -190,132 +331,38 @@ def explain_files(
     segmenters (dict outputs with ``"out"`` logits).
 
     Returns:
-        An :class:`ExplainReport`; ``results.json`` is written even when the run is interrupted.
+        A :class:`RunReport`; ``results.json`` is written even when the run is interrupted.
     """
-    start = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [Path(p) for p in paths]
-    records: list[dict[str, Any] | None] = [None] * len(paths)
-    report = ExplainReport()
-    stems = UniqueStems()
-    pre_failures = [_failure_record(item, reason) for item, reason in extra_failures]
-    writer = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eigencam-write")
-    pending = []
+    run = run or RunOptions()
+    items = input_files(paths)
+    task = ExplainTask(
+        explainer,
+        preprocessing,
+        options,
+        device=run.device,
+        workers=run.workers,
+        labels=labels,
+        detections=detections,
+        targets=targets,
+        run_info=run_info,
+        items=items,
+        extra_failures=extra_failures,
+    )
+    identity = file_run_identity(run_info, outputs=asdict(options), targets=str(targets))
+    folder = RunFolder(out_dir, identity, command="explain")
+    task.out = folder.path
     keep = "overlay" in options.save
-    layer_used: list[str] = []
-    try:
-        for images, failures in iter_batches(
-            paths,
-            preprocessing,
-            batch_size=batch_size,
-            workers=workers,
-            max_pixels=max_pixels,
-            keep_original=keep,
-        ):
-            for f in failures:
-                records[f.index] = _failure_record(f.path, f.error)
-            for img, result, extras, error in _explain_batch(
-                images, explainer, preprocessing, device, detections, labels, options, targets
-            ):
-                if error is not None:
-                    records[img.index] = _failure_record(img.path, error)
-                    continue
-                layer_used.append(result.layer)
-                stem = stems(img.path)
-                preds = top_predictions(result.output, labels, options.top_k)
-                record = _ok_record(img, result, stem, options, preds[0] if preds else None, labels)
-                if extras.get("detections") is not None:
-                    record["detections"] = extras["detections"].records(labels)
-                if extras.get("segments") is not None:
-                    record["segments"] = extras["segments"]
-                records[img.index] = record
-                pending.append(
-                    writer.submit(
-                        _write_outputs,
-                        img,
-                        result,
-                        stem,
-                        out,
-                        preprocessing,
-                        options,
-                        preds[0] if preds else None,
-                        record,
-                        extras.get("detections"),
-                        labels,
-                    )
-                )
-            pending = _drain(pending, block=False)
-            if progress is not None:
-                done = [r for r in records if r is not None]
-                progress(len(done), sum(r["status"] != "ok" for r in done))
-        _drain(pending, block=True)
-    finally:
-        writer.shutdown(wait=True)
-        report.records = pre_failures + [r for r in records if r is not None]
-        report.seconds = time.perf_counter() - start
-        summary = {
-            **(run_info or {}),
-            "layer": layer_used[0] if layer_used else None,
-            "counts": {
-                "images": len(report.records),
-                "ok": len(report.ok),
-                "failed": len(report.failed),
-                "not_processed": sum(r is None for r in records),
-            },
-            "seconds": round(report.seconds, 3),
-            "images": report.records,
-        }
-        report.results_path = write_json(out / "results.json", summary)
-    return report
+    return run_task(
+        task,
+        folder,
+        items,
+        run,
+        lambda todo: image_batches(todo, preprocessing, run, keep_original=keep),
+    )
 
 
-def _explain_batch(
-    images: list[LoadedImage],
-    explainer: Explainer,
-    pre: Preprocessing,
-    device: Any,
-    detections: Callable[[Any], list[Detections]] | None = None,
-    labels: Sequence[str] | None = None,
-    options: OutputOptions = OutputOptions(),
-    targets: Any = None,
-) -> list[tuple[LoadedImage, CAMResult | None, dict[str, Any], str | None]]:
-    """Explain a batch; if activations are not finite, retry image by image to isolate it.
-
-    Returns (image, result for that image, extras, error) per image; extras hold the image's
-    detections in original-image pixels (thresholded) and its segmentation summary.
-    """
-    if not images:
-        return []
-    pixels = torch.from_numpy(np.stack([img.pixels for img in images])).to(device)
-    x = pre.normalize_batch(pixels)
-    try:
-        result = explainer(x) if targets is None else explainer(x, targets)
-    except NonFiniteActivationError as err:
-        if len(images) == 1:
-            return [(images[0], None, {}, str(err))]
-        return [
-            item
-            for img in images
-            for item in _explain_batch(
-                [img], explainer, pre, device, detections, labels, options, targets
-            )
-        ]
-    dets = detections(result.output) if detections is not None else None
-    segments = segmentation_summary(result.output, labels) if dets is None else None
-    out = []
-    for i, img in enumerate(images):
-        extras: dict[str, Any] = {}
-        if dets is not None:
-            kept = dets[i].above(options.score_threshold, options.max_boxes)
-            extras["detections"] = kept.to_original(pre, *img.size)
-        if segments is not None:
-            extras["segments"] = segments[i]
-        out.append((img, _slice(result, i), extras, None))
-    return out
-
-
-def _slice(result: CAMResult, i: int) -> CAMResult:
+def slice_result(result: CAMResult, i: int) -> CAMResult:
+    """Image ``i`` of a batch result."""
     out = result.output
     return CAMResult(
         maps=result.maps[i : i + 1],
@@ -380,6 +427,7 @@ def _ok_record(
 
 
 def _failure_record(path: Any, error: str) -> dict[str, Any]:
+    """The record of an input that could not be read or explained."""
     return {"file": str(path), "status": "error", "error": error}
 
 
@@ -437,13 +485,3 @@ def caption_lines(
     if preds:
         lines.append("  ".join(f"{p['label']} {p['probability']:.2f}" for p in preds[:3]))
     return lines
-
-
-def _drain(pending: list, *, block: bool) -> list:
-    keep = []
-    for fut in pending:
-        if block or fut.done():
-            fut.result()
-        else:
-            keep.append(fut)
-    return keep

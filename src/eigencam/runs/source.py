@@ -1,19 +1,22 @@
-"""Threaded image loading and batching: decoding runs while the model works."""
+"""Where a run's batches come from: images decoded and resized in threads while the model works."""
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eigencam.errors import ImageReadError
+from eigencam.errors import ImageReadError, check_range
 from eigencam.io.images import DEFAULT_MAX_PIXELS, EncodedImage, decode_image, load_image
 from eigencam.models.preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from eigencam.runs.options import RunOptions
 
 
 @dataclass
@@ -79,10 +82,8 @@ def iter_batches(
     Images are decoded and resized by ``workers`` threads, at most a couple of batches ahead
     of the consumer, so memory stays bounded on any dataset size.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
+    check_range("batch_size", batch_size, 1)
+    check_range("workers", workers, 0)
     window = max(2 * batch_size, workers * 2, 1)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eigencam-load")
     pending: deque[Future] = deque()
@@ -116,3 +117,61 @@ def iter_batches(
         for fut in pending:
             fut.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class Batch:
+    """One batch of a run: the decoded inputs with their items, and the inputs that failed.
+
+    Attributes:
+        items: ``(LoadedImage, item)`` pairs; an item is what the run was given (a dataset
+            sample, an input file) and has a ``key`` and a ``path``.
+        failures: ``{"key", "file", "error"}`` per input that could not be read.
+    """
+
+    items: list[tuple[LoadedImage, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items) + len(self.failures)
+
+    def fail(self, item: Any, error: str) -> None:
+        """Record ``item`` as failed with ``error``."""
+        self.failures.append(failure(item, error))
+
+
+def failure(item: Any, error: str) -> dict[str, Any]:
+    """The failure record of one input."""
+    return {"key": item.key, "file": str(item.path), "error": error}
+
+
+def image_batches(
+    items: Sequence[Any],
+    preprocessing: Preprocessing,
+    options: RunOptions,
+    *,
+    keep_original: bool = False,
+) -> Iterator[Batch]:
+    """Decode the ``path`` of each item (dataset samples, input files) into batches, in order."""
+    for images, failures in iter_batches(
+        [it.path for it in items],
+        preprocessing,
+        batch_size=options.batch_size,
+        workers=options.workers,
+        max_pixels=options.max_pixels,
+        keep_original=keep_original,
+    ):
+        yield Batch(
+            items=[(img, items[img.index]) for img in images],
+            failures=[failure(items[f.index], f.error) for f in failures],
+        )
+
+
+def size_mismatch(image: LoadedImage, sample: Any) -> str | None:
+    """Why an annotation does not fit its image (annotated for another size), or None."""
+    if sample.size is None or tuple(sample.size) == tuple(image.size):
+        return None
+    return (
+        f"the annotation is for a {sample.size[0]} x {sample.size[1]} image but the file is "
+        f"{image.size[0]} x {image.size[1]}"
+    )
