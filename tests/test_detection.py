@@ -20,8 +20,8 @@ from eigencam.maps import renormalize_in_boxes, upsample
 from eigencam.models import Detections, Preprocessing, RandomWeightsWarning, load_model
 from eigencam.models.detection import detections_of, torchvision_detections
 from eigencam.pipeline import explain_files, maps_at_original
-from eigencam.runs import RunOptions
 from eigencam.pipeline.explain import OutputOptions
+from eigencam.runs import RunOptions
 from eigencam.viz import draw_boxes
 
 
