@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.hooks import preserved_state
-from eigencam.errors import ShapeError
+from eigencam.errors import InvalidParameterError, ShapeError
 from eigencam.methods.targets import logits_of
 
 
@@ -90,11 +90,13 @@ def deepfool(
             tuple(getattr(inputs, "shape", ())) or type(inputs).__name__,
         )
     if candidates < 2:
-        raise ValueError(
+        raise InvalidParameterError(
             f"candidates must be >= 2 (the clean class and at least one other), got {candidates}"
         )
     if overshoot < 0 or max_iter < 1:
-        raise ValueError(f"overshoot must be >= 0 and max_iter >= 1, got {overshoot}, {max_iter}")
+        raise InvalidParameterError(
+            f"overshoot must be >= 0 and max_iter >= 1, got {overshoot}, {max_iter}"
+        )
     x0 = inputs.detach()
     batch = x0.shape[0]
     with preserved_state(model), torch.enable_grad():

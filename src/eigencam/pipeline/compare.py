@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from eigencam.errors import OutputError, check
+from eigencam.errors import OutputError, check, check_range
 from eigencam.io.outputs import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
@@ -63,14 +63,13 @@ class CompareOptions:
     alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.targets != "predicted" and not _TOP.match(self.targets or ""):
-            raise ValueError(f"targets must be 'predicted' or 'top<k>', got {self.targets!r}")
-        if self.rows < 1:
-            raise ValueError(f"targets={self.targets!r}: k must be >= 1")
-        if not 16 <= self.tile <= 2048:
-            raise ValueError(f"tile must be in [16, 2048] pixels, got {self.tile}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        check(
+            self.targets == "predicted" or bool(_TOP.match(self.targets or "")),
+            f"targets must be 'predicted' or 'top<k>', got {self.targets!r}",
+        )
+        check(self.rows >= 1, f"targets={self.targets!r}: k must be >= 1")
+        check_range("tile", self.tile, 16, 2048)
+        check_range("alpha", self.alpha, 0.0, 1.0)
 
     @property
     def rows(self) -> int:

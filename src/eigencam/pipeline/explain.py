@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from eigencam.errors import check, check_range
 from eigencam.io.outputs import UniqueStems, write_json, write_npy, write_png
 from eigencam.maps import normalize, renormalize_in_boxes, upsample
 from eigencam.methods.base import CAMResult, Explainer
@@ -63,14 +64,10 @@ class OutputOptions:
 
     def __post_init__(self) -> None:
         bad = [s for s in self.save if s not in SAVE_KINDS]
-        if bad:
-            raise ValueError(f"save: unknown kind(s) {bad}; choose from {', '.join(SAVE_KINDS)}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not 0.0 <= self.score_threshold <= 1.0:
-            raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
-        if self.max_boxes < 0:
-            raise ValueError(f"max_boxes must be >= 0, got {self.max_boxes}")
+        check(not bad, f"save: unknown kind(s) {bad}; choose from {', '.join(SAVE_KINDS)}")
+        check_range("alpha", self.alpha, 0.0, 1.0)
+        check_range("score_threshold", self.score_threshold, 0.0, 1.0)
+        check_range("max_boxes", self.max_boxes, 0)
 
 
 @dataclass
