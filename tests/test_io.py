@@ -9,6 +9,7 @@ from PIL import Image
 from eigencam.errors import ImageReadError
 from eigencam.io import expand_inputs, load_image, write_json
 from eigencam.io.outputs import UniqueStems
+from eigencam.io.png import write_png
 
 
 def rgb_array(h=20, w=30):
@@ -125,8 +126,6 @@ def test_atomic_json_leaves_no_temp_files(tmp_path):
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (5, 1, 3), (37, 53, 3), (20, 31)])
 def test_png_writer_round_trips_exactly(tmp_path, shape):
-    from eigencam.io.outputs import write_png
-
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)  # row differences wrap mod 256
     path = write_png(tmp_path / "x.png", image)
@@ -141,8 +140,6 @@ def test_png_writer_round_trips_exactly(tmp_path, shape):
 
 
 def test_png_writer_rejects_what_png_cannot_hold(tmp_path):
-    from eigencam.io.outputs import write_png
-
     for bad in (
         np.zeros((4, 4, 3), np.float32),
         np.zeros((4, 4, 4), np.uint8),

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from eigencam.capture.hooks import preserved_state
 from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import UniqueStems, write_json, write_png
+from eigencam.io.outputs import UniqueStems, write_json
+from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
@@ -32,11 +33,11 @@ from eigencam.pipeline.explain import (
     _drain,
     _failure_record,
     _slice,
-    maps_at_original,
     target_records,
     top_predictions,
 )
 from eigencam.pipeline.loader import LoadedImage, iter_batches
+from eigencam.postprocess.placement import maps_at_original
 
 _TOP = re.compile(r"^top(\d+)$")
 
