@@ -130,13 +130,10 @@ def gaussian_kernel1d(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """The normalised 1-D Gaussian kernel ``exp(-t^2 / (2 sigma^2))``, t = -radius..radius.
+    """(2 radius + 1,) taps ``exp(-t^2 / (2 sigma^2))``, t = -radius..radius, summing to 1.
 
     Every Gaussian of eigencam (map smoothing, fixation densities, the SSIM window) is this one,
     computed in ``dtype`` on ``device``.
-
-    Returns:
-        (2 radius + 1,) taps summing to 1.
     """
     t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     taps = torch.exp(-(t * t) / (2 * sigma**2))

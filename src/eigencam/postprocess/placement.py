@@ -26,22 +26,19 @@ def paste_region(
     extent: tuple[float, float] | None = None,
     renormalize: bool = False,
 ) -> Tensor:
-    """(k, h, w) maps covering ``region`` of an image -> (k, H, W) maps over the whole image.
+    """(k, h, w) maps covering ``region`` of an image -> (k, H, W) float32 maps over the image.
 
-    The maps are upsampled (bilinear) straight to the region's pixels and pasted at its place;
-    the image outside the region is zero and the part of the region outside the image (the
-    padding of a letterbox) is dropped.
+    The maps are upsampled (bilinear) straight to the region's pixels and pasted in place: zero
+    outside the region; the part of the region outside the image (a letterbox's padding) is
+    dropped.
 
     Args:
-        maps: (k, h, w) maps at the model's input grid.
-        region: (x0, y0, x1, y1) of the image, in its pixels, the maps cover
-            (:meth:`Preprocessing.crop_region`); it may reach outside the image.
+        maps: (k, h, w) maps on the model's input grid.
+        region: (x0, y0, x1, y1) the maps cover, in the image's pixels
+            (:meth:`Preprocessing.crop_region`; it may reach outside the image).
         size: (W, H) of the image.
         extent: see :func:`eigencam.postprocess.maps.upsample`.
         renormalize: min-max normalise each map over the part inside the image.
-
-    Returns:
-        (k, H, W) float32 on the maps' device.
     """
     width, height = size
     x0, y0, x1, y1 = (float(v) for v in region)

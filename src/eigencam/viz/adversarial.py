@@ -117,13 +117,6 @@ def adversarial_figure(
             bottom.append(failed_tile(size, [m.name, "failed"]))
             continue
         top.append(cell(clean, m.clean, m.clean_box, None, [m.name, m.clean_caption]))
-        bottom.append(
-            cell(
-                adversarial,
-                m.adversarial,
-                m.adversarial_box,
-                adversarial_tag,
-                [m.name, m.adversarial_caption],
-            )
-        )
+        lines = [m.name, m.adversarial_caption]
+        bottom.append(cell(adversarial, m.adversarial, m.adversarial_box, adversarial_tag, lines))
     return compose_grid([top, bottom], title=list(title))

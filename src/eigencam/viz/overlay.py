@@ -90,29 +90,12 @@ def _fit(draw, text: str, font, max_width: int) -> str:
     return text + "..."
 
 
-# Distinct colours for boxes, cycled by class index (RGB).
-_BOX_COLOURS = (
-    (255, 56, 56),
-    (50, 205, 50),
-    (30, 144, 255),
-    (255, 178, 29),
-    (207, 210, 49),
-    (72, 249, 10),
-    (146, 204, 23),
-    (61, 219, 134),
-    (26, 147, 52),
-    (0, 212, 187),
-    (44, 153, 168),
-    (0, 194, 255),
-    (52, 69, 147),
-    (100, 115, 255),
-    (0, 24, 236),
-    (132, 56, 255),
-    (82, 0, 133),
-    (203, 56, 255),
-    (255, 149, 200),
-    (255, 55, 199),
+# Distinct colours for boxes, cycled by class index (RGB, the Ultralytics palette).
+_PALETTE = bytes.fromhex(
+    "ff3838 32cd32 1e90ff ffb21d cfd231 48f90a 92cc17 3ddb86 1a9334 00d4bb"
+    "2c99a8 00c2ff 344593 6473ff 0018ec 8438ff 520085 cb38ff ff95c8 ff37c7"
 )
+_BOX_COLOURS = tuple(tuple(_PALETTE[i : i + 3]) for i in range(0, len(_PALETTE), 3))
 
 
 def draw_boxes(
