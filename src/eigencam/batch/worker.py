@@ -49,7 +49,7 @@ from eigencam.batch.shards import (
 from eigencam.errors import BatchInputError
 from eigencam.io.images import DEFAULT_MAX_PIXELS, EncodedImage
 from eigencam.io.png import encode_png, write_png
-from eigencam.viz.overlay import overlay
+from eigencam.viz.overlay import colormap_lut, overlay
 
 # Eigen-CAM's box threshold: 15 % of the map's maximum, the best threshold of the default
 # Eigen-CAM on the embedded EfficientNet-Lite0 over the ILSVRC dev set under both protocols of
@@ -149,8 +149,6 @@ class BatchSpec:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if "overlays" in self.save:
-            from eigencam.viz import colormap_lut
-
             colormap_lut(self.colormap)
         cls = get_method(self.method)
         accepted = inspect.signature(cls.__init__).parameters
