@@ -20,7 +20,7 @@ from common import ROOT, environment, interleaved, save
 
 def ours(acts: torch.Tensor, size: int):
     from eigencam import eigen_cam
-    from eigencam.maps import upsample_normalize
+    from eigencam.postprocess.maps import upsample_normalize
 
     return upsample_normalize(eigen_cam(acts, 1).projections, (size, size))
 

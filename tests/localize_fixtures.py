@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from eigencam.maps import normalize
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess.maps import normalize
 
 SIZE = 32
 GT = (4, 4, 20, 20)  # x0, y0, x1, y1 of the object

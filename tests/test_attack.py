@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from eigencam.cli.main import main
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.robustness import AttackSettings, figure_name, run_attack
-from eigencam.maps import normalize
 from eigencam.methods import EigenCAM, GradCAM
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess.maps import normalize
 from tiny_models import TinyCNN
 
 SIZE = 32

@@ -179,9 +179,9 @@ def test_rows_match_an_independent_eigencam_call(folder_run, images):
     """Each row holds what EigenCAM computes for that image alone (golden values)."""
     from eigencam.evaluation import boxes as bx
     from eigencam.io import load_image
-    from eigencam.maps import normalize
     from eigencam.methods import EigenCAM
     from eigencam.models import load_model
+    from eigencam.postprocess.maps import normalize
 
     out, report = folder_run
     assert report.complete and report.counts["images"] == 11

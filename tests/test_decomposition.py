@@ -168,7 +168,7 @@ def test_constant_activations():
     plain = eigen_cam(acts, 1)
     assert torch.isfinite(plain.projections).all()
     assert plain.projections.std() < 1e-5 * plain.projections.abs().max()  # constant map
-    from eigencam.maps import upsample_normalize
+    from eigencam.postprocess.maps import upsample_normalize
 
     assert torch.equal(upsample_normalize(plain.projections, (20, 20)), torch.zeros(1, 1, 20, 20))
 

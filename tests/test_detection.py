@@ -16,11 +16,12 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from eigencam import EigenCAM, FeaturePyramid
 from eigencam.capture.geometry import InputGeometry, crop_to_input
 from eigencam.errors import ShapeError
-from eigencam.maps import renormalize_in_boxes, upsample
 from eigencam.models import Detections, Preprocessing, RandomWeightsWarning, load_model
 from eigencam.models.detection import detections_of, torchvision_detections
-from eigencam.pipeline import explain_files, maps_at_original
+from eigencam.pipeline import explain_files
 from eigencam.pipeline.explain import OutputOptions
+from eigencam.postprocess.maps import renormalize_in_boxes, upsample
+from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs import RunOptions
 from eigencam.viz import draw_boxes
 

@@ -12,7 +12,7 @@ import torch
 
 from eigencam import EigenCAM, eigen_cam
 from eigencam.errors import LayerNotFoundError, LayerSelectionError
-from eigencam.maps import gaussian_blur, normalize, upsample
+from eigencam.postprocess.maps import gaussian_blur, normalize, upsample
 from tiny_models import TinyCNN
 
 

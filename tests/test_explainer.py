@@ -254,7 +254,7 @@ def test_relu_option_matches_the_pytorch_grad_cam_convention():
     model = TinyCNN()
     x = torch.randn(2, 3, 16, 16)
     r = EigenCAM(model, center=True, relu=True)(x)
-    from eigencam.maps import normalize, upsample
+    from eigencam.postprocess.maps import normalize, upsample
 
     # ReLU on the projections at the layer's resolution, then upsample and normalise.
     expected = normalize(upsample(r.raw.clamp_min(0), (16, 16)))

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from eigencam.cli.main import main
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
-from eigencam.maps import normalize
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess.maps import normalize
 
 H = W = 24
 SQUARE = (slice(6, 14), slice(8, 18))

@@ -1,14 +1,17 @@
-"""Reading images (formats, orientation, bad files) and expanding inputs."""
+"""Reading images (formats, orientation, bad files), expanding inputs, writing JSON and PNG."""
 
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from eigencam.errors import ImageReadError
-from eigencam.io import expand_inputs, load_image, write_json
+from eigencam.errors import ImageReadError, InvalidParameterError
+from eigencam.io import decode_image, expand_inputs, load_image, write_json
 from eigencam.io.outputs import UniqueStems
+from eigencam.io.png import encode_png, write_png
 
 
 def rgb_array(h=20, w=30):
@@ -125,8 +128,6 @@ def test_atomic_json_leaves_no_temp_files(tmp_path):
 
 @pytest.mark.parametrize("shape", [(1, 1, 3), (1, 7, 3), (5, 1, 3), (37, 53, 3), (20, 31)])
 def test_png_writer_round_trips_exactly(tmp_path, shape):
-    from eigencam.io.outputs import write_png
-
     rng = np.random.default_rng(sum(shape))
     image = rng.integers(0, 256, size=shape, dtype=np.uint8)  # row differences wrap mod 256
     path = write_png(tmp_path / "x.png", image)
@@ -141,8 +142,6 @@ def test_png_writer_round_trips_exactly(tmp_path, shape):
 
 
 def test_png_writer_rejects_what_png_cannot_hold(tmp_path):
-    from eigencam.io.outputs import write_png
-
     for bad in (
         np.zeros((4, 4, 3), np.float32),
         np.zeros((4, 4, 4), np.uint8),
@@ -151,3 +150,26 @@ def test_png_writer_rejects_what_png_cannot_hold(tmp_path):
         with pytest.raises(ValueError, match="PNG needs"):
             write_png(tmp_path / "bad.png", bad)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 53), (20, 31, 3)])
+def test_pillow_encoder_option_for_stored_maps(shape):
+    rng = np.random.default_rng(len(shape))
+    image = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    data = encode_png(image, compress_level=6)
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=6)
+    assert data == buf.getvalue()  # exactly the bytes batch runs stored before
+    with Image.open(io.BytesIO(data)) as got:
+        np.testing.assert_array_equal(np.asarray(got), image)
+    with pytest.raises(InvalidParameterError, match="compress_level"):
+        encode_png(image, compress_level=10)
+    with pytest.raises(InvalidParameterError, match="uint8"):
+        encode_png(image.astype(np.int16), compress_level=6)
+
+
+def test_io_errors_are_typed():
+    with pytest.raises(InvalidParameterError, match="data must be bytes"):
+        decode_image("not bytes")
+    with pytest.raises(InvalidParameterError, match="not JSON serialisable"):
+        write_json("unused.json", {"x": object()})

@@ -17,7 +17,6 @@ from eigencam.errors import (
     TargetError,
     UnsupportedModelError,
 )
-from eigencam.maps import normalize, upsample
 from eigencam.methods import (
     CAM,
     AblationCAM,
@@ -30,6 +29,7 @@ from eigencam.methods import (
     ScoreCAM,
     XGradCAM,
 )
+from eigencam.postprocess.maps import normalize, upsample
 from tiny_models import StemHeadShared, TinyCNN, TinyViT
 
 # Activations of the golden model: two channels on a 2 x 2 grid (non-negative, so the ReLU of

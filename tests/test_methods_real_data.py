@@ -10,7 +10,7 @@ import pytest
 from conftest import dev_data_or_skip
 from eigencam.io import load_image
 from eigencam.methods import get_method
-from eigencam.pipeline.explain import maps_at_original
+from eigencam.postprocess.placement import maps_at_original
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import torch
 from conftest import dev_data_or_skip
 from eigencam import EigenCAM
 from eigencam.io import load_image
-from eigencam.pipeline.explain import maps_at_original
+from eigencam.postprocess.placement import maps_at_original
 
 pytestmark = pytest.mark.slow
 

@@ -47,8 +47,8 @@ _LAZY = {
     "load_model": "eigencam.models",
     "available_models": "eigencam.models",
     "Preprocessing": "eigencam.models",
-    "normalize": "eigencam.maps",
-    "upsample": "eigencam.maps",
+    "normalize": "eigencam.postprocess.maps",
+    "upsample": "eigencam.postprocess.maps",
     "errors": "eigencam.errors",
 }
 
@@ -107,7 +107,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from eigencam import errors
     from eigencam.capture import FeaturePyramid, LayerRef, list_layers, tokens_to_grid
     from eigencam.decomposition import Decomposition, eigen_cam
-    from eigencam.maps import normalize, upsample
     from eigencam.methods import (
         CAM,
         AblationCAM,
@@ -135,3 +134,4 @@ if TYPE_CHECKING:  # pragma: no cover
         available_models,
         load_model,
     )
+    from eigencam.postprocess.maps import normalize, upsample

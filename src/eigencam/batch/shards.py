@@ -212,7 +212,7 @@ def decode_maps(table) -> list[np.ndarray | None]:
 
     The map of component j at the layer's resolution is
     :math:`\\lfloor 255 \\cdot (m_j - \\min m_j) / (\\max m_j - \\min m_j) \\rfloor`; upsample it
-    with :func:`eigencam.maps.upsample` (bilinear) to the input size for display.
+    with :func:`eigencam.postprocess.maps.upsample` (bilinear) to the input size for display.
     """
     if "map" not in table.column_names:
         raise BatchInputError(

@@ -24,7 +24,6 @@ Per image, the row records the top-5 classes, the explained variance, and:
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import re
 import time
@@ -49,6 +48,8 @@ from eigencam.batch.shards import (
 )
 from eigencam.errors import BatchInputError
 from eigencam.io.images import DEFAULT_MAX_PIXELS, EncodedImage
+from eigencam.io.png import encode_png, write_png
+from eigencam.viz.overlay import colormap_lut, overlay
 
 # Eigen-CAM's box threshold: 15 % of the map's maximum, the best threshold of the default
 # Eigen-CAM on the embedded EfficientNet-Lite0 over the ILSVRC dev set under both protocols of
@@ -148,8 +149,6 @@ class BatchSpec:
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if "overlays" in self.save:
-            from eigencam.viz import colormap_lut
-
             colormap_lut(self.colormap)
         cls = get_method(self.method)
         accepted = inspect.signature(cls.__init__).parameters
@@ -376,8 +375,8 @@ class ShardWorker:
         import torch
 
         from eigencam.evaluation import boxes as bx
-        from eigencam.maps import normalize
-        from eigencam.pipeline.explain import maps_at_original, top_predictions
+        from eigencam.pipeline.explain import top_predictions
+        from eigencam.postprocess import maps_at_original, normalize
 
         spec, pre = self.spec, self.preprocessing
         labels = self.loaded.labels
@@ -421,16 +420,14 @@ class ShardWorker:
             if "map-png" in spec.save or "overlays" in spec.save:
                 full = maps_at_original(raw, pre, img.size, relu=relu, extent=res.extent)
                 if "map-png" in spec.save:
-                    row["map_png"] = [_png_gray(u) for u in bx.quantize(full)]
+                    # Stored maps: Pillow's smaller files (see encode_png) over speed.
+                    row["map_png"] = [encode_png(u, compress_level=6) for u in bx.quantize(full)]
                 if "overlays" in spec.save and out is not None:
                     row["overlay"] = self._write_overlay(out, data, pos, img, full[0])
             rows.append((pos, row))
         return rows
 
     def _write_overlay(self, out, data: ShardData, pos: int, img: Any, heat: np.ndarray) -> str:
-        from eigencam.io.outputs import write_png
-        from eigencam.viz.overlay import overlay
-
         folder = overlay_dir(out, data.shard)
         name = f"{pos:06d}-{_safe_stem(data.ids[pos])}.png"
         rgb = overlay(
@@ -438,14 +435,6 @@ class ShardWorker:
         )
         write_png(folder / name, rgb)
         return str(Path(folder.parent.name) / folder.name / name)
-
-
-def _png_gray(u8: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(u8), mode="L").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
 
 
 def _safe_stem(id_: str) -> str:

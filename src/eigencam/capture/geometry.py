@@ -13,8 +13,9 @@ the valid region and returns the *extent* of the kept grid relative to the input
     stride_y = Hp / h,  h_kept = ceil(Hr / stride_y),  extent_y = h_kept * stride_y / Hr >= 1
 
 so the kept (h_kept, w_kept) grid covers ``extent_y * H`` by ``extent_x * W`` input pixels from
-the top-left corner: upsample it to that size and crop (H, W) (:func:`eigencam.maps.upsample`
-with ``extent=``). The padding cells never enter the decomposition.
+the top-left corner: upsample it to that size and crop (H, W)
+(:func:`eigencam.postprocess.maps.upsample` with ``extent=``). The padding cells never enter the
+decomposition.
 """
 
 from __future__ import annotations

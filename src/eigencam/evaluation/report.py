@@ -18,6 +18,8 @@ import numpy as np
 
 from eigencam.evaluation.protocols import grid_columns
 from eigencam.io.outputs import atomic_write
+from eigencam.viz.grid import fit_size, resize_rgb
+from eigencam.viz.overlay import draw_boxes
 
 # (title, section, field, as_error, note)
 TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
@@ -359,7 +361,7 @@ def render_gallery(
     import torch
 
     from eigencam.io import load_image
-    from eigencam.maps import upsample
+    from eigencam.postprocess.maps import upsample
     from eigencam.viz.overlay import overlay
 
     out = Path(out_dir)
@@ -426,22 +428,17 @@ def _map_on_image(heat, region, shape, upsample, torch) -> np.ndarray:
 
 
 def _draw_boxes(rgb: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_side: int) -> np.ndarray:
-    from PIL import Image, ImageDraw
-
-    image = Image.fromarray(rgb)
-    scale = min(1.0, max_side / max(image.size))
+    """Ground truth in green, the predicted box in red, on the image shrunk to ``max_side``."""
+    scale = min(1.0, max_side / max(rgb.shape[:2]))
     if scale < 1.0:
-        image = image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.Resampling.BILINEAR,
-        )
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 160))
-    for box in gt:
-        draw.rectangle([float(v) * scale for v in box], outline=(0, 200, 0), width=width)
-    if np.all(np.isfinite(pred)):
-        draw.rectangle([float(v) * scale for v in pred], outline=(230, 0, 0), width=width)
-    return np.asarray(image)
+        rgb = resize_rgb(rgb, fit_size(rgb.shape[1], rgb.shape[0], max_side))
+    width = max(2, round(max(rgb.shape[:2]) / 160))
+    rgb = draw_boxes(
+        rgb, np.asarray(gt, np.float64).reshape(-1, 4) * scale, color=(0, 200, 0), width=width
+    )
+    return draw_boxes(
+        rgb, np.asarray(pred, np.float64).reshape(-1, 4) * scale, color=(230, 0, 0), width=width
+    )
 
 
 def write_jpeg(path: str | Path, rgb: np.ndarray, quality: int = 85) -> Path:

@@ -58,7 +58,8 @@ from eigencam.evaluation.runfiles import (
 from eigencam.evaluation.similarity import pearson, ssim, top_region_iou
 from eigencam.evaluation.stats import describe, paired_difference, rate
 from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import atomic_write, write_json, write_png
+from eigencam.io.outputs import atomic_write, write_json
+from eigencam.io.png import write_png
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.runs.source import LoadedImage

@@ -29,13 +29,12 @@ For boxes, use :func:`eigencam.evaluation.boxes.box_iou`.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from eigencam.errors import ShapeError
+from eigencam.postprocess.maps import gaussian_kernel1d
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
@@ -77,20 +76,13 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(denom > 0, r.clamp(-1.0, 1.0), torch.full_like(r, float("nan")))
 
 
-@functools.cache
-def _gaussian_taps(sigma: float, radius: int) -> tuple[float, ...]:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    return tuple((k / k.sum()).tolist())
-
-
 def gaussian_window(sigma: float = 1.5, size: int = 11) -> Tensor:
     """The normalised 1-D Gaussian window (size,) used by :func:`ssim` (float64)."""
     if size < 1 or size % 2 == 0:
         raise ValueError(f"window size must be a positive odd number, got {size}")
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    return torch.tensor(_gaussian_taps(float(sigma), size // 2), dtype=torch.float64)
+    return gaussian_kernel1d(float(sigma), size // 2, dtype=torch.float64)
 
 
 def _filter_valid(x: Tensor, taps: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Input and output: reading images, expanding inputs, writing results atomically."""
+"""Input and output: reading images, expanding inputs, writing results (and PNGs) atomically."""
 
 from eigencam.io.images import (
     DEFAULT_MAX_PIXELS,
@@ -8,7 +8,8 @@ from eigencam.io.images import (
     expand_inputs,
     load_image,
 )
-from eigencam.io.outputs import UniqueStems, atomic_write, write_json, write_npy, write_png
+from eigencam.io.outputs import UniqueStems, atomic_write, write_json, write_npy
+from eigencam.io.png import encode_png, write_png
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -17,6 +18,7 @@ __all__ = [
     "UniqueStems",
     "atomic_write",
     "decode_image",
+    "encode_png",
     "expand_inputs",
     "load_image",
     "write_json",

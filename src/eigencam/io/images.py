@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eigencam.errors import ImageReadError
+from eigencam.errors import ImageReadError, InvalidParameterError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Pillow's own default limit (about 89.5 megapixels); larger images may be decompression bombs.
@@ -69,7 +69,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DE
         ImageReadError: empty, corrupt, not an image, or too large.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+        raise InvalidParameterError(f"data must be bytes, got {type(data).__name__}")
     if len(data) == 0:
         raise ImageReadError(name, "empty image data (0 bytes)")
     return _open_rgb(io.BytesIO(data), name, max_pixels)

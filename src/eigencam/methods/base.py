@@ -38,7 +38,7 @@ from eigencam.capture.layers import (
     resolve_target,
 )
 from eigencam.errors import LayerSelectionError, ShapeError
-from eigencam.maps import upsample_normalize
+from eigencam.postprocess.maps import upsample_normalize
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +83,7 @@ class CAMResult:
             input internally (torchvision detectors), ``(ey, ex) >= 1``: ``raw`` covers the
             input's top-left ``ey * H`` by ``ex * W`` pixels (its last row and column of cells
             overhang the image); ``maps`` already accounts for it
-            (:func:`eigencam.maps.upsample` with ``extent=``).
+            (:func:`eigencam.postprocess.maps.upsample` with ``extent=``).
     """
 
     maps: Tensor

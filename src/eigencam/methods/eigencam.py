@@ -28,9 +28,9 @@ from eigencam.capture.hooks import LayerRef, capture_outputs
 from eigencam.capture.layers import resolve_named
 from eigencam.decomposition import SOLVERS, eigen_cam
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, UnsupportedModelError
-from eigencam.maps import gaussian_blur, normalize, upsample
 from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
 from eigencam.methods.registry import register
+from eigencam.postprocess.maps import gaussian_blur, normalize, upsample
 
 SIGNS = ("mean", "numpy")
 COMBINES = (None, "sum", "energy")

@@ -55,6 +55,7 @@ from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_out
 from eigencam.methods.graph import Op, Traced, conv_weight, pool_indices, record, trace
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
+from eigencam.postprocess.maps import gaussian_kernel1d
 
 _CHUNK = 1024  # selected units processed at once (memory: chunk x C_in x k x k floats)
 
@@ -357,8 +358,6 @@ def _disk_count(x: Tensor, radius: float) -> Tensor:
 
 def _gaussian_blur(x: Tensor, sigma: float) -> Tensor:
     rad = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-rad, rad + 1, device=x.device, dtype=x.dtype)
-    g = torch.exp(-(t * t) / (2 * sigma * sigma))
-    g = g / g.sum()
+    g = gaussian_kernel1d(sigma, rad, dtype=x.dtype, device=x.device)
     x = F.conv2d(F.pad(x, (rad, rad, 0, 0)), g.view(1, 1, 1, -1))
     return F.conv2d(F.pad(x, (0, 0, rad, rad)), g.view(1, 1, -1, 1))

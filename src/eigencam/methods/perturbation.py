@@ -24,12 +24,12 @@ from eigencam.capture.adapters import runner_for
 from eigencam.capture.hooks import LayerRef, capture_outputs, first_tensor, preserved_state
 from eigencam.capture.reshape import tokens_to_grid
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.maps import normalize, upsample
 from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
 from eigencam.methods.gradients import replace_first_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import reduce_weighted
+from eigencam.postprocess.maps import normalize, upsample
 
 
 def _check_batch_size(batch_size: Any) -> int:

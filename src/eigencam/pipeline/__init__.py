@@ -1,6 +1,6 @@
 """Pipelines over files: threaded loading, batched explanation, atomic writing."""
 
-from eigencam.pipeline.explain import ExplainReport, OutputOptions, explain_files, maps_at_original
+from eigencam.pipeline.explain import ExplainReport, OutputOptions, explain_files
 from eigencam.runs.source import LoadedImage, LoadFailure, iter_batches
 
 __all__ = [
@@ -10,5 +10,4 @@ __all__ = [
     "OutputOptions",
     "explain_files",
     "iter_batches",
-    "maps_at_original",
 ]

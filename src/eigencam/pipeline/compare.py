@@ -21,7 +21,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from eigencam.errors import OutputError, check, check_range
-from eigencam.io.outputs import write_png
+from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
@@ -30,12 +30,12 @@ from eigencam.pipeline.explain import (
     _part,
     file_run_identity,
     input_files,
-    maps_at_original,
     slice_result,
     target_records,
     top_predictions,
     write_file_results,
 )
+from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs.folder import RunFolder
 from eigencam.runs.loop import Part, RunStats, gather, run_task
 from eigencam.runs.options import RunOptions

@@ -19,17 +19,20 @@ import torch
 from torch import Tensor
 
 from eigencam.errors import check, check_range
-from eigencam.io.outputs import UniqueStems, write_json, write_npy, write_png
-from eigencam.maps import normalize, renormalize_in_boxes, upsample
+from eigencam.io.outputs import UniqueStems, write_json, write_npy
+from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.detection import Detections
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.models.segmentation import segmentation_summary
+from eigencam.postprocess.maps import renormalize_in_boxes
+from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs.folder import RunFolder
 from eigencam.runs.loop import Part, RunStats, gather, run_task
 from eigencam.runs.options import RunOptions
 from eigencam.runs.source import Batch, LoadedImage, image_batches
 from eigencam.runs.step import isolate, to_batch
+from eigencam.viz.overlay import add_caption, draw_boxes, overlay
 
 SAVE_KINDS = ("overlay", "npy")
 
@@ -48,8 +51,8 @@ class OutputOptions:
         max_boxes: detectors: at most this many boxes per image (best first).
         draw_boxes: detectors: draw the boxes (with class name and score) on the overlays.
         renormalize_boxes: detectors: normalise the map inside each box on its own and zero it
-            outside the boxes (:func:`eigencam.maps.renormalize_in_boxes`), in the overlay and
-            the ``.npy``.
+            outside the boxes (:func:`eigencam.postprocess.maps.renormalize_in_boxes`), in the
+            overlay and the ``.npy``.
     """
 
     save: tuple[str, ...] = SAVE_KINDS
@@ -107,41 +110,6 @@ def top_predictions(output: Any, labels: Sequence[str] | None, k: int) -> list[l
         ]
         for row_i, row_p in zip(indices, values)
     ]
-
-
-def maps_at_original(
-    raw: Tensor,
-    preprocessing: Preprocessing,
-    size: tuple[int, int],
-    *,
-    relu: bool = False,
-    extent: tuple[float, float] | None = None,
-) -> np.ndarray:
-    """Raw maps (k, h, w) -> normalised float32 maps (k, H, W) over the original image.
-
-    The maps are upsampled (bilinear) straight to the region of the original image the model
-    saw (:meth:`Preprocessing.crop_region`) and normalised over the part of that region inside
-    the image: with ``stretch`` the whole image; with ``center-crop`` the crop (zero elsewhere);
-    with ``letterbox`` the image without the padding. ``extent`` (from
-    :attr:`CAMResult.extent`) places maps of models that padded their input internally.
-    ``relu`` clips the raw maps at their own resolution, before upsampling (as explainers do).
-    """
-    width, height = size
-    x0, y0, x1, y1 = preprocessing.crop_region(width, height)
-    cx0, cy0 = round(x0), round(y0)
-    cw, ch = max(1, round(x1) - cx0), max(1, round(y1) - cy0)
-    src = raw[None].float()
-    up = upsample(src.clamp_min(0) if relu else src, (ch, cw), extent=extent)[0]
-    sx0, sy0 = max(0, -cx0), max(0, -cy0)
-    dx0, dy0 = max(0, cx0), max(0, cy0)
-    w = max(0, min(cw - sx0, width - dx0))
-    h = max(0, min(ch - sy0, height - dy0))
-    part = normalize(up[:, sy0 : sy0 + h, sx0 : sx0 + w])
-    if (h, w) == (height, width):
-        return part.numpy()
-    canvas = torch.zeros(raw.shape[0], height, width)
-    canvas[:, dy0 : dy0 + h, dx0 : dx0 + w] = part
-    return canvas.numpy()
 
 
 @dataclass(frozen=True)
@@ -449,8 +417,6 @@ def _write_outputs(
         if "npy" in options.save:
             write_npy(out / f"{stem}.npy", maps[0] if maps.shape[0] == 1 else maps)
         if "overlay" in options.save:
-            from eigencam.viz.overlay import add_caption, draw_boxes, overlay
-
             base = np.asarray(img.original)
             for j, name in enumerate(record["outputs"]["overlay"]):
                 rgb = overlay(base, maps[j], alpha=options.alpha, colormap=options.colormap)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eigencam.viz.grid import compose_grid, failed_tile, resize_rgb
-from eigencam.viz.overlay import _font, add_caption, overlay
+from eigencam.viz.grid import compose_grid, failed_tile, fit_size, resize_rgb
+from eigencam.viz.overlay import _font, add_caption, draw_boxes, overlay
 
 GREEN = (0, 200, 0)
 RED = (220, 0, 0)
@@ -53,20 +53,22 @@ def _draw(
 ) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    width = max(2, round(max(rgb.shape[:2]) / 120))
+    rgb = draw_boxes(
+        rgb, np.asarray(gt, np.float64).reshape(-1, 4) * scale, color=GREEN, width=width
+    )
+    if box is not None:
+        pred = np.asarray(box, np.float64).reshape(-1, 4) * scale
+        rgb = draw_boxes(rgb, pred, color=CYAN, width=max(1, width - 1))
+    if not tag:
+        return rgb
+    image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
-    width = max(2, round(max(image.size) / 120))
-    for g in np.asarray(gt, dtype=np.float64).reshape(-1, 4):
-        if np.all(np.isfinite(g)):
-            draw.rectangle([float(v) * scale for v in g], outline=GREEN, width=width)
-    if box is not None and np.all(np.isfinite(np.asarray(box, dtype=np.float64))):
-        draw.rectangle([float(v) * scale for v in box], outline=CYAN, width=max(1, width - 1))
-    if tag:
-        font = _font(int(np.clip(image.size[0] / 16, 10, 22)))
-        left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
-        pad = max(2, width)
-        draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=RED)
-        draw.text((pad - left, pad - top), tag, fill=(255, 255, 255), font=font)
+    font = _font(int(np.clip(image.size[0] / 16, 10, 22)))
+    left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
+    pad = max(2, width)
+    draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=RED)
+    draw.text((pad - left, pad - top), tag, fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
 
@@ -99,9 +101,8 @@ def adversarial_figure(
     Returns:
         The figure, RGB uint8.
     """
-    h, w = clean.shape[:2]
-    scale = tile / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    scale = tile / max(clean.shape[:2])
+    size = fit_size(clean.shape[1], clean.shape[0], tile)
 
     def cell(image, heat, box, tag, lines):
         rgb = image if heat is None else overlay(image, heat, alpha=alpha, colormap=colormap)
@@ -116,13 +117,6 @@ def adversarial_figure(
             bottom.append(failed_tile(size, [m.name, "failed"]))
             continue
         top.append(cell(clean, m.clean, m.clean_box, None, [m.name, m.clean_caption]))
-        bottom.append(
-            cell(
-                adversarial,
-                m.adversarial,
-                m.adversarial_box,
-                adversarial_tag,
-                [m.name, m.adversarial_caption],
-            )
-        )
+        lines = [m.name, m.adversarial_caption]
+        bottom.append(cell(adversarial, m.adversarial, m.adversarial_box, adversarial_tag, lines))
     return compose_grid([top, bottom], title=list(title))

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from eigencam.errors import InvalidParameterError
 from eigencam.viz.overlay import add_caption, overlay
 
 
@@ -68,7 +69,7 @@ def compose_grid(
         The figure, RGB uint8 (H, W, 3).
     """
     if not rows or not any(c is not None for row in rows for c in row):
-        raise ValueError("compose_grid needs at least one cell")
+        raise InvalidParameterError("compose_grid needs at least one cell")
     n_cols = max(len(row) for row in rows)
     widths = [
         max((row[j].shape[1] for row in rows if j < len(row) and row[j] is not None), default=0)

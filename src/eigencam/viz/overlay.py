@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from eigencam.errors import InvalidParameterError, ShapeError, check_range
+
 
 @functools.cache
 def colormap_lut(name: str) -> np.ndarray:
@@ -18,7 +20,7 @@ def colormap_lut(name: str) -> np.ndarray:
         cmap = matplotlib.colormaps[name]
     except KeyError:
         known = ", ".join(sorted(n for n in matplotlib.colormaps if not n.endswith("_r"))[:12])
-        raise ValueError(
+        raise InvalidParameterError(
             f"unknown colormap {name!r}; use a matplotlib colormap name, e.g. {known}"
         ) from None
     values = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
@@ -29,7 +31,7 @@ def colorize(heat: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """Map a (H, W) array in [0, 1] to RGB uint8 (H, W, 3)."""
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
-        raise ValueError(f"heat map must be 2-D (H, W), got shape {heat.shape}")
+        raise ShapeError("heat map", "(H, W)", heat.shape)
     idx = np.clip(np.nan_to_num(heat, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.take(colormap_lut(colormap), idx, axis=0)  # 3x faster than lut[idx]
 
@@ -38,13 +40,11 @@ def overlay(
     image: np.ndarray, heat: np.ndarray, *, alpha: float = 0.5, colormap: str = "jet"
 ) -> np.ndarray:
     """Blend a heat map over an RGB image of the same H x W: ``(1 - alpha) image + alpha heat``."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    check_range("alpha", alpha, 0.0, 1.0)
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != np.shape(heat)[:2]:
-        raise ValueError(
-            "image (H, W, 3) and heat map (H, W) must match, "
-            f"got {image.shape} and {np.shape(heat)}"
+        raise ShapeError(
+            "image and heat map", "(H, W, 3) and (H, W)", f"{image.shape} and {np.shape(heat)}"
         )
     from PIL import Image
 
@@ -90,29 +90,12 @@ def _fit(draw, text: str, font, max_width: int) -> str:
     return text + "..."
 
 
-# Distinct colours for boxes, cycled by class index (RGB).
-_BOX_COLOURS = (
-    (255, 56, 56),
-    (50, 205, 50),
-    (30, 144, 255),
-    (255, 178, 29),
-    (207, 210, 49),
-    (72, 249, 10),
-    (146, 204, 23),
-    (61, 219, 134),
-    (26, 147, 52),
-    (0, 212, 187),
-    (44, 153, 168),
-    (0, 194, 255),
-    (52, 69, 147),
-    (100, 115, 255),
-    (0, 24, 236),
-    (132, 56, 255),
-    (82, 0, 133),
-    (203, 56, 255),
-    (255, 149, 200),
-    (255, 55, 199),
+# Distinct colours for boxes, cycled by class index (RGB, the Ultralytics palette).
+_PALETTE = bytes.fromhex(
+    "ff3838 32cd32 1e90ff ffb21d cfd231 48f90a 92cc17 3ddb86 1a9334 00d4bb"
+    "2c99a8 00c2ff 344593 6473ff 0018ec 8438ff 520085 cb38ff ff95c8 ff37c7"
 )
+_BOX_COLOURS = tuple(tuple(_PALETTE[i : i + 3]) for i in range(0, len(_PALETTE), 3))
 
 
 def draw_boxes(
@@ -122,23 +105,27 @@ def draw_boxes(
     classes: Sequence[int] | None = None,
     *,
     width: int | None = None,
+    color: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Draw boxes (x0, y0, x1, y1, in pixels) with optional text labels on an RGB image (a copy).
 
     Args:
         image: (H, W, 3) uint8.
-        boxes: N boxes.
+        boxes: N boxes; a box with a non-finite coordinate (NaN padding, no box) is skipped.
         labels: N captions ("dog 0.87"), or None.
         classes: N class indices choosing each box's colour, or None (one colour).
         width: line width in pixels (default: about 0.3% of the image's larger side, >= 2).
+        color: one RGB colour for every box, instead of the class colours.
     """
     from PIL import Image, ImageDraw
 
     image = np.asarray(image, dtype=np.uint8)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be (H, W, 3) RGB, got shape {image.shape}")
+        raise ShapeError("image", "(H, W, 3) RGB", image.shape)
     if labels is not None and len(labels) != len(boxes):
-        raise ValueError(f"labels must give one caption per box: {len(boxes)} boxes, {len(labels)}")
+        raise InvalidParameterError(
+            f"labels must give one caption per box: {len(boxes)} boxes, {len(labels)} labels"
+        )
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     height, img_width = image.shape[:2]
@@ -146,7 +133,10 @@ def draw_boxes(
     font = _font(int(np.clip(max(height, img_width) / 50, 10, 24)))
     for i, box in enumerate(boxes):
         x0, y0, x1, y1 = (float(v) for v in box)
-        colour = _BOX_COLOURS[(classes[i] if classes is not None else 0) % len(_BOX_COLOURS)]
+        if not np.isfinite((x0, y0, x1, y1)).all():
+            continue
+        k = classes[i] if classes is not None else 0
+        colour = color or _BOX_COLOURS[k % len(_BOX_COLOURS)]
         draw.rectangle((x0, y0, x1, y1), outline=colour, width=line)
         if labels is not None and labels[i]:
             text = str(labels[i])

@@ -1,4 +1,4 @@
-"""Post-processing of raw maps: upsampling to the input size and normalisation to [0, 1]."""
+"""Post-processing of raw maps: upsampling to the input size, normalisation to [0, 1], blur."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eigencam.errors import ShapeError
+from eigencam.errors import InvalidParameterError, ShapeError
 
 # A map whose range is below this fraction of its magnitude carries no spatial information
 # (a constant map after float round-off in upsampling); it normalises to zeros.
@@ -96,7 +96,7 @@ def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
     if maps.ndim != 4:
         raise ShapeError("maps", "(B, k, H, W)", tuple(maps.shape))
     if len(boxes) != maps.shape[0]:
-        raise ValueError(
+        raise InvalidParameterError(
             f"boxes must give one (N, 4) tensor per image: {maps.shape[0]} images, "
             f"{len(boxes)} box tensors"
         )
@@ -123,6 +123,23 @@ def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
     return out
 
 
+def gaussian_kernel1d(
+    sigma: float,
+    radius: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """(2 radius + 1,) taps ``exp(-t^2 / (2 sigma^2))``, t = -radius..radius, summing to 1.
+
+    Every Gaussian of eigencam (map smoothing, fixation densities, the SSIM window) is this one,
+    computed in ``dtype`` on ``device``.
+    """
+    t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    taps = torch.exp(-(t * t) / (2 * sigma**2))
+    return taps / taps.sum()
+
+
 def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     """Separable Gaussian blur of (B, k, H, W) maps, sigma in pixels, kernel radius 3 sigma.
 
@@ -137,12 +154,10 @@ def gaussian_blur(maps: Tensor, sigma: float) -> Tensor:
     radius = min(radius, h - 1, w - 1) if min(h, w) > 1 else 0
     if radius == 0:
         return maps
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=maps.device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(maps.dtype if maps.is_floating_point() else torch.float32)
+    kernel = gaussian_kernel1d(sigma, radius, device=maps.device)
     flat = maps.reshape(b * k, 1, h, w).float()
     flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect")
-    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1).float())
+    flat = F.conv2d(flat, kernel.view(1, 1, 1, -1))
     flat = F.pad(flat, (0, 0, radius, radius), mode="reflect")
-    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1).float())
+    flat = F.conv2d(flat, kernel.view(1, 1, -1, 1))
     return flat.reshape(b, k, h, w)
