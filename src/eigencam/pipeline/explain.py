@@ -24,9 +24,8 @@ from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import UniqueStems, write_json, write_npy, write_png
 from eigencam.maps import normalize, renormalize_in_boxes, upsample
 from eigencam.methods.base import CAMResult, Explainer
-from eigencam.models.detection import Detections
+from eigencam.models.outputs import Detections, segmentation_summary
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.models.segmentation import segmentation_summary
 from eigencam.pipeline.loader import LoadedImage, iter_batches
 
 SAVE_KINDS = ("overlay", "npy")
@@ -180,7 +179,7 @@ def explain_files(
         run_info: extra fields for results.json (model name, arguments...).
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
         detections: for detectors, reads the batch output into one
-            :class:`~eigencam.models.detection.Detections` per image (``LoadedModel.detections``):
+            :class:`~eigencam.models.outputs.Detections` per image (``LoadedModel.detections``):
             the boxes go to results.json and onto the overlays.
         targets: class targets for class-specific explainers (``"top3"``, an index...); None
             uses the explainer's default (the predicted class).
