@@ -1,25 +1,18 @@
 """One registry of models: the names registered (the embedded default first), then the sources
-in :data:`SOURCES`, tried in order.
-
-A model name is one of:
+of :data:`SOURCES`, tried in order. A model name is one of:
 
 - a registered name (``efficientnet_lite0``, the embedded default with real ImageNet weights);
-- ``timm:NAME``, any timm model (``pretrained=False``);
-- a path to an ``.onnx`` file (run with onnxruntime);
-- an Ultralytics model yaml (``yolov8n.yaml``, ``yolo11s.yaml``, or a path), built offline;
-- a path to a TorchScript archive (``.pt``/``.pth``/``.ts``/``.torchscript`` saved with
-  ``torch.jit.save``);
-- a torchvision classification model (``resnet50``, ``vgg16``, ``vit_b_16``, or
-  ``torchvision:resnet50``), a detector (``fasterrcnn_resnet50_fpn``, ``retinanet_resnet50_fpn``,
-  ``fcos_resnet50_fpn``, ``ssd300_vgg16``...) or a segmenter (``deeplabv3_resnet50``,
-  ``fcn_resnet50``...), random weights unless ``weights=`` points at a state dict;
+- ``timm:NAME``; an ``.onnx`` file; an Ultralytics yaml (``yolov8n.yaml``, or a path); a
+  TorchScript archive (``.pt``/``.pth``/``.ts``/``.torchscript`` saved with ``torch.jit.save``);
+- a torchvision classifier (``resnet50``, ``vit_b_16``, or ``torchvision:resnet50``), detector
+  (``fasterrcnn_resnet50_fpn``, ``ssd300_vgg16``...) or segmenter (``deeplabv3_resnet50``...);
 - ``package.module:factory`` or ``path/to/file.py:factory``, a function returning a module.
 
-Nothing is ever downloaded: only the embedded default has trained weights out of the box.
-Options for the model's constructor go through ``load_model(name, **options)``
-(``image_size=`` for a torchvision ViT, ``min_size=`` for a detector, ``img_size=`` for timm).
-Adding a family is one module in :mod:`eigencam.models.sources` and one line in
-:data:`SOURCES`.
+Nothing is ever downloaded: only the embedded default has trained weights out of the box; the
+others have random weights unless ``weights=`` points at a state dict. Options for the model's
+constructor go through ``load_model(name, **options)`` (``image_size=`` for a torchvision ViT,
+``min_size=`` for a detector, ``img_size=`` for timm). Adding a family is one module in
+:mod:`eigencam.models.sources` and one line in :data:`SOURCES`.
 """
 
 from __future__ import annotations
