@@ -16,8 +16,14 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from eigencam import EigenCAM, FeaturePyramid
 from eigencam.capture.geometry import InputGeometry, crop_to_input
 from eigencam.errors import ShapeError
-from eigencam.models import Detections, Preprocessing, RandomWeightsWarning, load_model
-from eigencam.models.detection import detections_of, torchvision_detections
+from eigencam.models import (
+    Detections,
+    Preprocessing,
+    RandomWeightsWarning,
+    detections_of,
+    load_model,
+)
+from eigencam.models.outputs import torchvision_detections
 from eigencam.pipeline import explain_files
 from eigencam.pipeline.explain import OutputOptions
 from eigencam.postprocess.maps import renormalize_in_boxes, upsample

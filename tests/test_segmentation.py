@@ -15,7 +15,7 @@ from eigencam.errors import TargetError
 from eigencam.methods import available_methods, get_method
 from eigencam.methods.targets import resolve_targets
 from eigencam.models import RandomWeightsWarning, load_model
-from eigencam.models.segmentation import segmentation_summary
+from eigencam.models.outputs import segmentation_summary
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import torch
 from eigencam import EigenCAM
 from eigencam.errors import ModelNotFoundError, ShapeError
 from eigencam.models import RandomWeightsWarning, load_model
-from eigencam.models.yolo import coco80, import_ultralytics, yolo_detections
+from eigencam.models.sources.yolo import coco80, import_ultralytics, yolo_detections
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ from eigencam.batch.shards import (
 from eigencam.batch.worker import BatchSpec, ShardSummary
 from eigencam.errors import MissingDependencyError, RunMismatchError
 from eigencam.io.outputs import write_json
-from eigencam.models.registry import RandomWeightsWarning, model_entry
+from eigencam.models import RandomWeightsWarning, model_entry
 
 SCHEMA_VERSION = 1
 # Failures listed in manifest.json (all of them are rows with status "error" in the shards).

@@ -2,7 +2,7 @@
 
 A TorchScript module or an ONNX graph runs outside Python, so forward hooks on its layers never
 fire. Its runner (:class:`eigencam.capture.scripted.ScriptedModel`,
-:class:`eigencam.models.onnx.OnnxModel`) holds one :class:`Tap` per layer, named like the layer.
+:class:`eigencam.models.OnnxModel`) holds one :class:`Tap` per layer, named like the layer.
 Before running, it asks which taps carry hooks (:func:`hooked_taps`), runs the graph with those
 layers' values as extra outputs, and calls each tap with its value: the hooks fire as they would
 on an eager module, so every explainer, ``list_layers`` and the automatic layer choice work

@@ -70,9 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     from eigencam.models import registered_models
-    from eigencam.models.detection import DETECTORS
-    from eigencam.models.registry import torchvision_classifiers
-    from eigencam.models.segmentation import SEGMENTERS
+    from eigencam.models.sources.detection import DETECTORS
+    from eigencam.models.sources.segmentation import SEGMENTERS
+    from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
     registered = registered_models()
     names = {e.name for e in registered}
@@ -142,7 +142,7 @@ def run_layers(args: argparse.Namespace) -> int:
     args.model = args.model_name
     loaded, pre, device = load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
-    reshape = parse_reshape(args.reshape) or loaded.reshape_transform
+    reshape = parse_reshape(args.reshape)
     infos = list_layers(loaded.model, example, reshape)
     shown = [i for i in infos if args.all or i.candidate]
     family = family_of(runner_for(loaded.model)) if reshape is None else None

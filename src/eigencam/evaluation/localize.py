@@ -144,13 +144,7 @@ def localize(
         **info,
         "command": info.get("command", "localize"),
         "settings": settings_dict(settings),
-        "preprocessing": {
-            "input_size": list(preprocessing.input_size),
-            "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std),
-            "resize": preprocessing.resize,
-            "crop_fraction": preprocessing.crop_fraction,
-        },
+        "preprocessing": preprocessing.describe(),
         "dataset": {
             "root": str(dataset.root),
             "format": dataset.format,

@@ -567,7 +567,7 @@ def run_attack(
         "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
         "methods": methods,
         "settings": settings_dict(settings),
-        "preprocessing": _pre_dict(preprocessing),
+        "preprocessing": preprocessing.describe(),
         "model": {k: info.get(k) for k in ("model", "weights")},
     }
     open_run(out, identity, resume=resume)
@@ -620,7 +620,7 @@ def run_attack(
         **info,
         "command": info.get("command", "attack"),
         "settings": settings_dict(settings),
-        "preprocessing": _pre_dict(preprocessing),
+        "preprocessing": preprocessing.describe(),
         "dataset": {
             "root": str(dataset.root),
             "format": dataset.format,
@@ -640,16 +640,6 @@ def run_attack(
     atomic_write(out / "table.md", lambda fh: fh.write(text), mode="w")
     write_per_image_csv(out / "per_image.csv", records, methods, settings)
     return metrics
-
-
-def _pre_dict(pre: Preprocessing) -> dict[str, Any]:
-    return {
-        "input_size": list(pre.input_size),
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "resize": pre.resize,
-        "crop_fraction": pre.crop_fraction,
-    }
 
 
 # -- aggregates -----------------------------------------------------------------------------

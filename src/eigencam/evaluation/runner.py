@@ -298,13 +298,7 @@ def fingerprint(
         "methods": list(methods),
         "grid": list(settings.grid),
         "connectivity": settings.connectivity,
-        "preprocessing": {
-            "input_size": list(preprocessing.input_size),
-            "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std),
-            "resize": preprocessing.resize,
-            "crop_fraction": preprocessing.crop_fraction,
-        },
+        "preprocessing": preprocessing.describe(),
         "model": dict(model_info),
     }
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from eigencam.errors import TargetError
-from eigencam.models.segmentation import segmentation_logits
+from eigencam.models.outputs import segmentation_logits
 
 
 @dataclass(frozen=True)

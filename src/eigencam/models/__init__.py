@@ -1,21 +1,20 @@
-"""Models: the registry (embedded default, torchvision classifiers, detectors and segmenters, timm,
-Ultralytics YOLO, ONNX, TorchScript, user factories), weights, preprocessing, detections."""
+"""Models: the registry (embedded default, torchvision classifiers, detectors and segmenters,
+timm, Ultralytics YOLO, ONNX, TorchScript, user factories), one source module per family in
+:mod:`eigencam.models.sources`, weights, preprocessing, and the outputs models return."""
 
-from eigencam.models.detection import Detections, detections_of
-from eigencam.models.onnx import OnnxModel, export_onnx
+from eigencam.models.entry import LoadedModel, ModelEntry, RandomWeightsWarning, imagenet_labels
+from eigencam.models.outputs import Detections
 from eigencam.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from eigencam.models.registry import (
     DEFAULT_MODEL,
-    LoadedModel,
-    ModelEntry,
-    RandomWeightsWarning,
     available_models,
-    imagenet_labels,
     load_model,
     model_entry,
     register_model,
     registered_models,
 )
+from eigencam.models.sources.detection import detections_of
+from eigencam.models.sources.onnx import OnnxModel, export_onnx
 from eigencam.models.weights import load_weights, read_state_dict
 
 __all__ = [

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from eigencam.errors import check, check_choice
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -45,22 +47,35 @@ class Preprocessing:
     fill: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
-        if self.resize not in RESIZE_MODES:
-            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
-        if len(self.input_size) != 2 or min(self.input_size) < 1:
-            raise ValueError(
-                f"input_size must be (H, W) with positive sizes, got {self.input_size}"
-            )
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(
-                f"mean and std need 3 values (RGB), got mean={self.mean}, std={self.std}"
-            )
-        if min(self.std) <= 0:
-            raise ValueError(f"std values must be positive, got {self.std}")
-        if not 0 < self.crop_fraction <= 1:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction}")
-        if len(self.fill) != 3 or not all(0 <= f <= 1 for f in self.fill):
-            raise ValueError(f"fill must be 3 values in [0, 1] (RGB), got {self.fill}")
+        check_choice("resize", self.resize, RESIZE_MODES)
+        check(
+            len(self.input_size) == 2 and min(self.input_size) >= 1,
+            f"input_size must be (H, W) with positive sizes, got {self.input_size}",
+        )
+        check(
+            len(self.mean) == 3 and len(self.std) == 3,
+            f"mean and std need 3 values (RGB), got mean={self.mean}, std={self.std}",
+        )
+        check(min(self.std) > 0, f"std values must be positive, got {self.std}")
+        check(
+            0 < self.crop_fraction <= 1,
+            f"crop_fraction must be in (0, 1], got {self.crop_fraction}",
+        )
+        check(
+            len(self.fill) == 3 and all(0 <= f <= 1 for f in self.fill),
+            f"fill must be 3 values in [0, 1] (RGB), got {self.fill}",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON-ready settings a run records in its identity: input size, mean, std,
+        resize policy and crop fraction (lists, not tuples, as JSON reads them back)."""
+        return {
+            "input_size": list(self.input_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": self.resize,
+            "crop_fraction": self.crop_fraction,
+        }
 
     def with_overrides(
         self,
@@ -71,19 +86,16 @@ class Preprocessing:
         fill: Sequence[float] | None = None,
     ) -> Preprocessing:
         """A copy with the given fields replaced (None keeps the current value)."""
-        changes: dict = {}
-        if input_size is not None:
-            size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-            changes["input_size"] = tuple(int(s) for s in size)
-        if mean is not None:
-            changes["mean"] = tuple(float(m) for m in mean)
-        if std is not None:
-            changes["std"] = tuple(float(s) for s in std)
-        if resize is not None:
-            changes["resize"] = resize
-        if fill is not None:
-            changes["fill"] = tuple(float(f) for f in fill)
-        return replace(self, **changes)
+        if isinstance(input_size, int):
+            input_size = (input_size, input_size)
+        changes = {
+            "input_size": None if input_size is None else tuple(int(s) for s in input_size),
+            "mean": None if mean is None else tuple(float(m) for m in mean),
+            "std": None if std is None else tuple(float(s) for s in std),
+            "resize": resize,
+            "fill": None if fill is None else tuple(float(f) for f in fill),
+        }
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def box_to_original(self, boxes: Tensor, width: int, height: int) -> Tensor:
         """Boxes (N, 4) in input pixels (x0, y0, x1, y1) -> pixels of the original image, clipped.

@@ -22,9 +22,8 @@ from eigencam.errors import check, check_range
 from eigencam.io.outputs import UniqueStems, write_json, write_npy
 from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
-from eigencam.models.detection import Detections
+from eigencam.models.outputs import Detections, segmentation_summary
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.models.segmentation import segmentation_summary
 from eigencam.postprocess.maps import renormalize_in_boxes
 from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs.folder import RunFolder
@@ -286,7 +285,7 @@ def explain_files(
             device and version are part of the run's identity.
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
         detections: for detectors, reads the batch output into one
-            :class:`~eigencam.models.detection.Detections` per image (``LoadedModel.detections``):
+            :class:`~eigencam.models.outputs.Detections` per image (``LoadedModel.detections``):
             the boxes go to results.json and onto the overlays.
         targets: class targets for class-specific explainers (``"top3"``, an index...); None
             uses the explainer's default (the predicted class).

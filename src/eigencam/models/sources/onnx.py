@@ -29,9 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eigencam.capture.hooks import preserved_state
 from eigencam.capture.taps import Tap, hooked_taps
-from eigencam.errors import MissingDependencyError, ModelFileError, ShapeError
+from eigencam.errors import ModelFileError, ShapeError
+from eigencam.models.entry import ModelEntry, imagenet_labels, require
+from eigencam.models.preprocessing import Preprocessing
 
+_WHAT = "running ONNX models"
 _FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}  # onnx.TensorProto elem types
 
 
@@ -77,8 +81,8 @@ class OnnxModel(nn.Module):
         threads: int = 0,
     ) -> None:
         super().__init__()
-        onnx = _require("onnx")
-        _require("onnxruntime")
+        onnx = require("onnx", "onnx", _WHAT)
+        require("onnxruntime", "onnx", _WHAT)
         path = Path(path)
         if not path.is_file():
             raise ModelFileError(f"{path}: ONNX file not found")
@@ -106,7 +110,6 @@ class OnnxModel(nn.Module):
         types = {v.name: v for v in [*graph.value_info, *graph.output]}
         self.tensor_names: dict[str, str] = {}
         self._value_infos: dict[str, Any] = {}
-        taken: set[str] = set()
         for index, node in enumerate(graph.node):
             if "pool" in node.op_type.lower():
                 continue
@@ -119,9 +122,8 @@ class OnnxModel(nn.Module):
                 if elem not in _FLOAT_TYPES or (dims is not None and len(dims) not in (3, 4)):
                     continue
                 name = layer_name(tensor, index)
-                while name in taken:
+                while name in self.tensor_names:
                     name += "_"
-                taken.add(name)
                 self.tensor_names[name] = tensor
                 self._value_infos[tensor] = info
                 self.add_module(name, Tap(node.op_type))
@@ -210,15 +212,6 @@ class OnnxModel(nn.Module):
             raise ModelFileError(f"{self.path}: onnxruntime cannot run this model ({err})") from err
 
 
-def _require(package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError as err:
-        raise MissingDependencyError(package, "onnx", "running ONNX models") from err
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -239,8 +232,6 @@ def export_onnx(
         opset: ONNX opset version.
         dynamic_batch: export the batch axis as dynamic.
     """
-    from eigencam.capture.hooks import preserved_state
-
     path = Path(path)
     axes = {"input": {0: "batch"}} if dynamic_batch else None
     # Not under no_grad: PyTorch's attention fast path (taken without grad in eval mode) has no
@@ -259,10 +250,12 @@ def export_onnx(
     return path
 
 
-def onnx_entry(spec: str) -> Any:
-    """The registry entry of an ``.onnx`` file."""
-    from eigencam.models.preprocessing import Preprocessing
-    from eigencam.models.registry import ModelEntry, imagenet_labels
+def entry(spec: str) -> ModelEntry | None:
+    """The entry of an ``.onnx`` file; None for other names."""
+    if not spec.lower().endswith(".onnx"):
+        return None
+    if not Path(spec).is_file():
+        raise ModelFileError(f"{spec}: ONNX file not found")
 
     def configure(model: nn.Module) -> dict[str, Any]:
         size = model.input_size if isinstance(model, OnnxModel) else None

@@ -14,37 +14,32 @@ from typing import Any
 
 from torch import nn
 
-from eigencam.errors import MissingDependencyError, ModelNotFoundError
+from eigencam.errors import ModelNotFoundError, check
+from eigencam.models.entry import ModelEntry, imagenet_labels, require
+from eigencam.models.preprocessing import Preprocessing
 
 PREFIX = "timm:"
 
 
 def _timm() -> Any:
-    try:
-        import timm
-        import timm.data
-    except ImportError as err:
-        raise MissingDependencyError("timm", "timm", "timm:NAME models") from err
-    return timm
+    require("timm.data", "timm", "timm:NAME models")
+    return require("timm", "timm", "timm:NAME models")
 
 
 def build_timm(name: str, **options: Any) -> nn.Module:
     """``timm.create_model(name, pretrained=False, **options)``."""
     timm = _timm()
-
     options.setdefault("pretrained", False)
-    if options["pretrained"]:
-        raise ValueError(
-            "timm models are built without downloading weights; pass weights=FILE (--weights) "
-            "with a state dict instead of pretrained=True"
-        )
+    check(
+        not options["pretrained"],
+        "timm models are built without downloading weights; pass weights=FILE (--weights) "
+        "with a state dict instead of pretrained=True",
+    )
     return timm.create_model(name, **options)
 
 
-def timm_preprocessing(model: nn.Module) -> Any:
+def timm_preprocessing(model: nn.Module) -> Preprocessing:
     """Input size, mean, std and crop of a timm model from its ``pretrained_cfg``."""
-    from eigencam.models.preprocessing import Preprocessing
-
     cfg = _timm().data.resolve_data_config({}, model=model)
     size = getattr(getattr(model, "patch_embed", None), "img_size", None)
     _, h, w = cfg["input_size"]
@@ -60,10 +55,10 @@ def timm_preprocessing(model: nn.Module) -> Any:
     )
 
 
-def timm_entry(spec: str) -> Any:
-    """The registry entry of ``timm:NAME``."""
-    from eigencam.models.registry import ModelEntry, imagenet_labels
-
+def entry(spec: str) -> ModelEntry | None:
+    """The entry of ``timm:NAME``; None for a name without the prefix."""
+    if not spec.startswith(PREFIX):
+        return None
     name = spec.removeprefix(PREFIX)
     timm = _timm()
     if not timm.is_model(name):

@@ -27,8 +27,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from eigencam.errors import MissingDependencyError, ModelNotFoundError
-from eigencam.models.detection import Detections
+from eigencam.errors import MissingDependencyError, ModelNotFoundError, ShapeError
+from eigencam.models.entry import ModelEntry
+from eigencam.models.outputs import Detections
+from eigencam.models.preprocessing import Preprocessing
 
 YOLO_FILL = (114 / 255, 114 / 255, 114 / 255)
 _TASK_CLASSES = {
@@ -64,11 +66,6 @@ def import_ultralytics() -> Any:
         if fresh:
             Image.open, torch.save = saved
     return tasks
-
-
-def is_yolo_name(name: str) -> bool:
-    """True for a model yaml name or path (``yolov8n.yaml``, ``cfg/my-yolo.yml``)."""
-    return name.lower().endswith((".yaml", ".yml"))
 
 
 def build_yolo(cfg: str, **options: Any) -> nn.Module:
@@ -113,12 +110,6 @@ def coco80() -> list[str]:
     return [names[i] for i in range(len(names))]
 
 
-def yolo_head(model: nn.Module) -> nn.Module | None:
-    """The head (last layer) of an Ultralytics network, or None."""
-    layers = getattr(model, "model", None)
-    return layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
-
-
 def yolo_detections(
     output: Any,
     *,
@@ -153,8 +144,6 @@ def yolo_detections(
         if isinstance(pred, (tuple, list)) and pred:
             pred = pred[0]
     if not isinstance(pred, Tensor) or pred.ndim != 3:
-        from eigencam.errors import ShapeError
-
         got = tuple(pred.shape) if isinstance(pred, Tensor) else type(output).__name__
         raise ShapeError(
             "YOLO output",
@@ -179,7 +168,8 @@ def yolo_detections(
 
 def yolo_configure(model: nn.Module) -> dict[str, Any]:
     """Detections reader and labels matching the built network."""
-    head = yolo_head(model)
+    layers = getattr(model, "model", None)  # the head is the last layer
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
     nc = int(getattr(head, "nc", 0) or 0)
     end2end = bool(getattr(head, "end2end", False))
     overrides: dict[str, Any] = {
@@ -192,11 +182,11 @@ def yolo_configure(model: nn.Module) -> dict[str, Any]:
     return overrides
 
 
-def yolo_entry(cfg: str) -> Any:
-    """The registry entry of an Ultralytics model yaml."""
-    from eigencam.models.preprocessing import Preprocessing
-    from eigencam.models.registry import ModelEntry
-
+def entry(cfg: str) -> ModelEntry | None:
+    """The entry of an Ultralytics model yaml (name or path: ``yolov8n.yaml``,
+    ``cfg/my-yolo.yml``); None for other names."""
+    if not cfg.lower().endswith((".yaml", ".yml")):
+        return None
     return ModelEntry(
         name=cfg,
         description=f"Ultralytics {cfg} built from its yaml (random weights unless --weights)",
@@ -208,11 +198,3 @@ def yolo_entry(cfg: str) -> Any:
         task="detection",
         configure=yolo_configure,
     )
-
-
-def stride_of(model: nn.Module) -> int:
-    """The largest stride of an Ultralytics network (input sides must be multiples of it)."""
-    stride = getattr(model, "stride", None)
-    if isinstance(stride, Tensor) and stride.numel():
-        return int(stride.max())
-    return 32
