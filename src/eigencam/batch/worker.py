@@ -371,7 +371,7 @@ class ShardWorker:
             return []
         import torch
 
-        from eigencam.evaluation import boxes as bx
+        from eigencam.evaluation.metrics import boxes as bx
         from eigencam.maps import normalize
         from eigencam.pipeline.explain import maps_at_original, top_predictions
 

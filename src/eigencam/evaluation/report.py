@@ -1,7 +1,7 @@
 """Outputs of a localization run: ``table.md``, ``per_image.csv``, ``report.html``, the plot.
 
-The maths stays in :mod:`~eigencam.evaluation.protocols`; this module only formats. Matplotlib
-and Pillow load when a picture is drawn.
+
+
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from eigencam.evaluation.protocols import grid_columns
+from eigencam.evaluation.metrics.protocols import grid_columns
 from eigencam.io.outputs import atomic_write
 
 # (title, section, field, as_error, note)

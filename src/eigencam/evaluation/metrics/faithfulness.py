@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.capture.hooks import preserved_state
-from eigencam.errors import ShapeError
+from eigencam.errors import ShapeError, check_choice, check_range
 from eigencam.methods.targets import logits_of
 
 
@@ -143,19 +143,16 @@ def deletion_insertion(
         :class:`Curve` with (steps + 1) points.
     """
     maps = _check(images, maps, targets)
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_choice("mode", mode, ("deletion", "insertion"))
+    check_choice("baseline", baseline, ("constant", "blur"))
+    check_range("steps", steps, 1)
     m, s = _stats(mean, std, images)
     pixels = images * s + m
     if baseline == "constant":
         base = torch.full_like(pixels, float(constant))
-    elif baseline == "blur":
+    else:
         sigma = blur_sigma if blur_sigma is not None else 0.05 * max(images.shape[-2:])
         base = blur(pixels, sigma)
-    else:
-        raise ValueError(f"baseline must be 'constant' or 'blur', got {baseline!r}")
     b, _, h, w = images.shape
     ranks = _rank_order(maps).view(b, 1, h, w)
     counts = torch.linspace(0, h * w, steps + 1, device=images.device).round().long()
@@ -290,8 +287,7 @@ def road(
         normalised like an area.
     """
     maps = _check(images, maps, targets)
-    if order not in ("morf", "lerf"):
-        raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
+    check_choice("order", order, ("morf", "lerf"))
     m, s = _stats(mean, std, images)
     pixels = (images * s + m).detach().cpu().double().numpy()
     b, _, h, w = images.shape

@@ -1,8 +1,8 @@
 r"""From maps to boxes: quantise, threshold, connected components, bounding boxes, IoU.
 
-The localization protocols (:mod:`eigencam.evaluation.protocols`) turn each map into boxes the
-same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and Choe et al.
-(CVPR 2020) do:
+The localization protocols (:mod:`~eigencam.evaluation.metrics.protocols`) turn each map into
+boxes the same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and
+Choe et al. (CVPR 2020) do:
 
 1. the map, min-max normalised to [0, 1] at the model's input resolution, is scaled to 0-255 and
    truncated to 8 bits: :math:`u = \lfloor 255\, m \rfloor`;
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eigencam.errors import ShapeError
+from eigencam.errors import ShapeError, check, check_choice
 
 # Thresholds labelled together, in one volume cropped to the box of the lowest one's mask.
 _BAND = 10
@@ -47,7 +47,7 @@ def quantize(maps: np.ndarray) -> np.ndarray:
     Returns:
         (N, H, W) uint8.
     """
-    m = _as_numpy(maps)
+    m = maps.detach().to("cpu").float().numpy() if hasattr(maps, "detach") else np.asarray(maps)
     if m.ndim != 3:
         raise ShapeError("maps", "(N, H, W)", tuple(m.shape))
     m = np.nan_to_num(np.clip(m.astype(np.float64, copy=False), 0.0, 1.0), nan=0.0)
@@ -93,13 +93,9 @@ class Components:
 
 def structure(connectivity: int) -> np.ndarray:
     """The 3-D structuring element that connects pixels within a mask of the stack only."""
-    if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    check_choice("connectivity", connectivity, (4, 8))
     st = np.zeros((3, 3, 3), dtype=bool)
-    if connectivity == 8:
-        st[1] = True
-    else:
-        st[1] = [[False, True, False], [True, True, True], [False, True, False]]
+    st[1] = True if connectivity == 8 else [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
     return st
 
 
@@ -121,13 +117,13 @@ def connected_components(
     u = np.asarray(maps_u8)
     if u.ndim != 3:
         raise ShapeError("maps_u8", "(N, H, W)", tuple(u.shape))
-    if u.dtype != np.uint8:
-        raise TypeError(f"maps_u8 must be uint8 (use quantize()), got {u.dtype}")
+    check(u.dtype == np.uint8, f"maps_u8 must be uint8 (use quantize()), got {u.dtype}")
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if thr.size == 0:
-        raise ValueError("thresholds must not be empty")
-    if not np.all(np.isfinite(thr)) or thr.min() < 0:
-        raise ValueError(f"thresholds must be finite fractions >= 0, got {thr.tolist()}")
+    check(thr.size > 0, "thresholds must not be empty")
+    check(
+        bool(np.all(np.isfinite(thr)) and thr.min() >= 0),
+        f"thresholds must be finite fractions >= 0, got {thr.tolist()}",
+    )
     n = u.shape[0]
     t = thr.size
     st = structure(connectivity)
@@ -273,16 +269,9 @@ def to_original(boxes: np.ndarray, regions: np.ndarray, map_size: tuple[int, int
         Boxes of the same shape in original pixels (NaN stays NaN).
     """
     h, w = map_size
-    r = np.asarray(regions, dtype=np.float64)
-    shape = (r.shape[0],) + (1,) * (boxes.ndim - 2)
-    sx = ((r[:, 2] - r[:, 0]) / w).reshape(shape)
-    sy = ((r[:, 3] - r[:, 1]) / h).reshape(shape)
-    out = np.empty(boxes.shape, dtype=np.float64)
-    out[..., 0] = boxes[..., 0] * sx + r[:, 0].reshape(shape)
-    out[..., 2] = boxes[..., 2] * sx + r[:, 0].reshape(shape)
-    out[..., 1] = boxes[..., 1] * sy + r[:, 1].reshape(shape)
-    out[..., 3] = boxes[..., 3] * sy + r[:, 1].reshape(shape)
-    return out
+    r = np.asarray(regions, dtype=np.float64).reshape(-1, *(1,) * (boxes.ndim - 2), 4)
+    scale = (r[..., 2:] - r[..., :2]) / np.array([w, h], dtype=np.float64)
+    return boxes * np.tile(scale, 2) + np.tile(r[..., :2], 2)
 
 
 def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -297,11 +286,10 @@ def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
         NaN (the object is outside the crop).
     """
     r = np.asarray(regions, dtype=np.float64)[:, None, :]
-    out = np.asarray(gt, dtype=np.float64).copy()
-    out[..., 0] = np.maximum(out[..., 0], r[..., 0])
-    out[..., 1] = np.maximum(out[..., 1], r[..., 1])
-    out[..., 2] = np.minimum(out[..., 2], r[..., 2])
-    out[..., 3] = np.minimum(out[..., 3], r[..., 3])
+    g = np.asarray(gt, dtype=np.float64)
+    out = np.concatenate(
+        [np.maximum(g[..., :2], r[..., :2]), np.minimum(g[..., 2:], r[..., 2:])], -1
+    )
     with np.errstate(invalid="ignore"):
         empty = ~((out[..., 2] > out[..., 0]) & (out[..., 3] > out[..., 1]))
     out[empty] = np.nan
@@ -316,9 +304,3 @@ def pad_boxes(boxes: list[np.ndarray]) -> np.ndarray:
         if len(b):
             out[i, : len(b)] = b
     return out
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().to("cpu").float().numpy()
-    return np.asarray(x)
