@@ -32,13 +32,12 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 
-# (title, section, field, as_error, note)
-TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
+# (title, section, field, note)
+TABLES: tuple[tuple[str, str, str, str], ...] = (
     (
         "Top-1 localization error (%)",
         "paper",
         "top1_loc_error",
-        True,
         "Table 1's measure: the top-1 class is right and the box reaches IoU 0.5. It cannot be "
         "lower than the top-1 classification error.",
     ),
@@ -46,7 +45,6 @@ TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
         "Class-independent localization error (%)",
         "paper",
         "class_independent_error",
-        True,
         "The measure the Eigen-CAM paper reports for Eigen-CAM: the box of the map shown for the "
         "top-1 prediction, correct class or not, over all images.",
     ),
@@ -54,28 +52,24 @@ TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
         "GT-known localization error (%)",
         "paper",
         "gt_known_error",
-        True,
         "The ground-truth class's map (the only map of a class-agnostic method); class ignored.",
     ),
     (
         "Top-5 localization error (%)",
         "paper",
         "top5_loc_error",
-        True,
         "The right class among the top 5 and its map's box reaches IoU 0.5.",
     ),
     (
         "MaxBoxAcc (%)",
         "maxboxacc",
         "value",
-        False,
         "Choe et al. 2020: BoxAcc at IoU 0.5 (largest component), best threshold.",
     ),
     (
         "MaxBoxAccV2 (%)",
         "maxboxacc_v2",
         "value",
-        False,
         "Choe et al. 2020: mean over IoU 0.3 / 0.5 / 0.7 of the best BoxAcc, all components.",
     ),
 )
@@ -115,7 +109,7 @@ def table_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
     methods = list(dict.fromkeys(m for r in runs for m in r.get("methods", {})))
     entries = [[r.get("methods", {}).get(m) for r in runs] for m in methods]
     lines: list[str] = []
-    for title, section, key, _is_error, note in TABLES:
+    for title, section, key, note in TABLES:
         rows = [
             [m, *("n/a" if e is None else pct(_value(e, section, key)) for e in row)]
             for m, row in zip(methods, entries)
@@ -341,31 +335,37 @@ def render_gallery(
         else:
             maps = expl(x).maps[:, 0]
         maps = maps.detach().float().cpu()
-        rendered = {}
         for j, i in enumerate(unique):
             image = np.asarray(images[j])
             heat = _map_on_image(maps[j], records.regions[i], image.shape[:2])
-            rgb = overlay(image, heat, alpha=0.45)
-            pred = records.boxes[i, mi, 0, col]
-            rgb = _draw_boxes(rgb, records.gt[i], pred, max_side)
-            name = f"{_slug(key)}-{i}.jpg"
-            write_jpeg(out / "gallery" / name, rgb)
-            rendered[i] = name
-        gallery[key] = {}
-        for kind in ("best", "worst"):
-            entries = []
-            for i in kinds.get(kind, []):
-                iou = float(records.iou[i, mi, 0, col])
-                entries.append(
-                    {
-                        "src": f"gallery/{rendered[i]}",
-                        "file": str(records.keys[i]),
-                        "iou": iou,
-                        "caption": _caption(records, i, iou, labels),
-                    }
-                )
-            gallery[key][kind] = entries
+            rgb = _draw_boxes(
+                overlay(image, heat, alpha=0.45),
+                records.gt[i],
+                records.boxes[i, mi, 0, col],
+                max_side,
+            )
+            write_jpeg(out / "gallery" / f"{_slug(key)}-{i}.jpg", rgb)
+        gallery[key] = {
+            kind: [
+                _case(records, i, mi, col, f"gallery/{_slug(key)}-{i}.jpg", labels)
+                for i in kinds.get(kind, [])
+            ]
+            for kind in ("best", "worst")
+        }
     return gallery
+
+
+def _case(
+    records: Any, i: int, mi: int, col: int, src: str, labels: Sequence[str] | None
+) -> dict[str, Any]:
+    """The gallery entry of image ``i`` for method ``mi`` at threshold column ``col``."""
+    iou = float(records.iou[i, mi, 0, col])
+    return {
+        "src": src,
+        "file": str(records.keys[i]),
+        "iou": iou,
+        "caption": _caption(records, i, iou, labels),
+    }
 
 
 def _map_on_image(heat: torch.Tensor, region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -484,7 +484,7 @@ def report_html(
     methods = [
         {
             "name": m,
-            "cells": [pct(_value(e, section, key)) for _t, section, key, _e, _n in TABLES],
+            "cells": [pct(_value(e, section, key)) for _t, section, key, _n in TABLES],
             "thresholds": [
                 num(e["paper"]["chosen_threshold"]),
                 num(e["maxboxacc"]["threshold"]),
@@ -506,7 +506,7 @@ def report_html(
         source=(metrics.get("calibration") or {}).get("source")
         or "chosen on this data (optimistic: no held-out calibration)",
         columns=[_short(t[0]) for t in TABLES],
-        notes=[(t[0], t[4]) for t in TABLES],
+        notes=[(t[0], t[3]) for t in TABLES],
         v2_ious=v2_ious,
         methods=methods,
         split_header=SPLIT_HEADER,

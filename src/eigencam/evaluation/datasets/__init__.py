@@ -32,7 +32,6 @@ from eigencam.evaluation.datasets.base import (
     Dataset,
     Reader,
     Sample,
-    check_box,
     read_class_map,
     read_json,
     stratified,
@@ -40,9 +39,8 @@ from eigencam.evaluation.datasets.base import (
 from eigencam.evaluation.datasets.coco import read_coco
 from eigencam.evaluation.datasets.cub import read_cub
 from eigencam.evaluation.datasets.dev import read_dev
-from eigencam.evaluation.datasets.ilsvrc import SYNSET_FILES, read_ilsvrc, read_synsets
-from eigencam.evaluation.datasets.pascal import XmlAnnotation, parse_xml
-from eigencam.evaluation.datasets.voc import read_voc
+from eigencam.evaluation.datasets.ilsvrc import read_ilsvrc, read_synsets
+from eigencam.evaluation.datasets.voc import parse_xml, read_voc
 
 READERS: dict[str, Reader] = {
     "dev": Reader(read_dev, dev.detect, path_option="annotations"),
@@ -62,12 +60,8 @@ FORMATS = ("auto", *READERS)
 __all__ = [
     "FORMATS",
     "READERS",
-    "SYNSET_FILES",
     "Dataset",
-    "Reader",
     "Sample",
-    "XmlAnnotation",
-    "check_box",
     "detect_format",
     "open_dataset",
     "parse_xml",

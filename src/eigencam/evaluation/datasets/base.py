@@ -221,7 +221,7 @@ def read_json(path: Path) -> Any:
 
 
 # -- classes ----------------------------------------------------------------------------------
-def read_class_map(path: str | Path, labels: Sequence[str] | None = None) -> dict[str, int]:
+def read_class_map(path: str | Path) -> dict[str, int]:
     """{dataset class name: model class index} from a JSON object or a text file of names.
 
     A text file lists the model's classes, one per line, in index order. A JSON object maps names

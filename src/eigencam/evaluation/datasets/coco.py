@@ -1,9 +1,4 @@
-"""A COCO instances JSON (``images``, ``annotations``, ``categories``; ``bbox`` = ``[x, y, w,
-h]``; crowd regions are ignored).
-
-A ``class_map`` ({category name: model class index}) names the model's class of each object;
-an image with objects of several classes is labelled with the class of its largest mapped box.
-"""
+"""COCO instances JSON (``bbox`` = ``[x, y, w, h]``; crowd regions are ignored)."""
 
 from __future__ import annotations
 
@@ -14,18 +9,7 @@ from typing import Any
 import numpy as np
 
 from eigencam.errors import AnnotationError
-from eigencam.evaluation.datasets.base import (
-    Collector,
-    Dataset,
-    Sample,
-    choose_class,
-    class_lookup,
-    image_size,
-    key_of,
-    read_json,
-    require_file,
-    xywh_box,
-)
+from eigencam.evaluation.datasets import base
 
 
 def _instances(folder: Path) -> list[Path]:
@@ -44,7 +28,7 @@ def read_coco(
     images: str | Path | None = None,
     class_map: Mapping[str, int] | None = None,
     skip_bad: bool = False,
-) -> Dataset:
+) -> base.Dataset:
     """A COCO instances JSON (``images``, ``annotations``, ``categories``).
 
     Args:
@@ -63,7 +47,7 @@ def read_coco(
         )
     ann = found[0]
     root = ann.parent.parent if ann.parent.name == "annotations" else ann.parent
-    data = read_json(ann)
+    data = base.read_json(ann)
     if not isinstance(data, dict) or not all(
         isinstance(data.get(k), list) for k in ("images", "annotations", "categories")
     ):
@@ -74,7 +58,7 @@ def read_coco(
         split = ann.stem.split("_", 1)[-1]
         candidates = (root / split, root / "images", ann.parent)
         img_dir = next((d for d in candidates if d.is_dir()), ann.parent)
-    out = Collector(skip_bad)
+    out = base.Collector(skip_bad)
     cats = {
         c["id"]: str(c["name"])
         for c in data["categories"]
@@ -87,7 +71,7 @@ def read_coco(
                 raise AnnotationError(f"images[{i}]", "needs 'id' and 'file_name'")
             info[im["id"]] = (
                 im["file_name"],
-                image_size(im.get("width"), im.get("height"), "size"),
+                base.image_size(im.get("width"), im.get("height"), "size"),
             )
     per_image: dict[Any, list[tuple[str, np.ndarray]]] = {}
     for i, a in enumerate(data["annotations"]):
@@ -99,17 +83,19 @@ def read_coco(
                 continue
             if a["image_id"] not in info:
                 raise AnnotationError(where, f"image_id {a['image_id']!r} is not in images")
-            box = xywh_box(a["bbox"], info[a["image_id"]][1], where)
+            box = base.xywh_box(a["bbox"], info[a["image_id"]][1], where)
             name = cats.get(a.get("category_id"))
             if name is None:
                 raise AnnotationError(where, f"category_id {a.get('category_id')!r} is unknown")
             per_image.setdefault(a["image_id"], []).append((name, box))
-    lookup = class_lookup(class_map)
+    lookup = base.class_lookup(class_map)
     samples = []
     for image_id, objects in per_image.items():
         file_name, size = info[image_id]
-        label, name, boxes = choose_class(objects, lookup)
+        label, name, boxes = base.choose_class(objects, lookup)
         with out.entry(ann):
-            image = require_file(img_dir / file_name, f"image id {image_id}")
-            samples.append(Sample(key_of(image, root), image, boxes, label, size, str(ann), name))
+            image = base.require_file(img_dir / file_name, f"image id {image_id}")
+            samples.append(
+                base.Sample(base.key_of(image, root), image, boxes, label, size, str(ann), name)
+            )
     return out.dataset(root, "coco", samples)

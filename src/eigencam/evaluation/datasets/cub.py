@@ -1,20 +1,11 @@
-"""CUB-200-2011 (``images.txt``, ``bounding_boxes.txt``, ``image_class_labels.txt``,
-``train_test_split.txt``; the test split by default). The model's class index is the CUB class
-id - 1."""
+"""CUB-200-2011: the tables of :data:`TABLES` and ``train_test_split.txt``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from eigencam.errors import AnnotationError, check_choice
-from eigencam.evaluation.datasets.base import (
-    Collector,
-    Dataset,
-    Sample,
-    key_of,
-    require_file,
-    xywh_box,
-)
+from eigencam.evaluation.datasets import base
 
 TABLES = ("images.txt", "bounding_boxes.txt", "image_class_labels.txt")
 
@@ -23,7 +14,7 @@ def detect(folder: Path) -> bool:
     return (folder / "images.txt").is_file() and (folder / "bounding_boxes.txt").is_file()
 
 
-def read_cub(root: str | Path, *, split: str = "test", skip_bad: bool = False) -> Dataset:
+def read_cub(root: str | Path, *, split: str = "test", skip_bad: bool = False) -> base.Dataset:
     """CUB-200-2011: the model's class index is the CUB class id - 1.
 
     Args:
@@ -41,7 +32,7 @@ def read_cub(root: str | Path, *, split: str = "test", skip_bad: bool = False) -
     files, boxes, classes = (_id_table(root / name) for name in TABLES)
     split_file = root / "train_test_split.txt"
     is_train = _id_table(split_file) if split_file.is_file() else {}
-    out = Collector(skip_bad)
+    out = base.Collector(skip_bad)
     samples = []
     for image_id, rest in files.items():
         train = is_train.get(image_id, ["0"])[0] == "1"
@@ -52,10 +43,12 @@ def read_cub(root: str | Path, *, split: str = "test", skip_bad: bool = False) -
             bb, cl = boxes.get(image_id), classes.get(image_id)
             if bb is None or cl is None or len(bb) != 4 or not cl[0].isdigit():
                 raise AnnotationError(where, "needs a line in bounding_boxes.txt and class labels")
-            box = xywh_box(bb, None, where)
-            image = require_file(root / "images" / rest[0], where)
+            box = base.xywh_box(bb, None, where)
+            image = base.require_file(root / "images" / rest[0], where)
             samples.append(
-                Sample(key_of(image, root), image, box[None], int(cl[0]) - 1, None, str(root))
+                base.Sample(
+                    base.key_of(image, root), image, box[None], int(cl[0]) - 1, None, str(root)
+                )
             )
     return out.dataset(root, "cub", samples)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from eigencam.errors import AnnotationError
 from eigencam.evaluation.datasets.base import Collector, Dataset, read_json
-from eigencam.evaluation.datasets.pascal import XmlAnnotation, image_index, parse_xml, xml_sample
+from eigencam.evaluation.datasets.voc import XmlAnnotation, image_index, parse_xml, xml_sample
 from eigencam.io.images import IMAGE_EXTENSIONS
 
 SYNSET_FILES = (
@@ -23,6 +23,7 @@ SYNSET_FILES = (
     "imagenet_class_index.json",
     "map_clsloc.txt",
 )
+# Where the XML and the images are looked for, first match wins.
 ANNOTATION_DIRS = (
     "Annotations/CLS-LOC/val",
     "ILSVRC/Annotations/CLS-LOC/val",

@@ -130,7 +130,8 @@ def connected_components(
     order = np.argsort(thr, kind="stable")  # ascending: each mask lies inside the previous one
     levels = threshold_levels(u.reshape(n, -1).max(axis=1) if n else np.zeros(0), thr[order])
     band = max(1, min(_BAND, t))
-    boxes, areas, owners = [], [], []
+    empty = np.zeros(0, dtype=np.int64)
+    boxes, areas, owners = [np.zeros((0, 4))], [empty], [empty]
     for i in range(n):
         for b0 in range(0, t, band):
             cols = order[b0 : b0 + band]
@@ -159,14 +160,7 @@ def connected_components(
             owners.append(i * t + cols[bounds[:, 0]])
             boxes.append((bounds[:, 1:] + [c0, r0, c0, r0]).astype(np.float64))
             areas.append(area.astype(np.int64))
-    if boxes:
-        all_boxes = np.concatenate(boxes)
-        all_areas = np.concatenate(areas)
-        all_owner = np.concatenate(owners)
-    else:
-        all_boxes = np.zeros((0, 4))
-        all_areas = np.zeros(0, dtype=np.int64)
-        all_owner = np.zeros(0, dtype=np.int64)
+    all_boxes, all_areas, all_owner = (np.concatenate(x) for x in (boxes, areas, owners))
     largest = np.full((n * t, 4), np.nan)
     largest_area = np.zeros(n * t, dtype=np.int64)
     if all_owner.size:

@@ -24,7 +24,6 @@ under ``torch.inference_mode`` with the model in eval mode (flags restored).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -157,13 +156,10 @@ def deletion_insertion(
     ranks = _rank_order(maps).view(b, 1, h, w)
     counts = torch.linspace(0, h * w, steps + 1, device=images.device).round().long()
     fractions = counts.float() / (h * w)
+    start, end = (pixels, base) if mode == "deletion" else (base, pixels)
     probs = []
     for count in counts.tolist():
-        chosen = (ranks < count).to(pixels.dtype)  # the `count` most relevant pixels
-        if mode == "deletion":
-            edited = pixels * (1 - chosen) + base * chosen
-        else:
-            edited = base * (1 - chosen) + pixels * chosen
+        edited = torch.where(ranks < count, end, start)  # the `count` most relevant pixels
         probs.append(class_probs(model, (edited - m) / s, targets, batch_size))
     probs_t = torch.stack(probs, dim=1)
     return Curve(fractions.cpu(), probs_t.cpu(), _trapezoid(probs_t, fractions).cpu())
@@ -193,11 +189,10 @@ def average_drop_increase(
     return drop.cpu(), (o > y).cpu()
 
 
-@functools.cache
-def _neighbour_offsets() -> list[tuple[int, int, float]]:
-    direct = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-    diagonal = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
-    return [(dy, dx, 1 / 6) for dy, dx in direct] + [(dy, dx, 1 / 12) for dy, dx in diagonal]
+# (dy, dx, weight) of the 8 neighbours in ROAD's imputation.
+_NEIGHBOURS = [(dy, dx, 1 / 6) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))] + [
+    (dy, dx, 1 / 12) for dy, dx in ((-1, -1), (-1, 1), (1, -1), (1, 1))
+]
 
 
 def noisy_linear_impute(
@@ -232,7 +227,7 @@ def noisy_linear_impute(
     rows, cols, vals = [], [], []
     diag = np.zeros(n)
     rhs = np.zeros((n, c))
-    for dy, dx, wgt in _neighbour_offsets():
+    for dy, dx, wgt in _NEIGHBOURS:
         ny, nx = ry + dy, rx + dx
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         src = np.nonzero(inside)[0]

@@ -301,29 +301,28 @@ def maxboxacc_v2(
         "value": mean, "best_on_this_data": mean of the maxima here,
         "best_thresholds_on_this_data": {delta: tau}}``.
     """
-    curves, chosen, values, best, oracles = {}, {}, {}, [], {}
+    per = {}
     for delta in iou_thresholds:
         key = f"{delta:g}"
-        curve = box_accuracy(iou_all, delta, mask)
-        oracle = choose_threshold(curve, grid)
-        tau = calibrated.get(key) if calibrated is not None else oracle
+        tau = None if calibrated is None else calibrated.get(key)
         check(
             calibrated is None or tau is not None,
             f"the calibration run has no MaxBoxAccV2 threshold for IoU {key}",
         )
-        i = _index_of(grid, tau)
-        curves[key] = _list(curve)
-        oracles[key] = oracle
-        chosen[key] = tau
-        values[key] = None if i is None else _num(curve[i])
-        best.append(np.nan if oracle is None else float(np.nanmax(curve)))
-    finite = [v for v in values.values() if v is not None]
+        per[key] = maxboxacc(iou_all, grid, iou_threshold=delta, mask=mask, calibrated=tau)
+    values = {k: p["value"] for k, p in per.items()}
+    best = [
+        np.nan if p["best_on_this_data"] is None else p["best_on_this_data"] for p in per.values()
+    ]
+    complete = bool(values) and None not in values.values()
     return {
         "iou_thresholds": [float(d) for d in iou_thresholds],
-        "curves": curves,
-        "thresholds": chosen,
+        "curves": {k: p["curve"] for k, p in per.items()},
+        "thresholds": {k: p["threshold"] for k, p in per.items()},
         "per_iou": values,
-        "value": float(np.mean(finite)) if len(finite) == len(values) and finite else None,
+        "value": float(np.mean(list(values.values()))) if complete else None,
         "best_on_this_data": _num(np.mean(best)) if best else None,
-        "best_thresholds_on_this_data": oracles,
+        "best_thresholds_on_this_data": {
+            k: p["best_threshold_on_this_data"] for k, p in per.items()
+        },
     }
