@@ -29,7 +29,7 @@ from eigencam.capture.layers import resolve_named
 from eigencam.cli.common import Progress
 from eigencam.evaluation.datasets import open_dataset
 from eigencam.evaluation.localize import localize
-from eigencam.evaluation.protocols import parse_grid
+from eigencam.evaluation.metrics.protocols import parse_grid
 from eigencam.evaluation.runner import (
     LocalizeSettings,
     build_explainer,

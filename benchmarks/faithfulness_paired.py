@@ -4,7 +4,7 @@ Faithfulness scores vary far more between images than between methods, so method
 few dozen images are compared on the same images: per image ``d = reference - method``, the
 median difference with a percentile-bootstrap 95 % interval, the share of images where the
 reference scores higher, and a two-sided Wilcoxon signed-rank p-value
-(:func:`eigencam.evaluation.stats.paired_difference`). Prints a markdown table.
+(:func:`eigencam.evaluation.metrics.stats.paired_difference`). Prints a markdown table.
 
     python benchmarks/faithfulness_paired.py RUN_DIR [--reference eigencam]
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eigencam.evaluation.metrics.stats import paired_difference
 from eigencam.evaluation.runfiles import load_records
-from eigencam.evaluation.stats import paired_difference
 
 # (record key, column title, True when higher is better)
 METRICS = (

@@ -177,7 +177,7 @@ def test_plan_webdataset(images, tmp_path):
 
 def test_rows_match_an_independent_eigencam_call(folder_run, images):
     """Each row holds what EigenCAM computes for that image alone (golden values)."""
-    from eigencam.evaluation import boxes as bx
+    from eigencam.evaluation.metrics import boxes as bx
     from eigencam.io import load_image
     from eigencam.methods import EigenCAM
     from eigencam.models import load_model

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from eigencam.errors import ShapeError
-from eigencam.evaluation import boxes as bx
+from eigencam.evaluation.metrics import boxes as bx
 from eigencam.models.preprocessing import Preprocessing
 
 

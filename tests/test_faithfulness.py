@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from eigencam.evaluation.faithfulness import (
+from eigencam.evaluation.metrics.faithfulness import (
     average_drop_increase,
     blur,
     deletion_insertion,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eigencam.evaluation.protocols import (
+from eigencam.evaluation.metrics.protocols import (
     CHOE_GRID,
     PAPER_THRESHOLDS,
     box_accuracy,

@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from eigencam.evaluation.baselines import center_gaussian, random_maps
-from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.runfiles import load_records, open_run, write_part
-from eigencam.evaluation.sampling import stratified
-from eigencam.evaluation.similarity import (
+from eigencam.evaluation.datasets import Dataset, Sample, stratified
+from eigencam.evaluation.metrics.baselines import center_gaussian, random_maps
+from eigencam.evaluation.metrics.similarity import (
     gaussian_window,
     mask_iou,
     pearson,
@@ -22,7 +20,8 @@ from eigencam.evaluation.similarity import (
     top_fraction_mask,
     top_region_iou,
 )
-from eigencam.evaluation.stats import describe, paired_difference, rate
+from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
+from eigencam.evaluation.runfiles import load_records, open_run, write_part
 
 
 def rand(*shape, seed=0):

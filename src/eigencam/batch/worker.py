@@ -374,7 +374,7 @@ class ShardWorker:
             return []
         import torch
 
-        from eigencam.evaluation import boxes as bx
+        from eigencam.evaluation.metrics import boxes as bx
         from eigencam.pipeline.explain import top_predictions
         from eigencam.postprocess import maps_at_original, normalize
 

@@ -77,7 +77,7 @@ def read_dataset(args: argparse.Namespace, path: str):
 
 def open_dataset_from_args(args: argparse.Namespace, command: str):
     """The dataset the arguments select: read, stratified, split, limited."""
-    from eigencam.evaluation.sampling import stratified
+    from eigencam.evaluation.datasets import stratified
 
     dataset = read_dataset(args, args.data)
     if getattr(args, "per_class", None) is not None:

@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from eigencam.evaluation.protocols import parse_grid
+    from eigencam.evaluation.metrics.protocols import parse_grid
     from eigencam.evaluation.runner import LocalizeSettings
 
     ious = tuple(float(v) for v in comma_list(args.v2_ious))

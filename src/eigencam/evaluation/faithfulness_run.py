@@ -38,14 +38,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eigencam.evaluation.baselines import center_gaussian, random_maps
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.faithfulness import (
+from eigencam.evaluation.metrics.baselines import center_gaussian, random_maps
+from eigencam.evaluation.metrics.faithfulness import (
     Curve,
     average_drop_increase,
     deletion_insertion,
     road,
 )
+from eigencam.evaluation.metrics.stats import describe
 from eigencam.evaluation.runfiles import (
     RunRecords,
     load_records,
@@ -53,7 +54,6 @@ from eigencam.evaluation.runfiles import (
     pending_batches,
     write_part,
 )
-from eigencam.evaluation.stats import describe
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json
 from eigencam.methods.base import Explainer
@@ -217,7 +217,7 @@ def _road_per_key(
     seed drawn from the key makes an image's score independent of the batch it falls in (and of
     a resumed run's batching). The sparse imputation, not the model call, dominates its cost.
     """
-    from eigencam.evaluation.baselines import key_seed
+    from eigencam.evaluation.metrics.baselines import key_seed
 
     curves = [
         road(

@@ -1,33 +1,44 @@
 """Outputs of a localization run: ``table.md``, ``per_image.csv``, ``report.html``, the plot.
 
-The maths stays in :mod:`~eigencam.evaluation.protocols`; this module only formats. Matplotlib
-and Pillow load when a picture is drawn.
+The maths stays in :mod:`~eigencam.evaluation.metrics.protocols`; this module only formats:
+tables with :mod:`~eigencam.evaluation.tables`, the page with the jinja2 template
+``templates/report.html.j2`` (autoescaped). Matplotlib and Pillow load when a picture is drawn.
 """
 
 from __future__ import annotations
 
-import csv
-import html
 import io
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
+import torch
 
-from eigencam.evaluation.protocols import grid_columns
+from eigencam.evaluation.metrics.protocols import grid_columns
+from eigencam.evaluation.tables import fixed, heading, markdown_table, num, pct, write_csv
+from eigencam.io import load_image
 from eigencam.io.outputs import atomic_write
+from eigencam.postprocess.maps import upsample
 from eigencam.viz.grid import fit_size, resize_rgb
-from eigencam.viz.overlay import draw_boxes
+from eigencam.viz.overlay import draw_boxes, overlay
 
-# (title, section, field, as_error, note)
-TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+# (title, section, field, note)
+TABLES: tuple[tuple[str, str, str, str], ...] = (
     (
         "Top-1 localization error (%)",
         "paper",
         "top1_loc_error",
-        True,
         "Table 1's measure: the top-1 class is right and the box reaches IoU 0.5. It cannot be "
         "lower than the top-1 classification error.",
     ),
@@ -35,7 +46,6 @@ TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
         "Class-independent localization error (%)",
         "paper",
         "class_independent_error",
-        True,
         "The measure the Eigen-CAM paper reports for Eigen-CAM: the box of the map shown for the "
         "top-1 prediction, correct class or not, over all images.",
     ),
@@ -43,42 +53,46 @@ TABLES: tuple[tuple[str, str, str, bool, str], ...] = (
         "GT-known localization error (%)",
         "paper",
         "gt_known_error",
-        True,
         "The ground-truth class's map (the only map of a class-agnostic method); class ignored.",
     ),
     (
         "Top-5 localization error (%)",
         "paper",
         "top5_loc_error",
-        True,
         "The right class among the top 5 and its map's box reaches IoU 0.5.",
     ),
     (
         "MaxBoxAcc (%)",
         "maxboxacc",
         "value",
-        False,
         "Choe et al. 2020: BoxAcc at IoU 0.5 (largest component), best threshold.",
     ),
     (
         "MaxBoxAccV2 (%)",
         "maxboxacc_v2",
         "value",
-        False,
         "Choe et al. 2020: mean over IoU 0.3 / 0.5 / 0.7 of the best BoxAcc, all components.",
     ),
 )
+SPLIT_HEADER = (
+    "correct: GT-known",
+    "correct: class-indep.",
+    "wrong: GT-known",
+    "wrong: class-indep.",
+    "n correct / wrong",
+)
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100.0 * v:.1f}"
-
-
-def _cell(method: Mapping[str, Any], section: str, key: str) -> float | None:
+def _value(method: Mapping[str, Any], section: str, key: str) -> float | None:
     sec = method.get(section, {})
-    if section == "paper":
-        return sec.get("at_chosen", {}).get(key)
-    return sec.get(key)
+    return sec.get("at_chosen", {}).get(key) if section == "paper" else sec.get(key)
+
+
+def _split(method: Mapping[str, Any]) -> list[str]:
+    """The cells of :data:`SPLIT_HEADER`: accuracy on correctly and wrongly classified images."""
+    c, w = (method["paper"]["by_classification"][k] for k in ("correct", "wrong"))
+    cells = [pct(g[k]) for g in (c, w) for k in ("gt_known_acc", "class_independent_acc")]
+    return [*cells, f"{c['images']} / {w['images']}"]
 
 
 def run_label(metrics: Mapping[str, Any]) -> str:
@@ -93,50 +107,28 @@ def table_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
         runs: ``metrics.json`` contents of one or more runs (one column each).
     """
     labels = _unique_labels(runs)
-    methods: list[str] = []
-    for r in runs:
-        methods += [m for m in r.get("methods", {}) if m not in methods]
+    methods = list(dict.fromkeys(m for r in runs for m in r.get("methods", {})))
+    entries = [[r.get("methods", {}).get(m) for r in runs] for m in methods]
     lines: list[str] = []
-    for title, section, key, _is_error, note in TABLES:
-        lines += [f"### {title}", "", f"_{note}_", ""]
-        lines.append("| Method | " + " | ".join(labels) + " |")
-        lines.append("|---|" + "---:|" * len(labels))
-        for m in methods:
-            cells = []
-            for r in runs:
-                entry = r.get("methods", {}).get(m)
-                cells.append("n/a" if entry is None else _pct(_cell(entry, section, key)))
-            lines.append(f"| {m} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["### Localization of correctly and wrongly classified images (accuracy %)", ""]
-    lines.append(
-        "_GT-known: the ground-truth class's map; class-independent: the map of the top-1 "
-        "(possibly wrong) prediction. n = images in the group._"
+    for title, section, key, note in TABLES:
+        rows = [
+            [m, *("n/a" if e is None else pct(_value(e, section, key)) for e in row)]
+            for m, row in zip(methods, entries)
+        ]
+        lines += heading(title, note) + markdown_table(["Method", *labels], rows) + [""]
+    lines += heading(
+        "Localization of correctly and wrongly classified images (accuracy %)",
+        "GT-known: the ground-truth class's map; class-independent: the map of the top-1 "
+        "(possibly wrong) prediction. n = images in the group.",
     )
-    lines.append("")
-    lines.append(
-        "| Method | Run | correct: GT-known | correct: class-indep. | wrong: GT-known "
-        "| wrong: class-indep. | n correct / wrong |"
-    )
-    lines.append("|---|---|---:|---:|---:|---:|---:|")
-    for m in methods:
-        for label, r in zip(labels, runs):
-            entry = r.get("methods", {}).get(m)
-            if entry is None:
-                continue
-            split = entry["paper"]["by_classification"]
-            c, w = split["correct"], split["wrong"]
-            lines.append(
-                f"| {m} | {label} | {_pct(c['gt_known_acc'])} | "
-                f"{_pct(c['class_independent_acc'])} | {_pct(w['gt_known_acc'])} | "
-                f"{_pct(w['class_independent_acc'])} | {c['images']} / {w['images']} |"
-            )
-    lines += ["", "### Thresholds and classification", ""]
-    lines.append(
-        "| Run | top-1 acc | top-5 acc | images | threshold source | "
-        "paper thresholds (per method) |"
-    )
-    lines.append("|---|---:|---:|---:|---|---|")
+    rows = [
+        [m, label, *_split(e)]
+        for m, row in zip(methods, entries)
+        for label, e in zip(labels, row)
+        if e is not None
+    ]
+    lines += markdown_table(["Method", "Run", *SPLIT_HEADER], rows, "llrrrrr")
+    rows = []
     for label, r in zip(labels, runs):
         cls = r.get("classification", {})
         chosen = ", ".join(
@@ -145,10 +137,11 @@ def table_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
             if e["paper"]["chosen_threshold"] is not None
         )
         source = (r.get("calibration") or {}).get("source") or "this data (optimistic)"
-        lines.append(
-            f"| {label} | {_pct(cls.get('top1_acc'))} | {_pct(cls.get('top5_acc'))} | "
-            f"{cls.get('images', 0)} | {source} | {chosen} |"
-        )
+        accuracy = [pct(cls.get("top1_acc")), pct(cls.get("top5_acc")), cls.get("images", 0)]
+        rows.append([label, *accuracy, source, chosen])
+    header = ["Run", "top-1 acc", "top-5 acc", "images", "threshold source"]
+    lines += ["", *heading("Thresholds and classification")]
+    lines += markdown_table([*header, "paper thresholds (per method)"], rows, "lrrrll")
     return "\n".join(lines) + "\n"
 
 
@@ -163,26 +156,9 @@ def _unique_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
 
 # -- per-image CSV ----------------------------------------------------------------------------
 CSV_COLUMNS = (
-    "file",
-    "method",
-    "threshold",
-    "x0",
-    "y0",
-    "x1",
-    "y1",
-    "iou",
-    "iou_all_components",
-    "correct_gt_known",
-    "correct_top1",
-    "correct_top5",
-    "gt_class",
-    "pred_class",
-    "pred_prob",
-    "top1_map_x0",
-    "top1_map_y0",
-    "top1_map_x1",
-    "top1_map_y1",
-    "top1_map_iou",
+    *("file", "method", "threshold", "x0", "y0", "x1", "y1", "iou", "iou_all_components"),
+    *("correct_gt_known", "correct_top1", "correct_top5", "gt_class", "pred_class", "pred_prob"),
+    *("top1_map_x0", "top1_map_y0", "top1_map_x1", "top1_map_y1", "top1_map_iou"),
     "correct_class_independent",
 )
 
@@ -204,48 +180,29 @@ def write_per_image_csv(
     cols = grid_columns(grid, thresholds)
     n = len(records)
     labels = records.labels
+    known = labels >= 0
     top1 = records.top5[:, 0] if n else np.zeros(0, dtype=np.int64)
-    correct1 = (labels >= 0) & (top1 == labels)
-    correct5 = (labels >= 0) & (records.top5 == labels[:, None]).any(axis=1) if n else correct1
+    correct1 = known & (top1 == labels)
+    correct5 = known & (records.top5 == labels[:, None]).any(axis=1) if n else correct1
 
-    def fmt(v: float) -> str:
-        return "" if not np.isfinite(v) else f"{v:.1f}"
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for i in range(n):
-        key = str(records.keys[i])
-        lab = int(labels[i])
-        for mi, m in enumerate(methods):
-            b0 = records.boxes[i, mi, 0]
-            b1 = records.boxes[i, mi, 1]
-            iou0 = records.iou[i, mi, 0]
-            iou1 = records.iou[i, mi, 1]
-            iou_all = records.iou_all[i, mi, 0]
-            for c, t in zip(cols, thresholds):
-                ok = bool(iou0[c] >= iou_threshold)
-                w.writerow(
-                    (
-                        key,
-                        m,
-                        f"{t:g}",
-                        *(fmt(v) for v in b0[c]),
-                        f"{iou0[c]:.4f}",
-                        f"{iou_all[c]:.4f}",
-                        int(ok),
-                        int(ok and correct1[i]) if lab >= 0 else "",
-                        int(ok and correct5[i]) if lab >= 0 else "",
-                        lab if lab >= 0 else "",
-                        int(top1[i]),
-                        f"{records.top5_prob[i, 0]:.4f}",
-                        *(fmt(v) for v in b1[c]),
-                        f"{iou1[c]:.4f}",
-                        int(bool(iou1[c] >= iou_threshold)),
+    def rows():
+        for i in range(n):
+            lab = int(labels[i]) if known[i] else ""
+            for mi, m in enumerate(methods):
+                box, top1_box = records.boxes[i, mi]
+                iou, top1_iou = records.iou[i, mi]
+                for c, t in zip(cols, thresholds):
+                    ok = bool(iou[c] >= iou_threshold)
+                    by_class = (
+                        (int(ok and correct1[i]), int(ok and correct5[i])) if known[i] else ("", "")
                     )
-                )
-    text = buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+                    row = [str(records.keys[i]), m, f"{t:g}", *(fixed(v, 1) for v in box[c])]
+                    row += [f"{iou[c]:.4f}", f"{records.iou_all[i, mi, 0, c]:.4f}", int(ok)]
+                    row += [*by_class, lab, int(top1[i]), f"{records.top5_prob[i, 0]:.4f}"]
+                    row += [*(fixed(v, 1) for v in top1_box[c]), f"{top1_iou[c]:.4f}"]
+                    yield [*row, int(bool(top1_iou[c] >= iou_threshold))]
+
+    return write_csv(path, CSV_COLUMNS, rows())
 
 
 def write_ground_truth_csv(path: str | Path, records: Any) -> Path:
@@ -253,17 +210,18 @@ def write_ground_truth_csv(path: str | Path, records: Any) -> Path:
 
     ``view_*`` is the region of the original image the model saw; boxes are clipped to it.
     """
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
     header = ("file", "width", "height", "view_x0", "view_y0", "view_x1", "view_y1")
-    w.writerow((*header, "x0", "y0", "x1", "y1"))
-    for i in range(len(records)):
-        size = [int(v) for v in records.sizes[i]]
-        region = [f"{v:.1f}" for v in records.regions[i]]
-        for box in records.gt[i]:
-            w.writerow((str(records.keys[i]), *size, *region, *(f"{v:.2f}" for v in box)))
-    text = buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+    rows = (
+        (
+            str(records.keys[i]),
+            *(int(v) for v in records.sizes[i]),
+            *(f"{v:.1f}" for v in records.regions[i]),
+            *(f"{v:.2f}" for v in box),
+        )
+        for i in range(len(records))
+        for box in records.gt[i]
+    )
+    return write_csv(path, (*header, "x0", "y0", "x1", "y1"), rows)
 
 
 # -- plot -------------------------------------------------------------------------------------
@@ -358,12 +316,6 @@ def render_gallery(
         {method: {"best"|"worst": [{"src", "file", "iou", "caption"}]}}; images are written to
         ``out_dir/gallery/``.
     """
-    import torch
-
-    from eigencam.io import load_image
-    from eigencam.postprocess.maps import upsample
-    from eigencam.viz.overlay import overlay
-
     out = Path(out_dir)
     gallery: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for mi, (key, kinds) in enumerate(cases.items()):
@@ -384,34 +336,40 @@ def render_gallery(
         else:
             maps = expl(x).maps[:, 0]
         maps = maps.detach().float().cpu()
-        rendered = {}
         for j, i in enumerate(unique):
             image = np.asarray(images[j])
-            heat = _map_on_image(maps[j], records.regions[i], image.shape[:2], upsample, torch)
-            rgb = overlay(image, heat, alpha=0.45)
-            pred = records.boxes[i, mi, 0, col]
-            rgb = _draw_boxes(rgb, records.gt[i], pred, max_side)
-            name = f"{_slug(key)}-{i}.jpg"
-            write_jpeg(out / "gallery" / name, rgb)
-            rendered[i] = name
-        gallery[key] = {}
-        for kind in ("best", "worst"):
-            entries = []
-            for i in kinds.get(kind, []):
-                iou = float(records.iou[i, mi, 0, col])
-                entries.append(
-                    {
-                        "src": f"gallery/{rendered[i]}",
-                        "file": str(records.keys[i]),
-                        "iou": iou,
-                        "caption": _caption(records, i, iou, labels),
-                    }
-                )
-            gallery[key][kind] = entries
+            heat = _map_on_image(maps[j], records.regions[i], image.shape[:2])
+            rgb = _draw_boxes(
+                overlay(image, heat, alpha=0.45),
+                records.gt[i],
+                records.boxes[i, mi, 0, col],
+                max_side,
+            )
+            write_jpeg(out / "gallery" / f"{_slug(key)}-{i}.jpg", rgb)
+        gallery[key] = {
+            kind: [
+                _case(records, i, mi, col, f"gallery/{_slug(key)}-{i}.jpg", labels)
+                for i in kinds.get(kind, [])
+            ]
+            for kind in ("best", "worst")
+        }
     return gallery
 
 
-def _map_on_image(heat, region, shape, upsample, torch) -> np.ndarray:
+def _case(
+    records: Any, i: int, mi: int, col: int, src: str, labels: Sequence[str] | None
+) -> dict[str, Any]:
+    """The gallery entry of image ``i`` for method ``mi`` at threshold column ``col``."""
+    iou = float(records.iou[i, mi, 0, col])
+    return {
+        "src": src,
+        "file": str(records.keys[i]),
+        "iou": iou,
+        "caption": _caption(records, i, iou, labels),
+    }
+
+
+def _map_on_image(heat: torch.Tensor, region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A (H, W) map in [0, 1] at the model's input size -> (height, width) over the image."""
     height, width = shape
     x0, y0, x1, y1 = (float(v) for v in region)
@@ -472,10 +430,6 @@ def _short(title: str) -> str:
     return t.replace("Class-independent loc", "class-indep.").replace("Top-", "top-")
 
 
-def _thr(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
 def _grid_text(values: Sequence[float]) -> str:
     v = [float(x) for x in values]
     if len(v) > 2:
@@ -520,105 +474,39 @@ def report_html(
     gallery: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
     plot: str | None,
 ) -> str:
-    """A self-contained page (no scripts, no remote resources; images by relative path)."""
-    e = html.escape
+    """A self-contained page (no scripts, no remote resources; images by relative path), from
+    ``templates/report.html.j2``; every value is escaped by the template."""
     cls = metrics.get("classification", {})
-    ds = metrics.get("dataset", {})
-    cal = metrics.get("calibration") or {}
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<link rel="icon" href="data:,">',
-        f"<title>eigencam localize: {e(run_label(metrics))}</title>",
-        "<style>",
-        "body{font-family:system-ui,sans-serif;margin:2em;color:#222}",
-        "table{border-collapse:collapse;margin:0.5em 0 1.5em}",
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}",
-        "table.metrics td,table.metrics th{white-space:nowrap}",
-        "td:first-child,th:first-child{text-align:left}",
-        ".cases{display:flex;flex-wrap:wrap;gap:10px}",
-        "figure{margin:0;width:284px;font-size:12px}",
-        "figure img{max-width:280px;border:1px solid #999}",
-        "table.run td{text-align:left}",
-        ".note{color:#555;font-size:13px}",
-        "</style></head><body>",
-        f"<h1>Weakly-supervised localization: {e(run_label(metrics))}</h1>",
-        "<p>",
-        f"Model <b>{e(str(metrics.get('model')))}</b>"
-        f"{' (weights ' + e(str(metrics.get('weights'))) + ')' if metrics.get('weights') else ''}"
-        f" &middot; dataset <code>{e(str(ds.get('root')))}</code> ({e(str(ds.get('format')))})"
-        f" &middot; {cls.get('images', 0)} images evaluated, {len(ds.get('skipped', []))} skipped"
-        f" &middot; top-1 accuracy {_pct(cls.get('top1_acc'))}%,"
-        f" top-5 {_pct(cls.get('top5_acc'))}%",
-        "</p>",
-        '<p class="note">Thresholds: '
-        + e(cal.get("source") or "chosen on this data (optimistic: no held-out calibration)")
-        + ". Ground truth in <span style='color:#0a0'>green</span>, predicted box (largest "
-        "component at the chosen threshold) in <span style='color:#d00'>red</span>.</p>",
+    methods = [
+        {
+            "name": m,
+            "cells": [pct(_value(e, section, key)) for _t, section, key, _n in TABLES],
+            "thresholds": [
+                num(e["paper"]["chosen_threshold"]),
+                num(e["maxboxacc"]["threshold"]),
+                "/".join(num(v) for v in e["maxboxacc_v2"]["thresholds"].values()),
+            ],
+            "split": _split(e),
+        }
+        for m, e in metrics["methods"].items()
     ]
-    parts.append("<h2>Localization</h2>")
-    parts.append('<table class="metrics"><tr><th>Method</th>')
-    for title, _section, _key, _err, _note in TABLES:
-        parts.append(f"<th>{e(_short(title))}</th>")
     v2_ious = "/".join(f"{d:g}" for d in metrics.get("settings", {}).get("v2_ious", []))
-    parts.append(
-        "<th>threshold: paper</th><th>threshold: MaxBoxAcc</th>"
-        f"<th>thresholds: V2 (IoU {e(v2_ious)})</th></tr>"
+    return _TEMPLATES.get_template("report.html.j2").render(
+        label=run_label(metrics),
+        model=metrics.get("model"),
+        weights=metrics.get("weights"),
+        dataset=metrics.get("dataset", {}),
+        images=cls.get("images", 0),
+        top1=pct(cls.get("top1_acc")),
+        top5=pct(cls.get("top5_acc")),
+        source=(metrics.get("calibration") or {}).get("source")
+        or "chosen on this data (optimistic: no held-out calibration)",
+        columns=[_short(t[0]) for t in TABLES],
+        notes=[(t[0], t[3]) for t in TABLES],
+        v2_ious=v2_ious,
+        methods=methods,
+        split_header=SPLIT_HEADER,
+        plot=plot,
+        gallery=gallery,
+        run_rows=_run_rows(metrics),
     )
-    for m, entry in metrics["methods"].items():
-        cells = "".join(
-            f"<td>{_pct(_cell(entry, section, key))}</td>" for _t, section, key, _e, _n in TABLES
-        )
-        v2 = "/".join(_thr(v) for v in entry["maxboxacc_v2"]["thresholds"].values())
-        parts.append(
-            f"<tr><td>{e(m)}</td>{cells}<td>{_thr(entry['paper']['chosen_threshold'])}</td>"
-            f"<td>{_thr(entry['maxboxacc']['threshold'])}</td><td>{e(v2)}</td></tr>"
-        )
-    parts.append("</table><dl class='note'>")
-    for title, _section, _key, _err, note in TABLES:
-        parts.append(f"<dt><b>{e(title)}</b></dt><dd>{e(note)}</dd>")
-    parts.append("</dl>")
-    parts.append("<h2>Correctly and wrongly classified images (accuracy %)</h2>")
-    parts.append(
-        '<table class="metrics"><tr><th>Method</th><th>correct: GT-known</th>'
-        "<th>correct: class-indep.</th><th>wrong: GT-known</th><th>wrong: class-indep.</th>"
-        "<th>n correct / wrong</th></tr>"
-    )
-    for m, entry in metrics["methods"].items():
-        c = entry["paper"]["by_classification"]["correct"]
-        w = entry["paper"]["by_classification"]["wrong"]
-        parts.append(
-            f"<tr><td>{e(m)}</td><td>{_pct(c['gt_known_acc'])}</td>"
-            f"<td>{_pct(c['class_independent_acc'])}</td><td>{_pct(w['gt_known_acc'])}</td>"
-            f"<td>{_pct(w['class_independent_acc'])}</td>"
-            f"<td>{c['images']} / {w['images']}</td></tr>"
-        )
-    parts.append("</table>")
-    if plot:
-        parts.append("<h2>Accuracy against threshold</h2>")
-        parts.append(f'<img src="{e(plot)}" alt="accuracy against threshold" width="1100">')
-    parts.append("<h2>Best and worst cases</h2>")
-    for m, kinds in gallery.items():
-        parts.append(f"<h3>{e(m)}</h3>")
-        for kind in ("best", "worst"):
-            entries = kinds.get(kind, [])
-            if not entries:
-                continue
-            parts.append(f"<h4>{kind}</h4><div class='cases'>")
-            for c in entries:
-                parts.append(
-                    f'<figure><img src="{e(c["src"])}" alt="{e(c["file"])}">'
-                    f"<figcaption>{e(c['file'])}<br>{e(c['caption'])}</figcaption></figure>"
-                )
-            parts.append("</div>")
-    if ds.get("skipped"):
-        parts.append("<h2>Skipped images</h2><table><tr><th>file</th><th>reason</th></tr>")
-        for key, reason in ds["skipped"][:200]:
-            parts.append(f"<tr><td>{e(str(key))}</td><td>{e(str(reason))}</td></tr>")
-        parts.append("</table>")
-    parts.append("<h2>Run</h2><table class='run'>")
-    for k, v in _run_rows(metrics):
-        parts.append(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>")
-    parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"

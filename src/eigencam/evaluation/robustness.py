@@ -46,8 +46,10 @@ from torch import Tensor, nn
 
 from eigencam.attacks.deepfool import DeepFoolResult, deepfool, input_bounds
 from eigencam.errors import TargetError, UnsupportedModelError
-from eigencam.evaluation import boxes as bx
 from eigencam.evaluation.datasets import Dataset, Sample
+from eigencam.evaluation.metrics import boxes as bx
+from eigencam.evaluation.metrics.similarity import pearson, ssim, top_region_iou
+from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
 from eigencam.evaluation.runfiles import (
     RunRecords,
     load_records,
@@ -55,8 +57,6 @@ from eigencam.evaluation.runfiles import (
     pending_batches,
     write_part,
 )
-from eigencam.evaluation.similarity import pearson, ssim, top_region_iou
-from eigencam.evaluation.stats import describe, paired_difference, rate
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.io.outputs import atomic_write, write_json
 from eigencam.io.png import write_png
@@ -233,7 +233,7 @@ def _noise_images(
     x: Tensor, l2: Tensor, keys: Sequence[str], pre: Preprocessing, seed: int
 ) -> Tensor:
     """x plus Gaussian noise whose L2 norm in [0, 1] pixel units is ``l2``, kept in range."""
-    from eigencam.evaluation.baselines import key_seed
+    from eigencam.evaluation.metrics.baselines import key_seed
 
     std = torch.tensor(pre.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     noise = torch.empty_like(x)

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from eigencam.errors import EigenCAMError, NonFiniteActivationError
-from eigencam.evaluation import boxes as bx
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.protocols import (
+from eigencam.evaluation.metrics import boxes as bx
+from eigencam.evaluation.metrics.protocols import (
     CHOE_GRID,
     CHOE_IOUS,
     PAPER_THRESHOLDS,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eigencam.evaluation import boxes as bx
+from eigencam.evaluation.metrics import boxes as bx
 from eigencam.io.outputs import atomic_write
 
 TOP_K = 5

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from eigencam.errors import check
+
 BASELINES = ("random", "center_gaussian")
 
 
@@ -69,8 +71,7 @@ def center_gaussian(
         sigma: standard deviation as a fraction of each side.
         device: where the maps go.
     """
-    if not sigma > 0:
-        raise ValueError(f"sigma must be > 0 (a fraction of the side), got {sigma}")
+    check(sigma > 0, f"sigma must be > 0 (a fraction of the side), got {sigma}")
     h, w = size
     y = (torch.arange(h, dtype=torch.float32, device=device) + 0.5 - h / 2) / (sigma * h)
     x = (torch.arange(w, dtype=torch.float32, device=device) + 0.5 - w / 2) / (sigma * w)

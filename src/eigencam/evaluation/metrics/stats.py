@@ -1,7 +1,7 @@
 """Summary statistics of per-image measures: median and spread, paired comparisons.
 
-Pure numpy (scipy for the signed-rank test). NaN values (a measure undefined for an image, such
-as the correlation with a constant map) are left out and counted.
+Numpy, with scipy for the bootstrap and the signed-rank test. NaN values (a measure undefined
+for an image, such as the correlation with a constant map) are left out and counted.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from eigencam.errors import check
 
 
 def _finite(values: Sequence[float] | np.ndarray) -> tuple[np.ndarray, int]:
@@ -23,6 +25,9 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+_DESCRIBED = ("median", "q25", "q75", "iqr", "mean")
+
+
 def describe(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Median, quartiles, interquartile range and mean of the finite values.
 
@@ -32,15 +37,7 @@ def describe(values: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """
     v, missing = _finite(values)
     if v.size == 0:
-        return {
-            "n": 0,
-            "undefined": missing,
-            "median": None,
-            "q25": None,
-            "q75": None,
-            "iqr": None,
-            "mean": None,
-        }
+        return {"n": 0, "undefined": missing, **dict.fromkeys(_DESCRIBED)}
     q25, med, q75 = np.percentile(v, [25, 50, 75])
     return {
         "n": int(v.size),
@@ -74,7 +71,8 @@ def paired_difference(
 
     Args:
         a, b: (N,) values of two methods on the same N images (NaN pairs are left out).
-        n_boot: bootstrap resamples for the confidence interval of the median difference.
+        n_boot: bootstrap resamples for the confidence interval of the median difference
+            (:func:`scipy.stats.bootstrap`, percentile method).
         seed: bootstrap seed.
 
     Returns:
@@ -84,29 +82,33 @@ def paired_difference(
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have one value per image each, got {a.size} and {b.size}")
+    check(
+        a.shape == b.shape,
+        f"a and b must have one value per image each, got {a.size} and {b.size}",
+    )
     ok = np.isfinite(a) & np.isfinite(b)
     d = a[ok] - b[ok]
-    out: dict[str, Any] = {
-        "n": int(d.size),
-        "median_difference": None,
-        "ci95": None,
-        "a_greater": None,
-        "wilcoxon_p": None,
-    }
+    out: dict[str, Any] = {"n": int(d.size)}
+    out.update(dict.fromkeys(("median_difference", "ci95", "a_greater", "wilcoxon_p")))
     if d.size == 0:
         return out
-    rng = np.random.default_rng(seed)
-    boots = np.median(d[rng.integers(0, d.size, size=(n_boot, d.size))], axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
+    from scipy import stats
+
+    low = high = float(d[0])  # one pair: nothing to resample
+    if d.size > 1:
+        ci = stats.bootstrap(
+            (d,),
+            np.median,
+            n_resamples=n_boot,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        ).confidence_interval
+        low, high = ci.low, ci.high
     out.update(
         median_difference=_num(np.median(d)),
         ci95=[_num(low), _num(high)],
         a_greater=float((d > 0).mean()),
     )
     if d.size >= 2 and np.any(d != 0):
-        from scipy.stats import wilcoxon
-
-        out["wilcoxon_p"] = _num(float(wilcoxon(d).pvalue))
+        out["wilcoxon_p"] = _num(float(stats.wilcoxon(d).pvalue))
     return out

@@ -1,7 +1,7 @@
 r"""The two weakly-supervised localization protocols, as pure functions over per-image IoUs.
 
-Inputs are the IoUs computed by :mod:`eigencam.evaluation.boxes` for every image and threshold,
-so the protocols never touch a model or an image and can re-score any saved run.
+Inputs are the IoUs computed by :mod:`~eigencam.evaluation.metrics.boxes` for every image and
+threshold, so the protocols never touch a model or an image and can re-score any saved run.
 
 **Paper protocol** (CAM, Grad-CAM, CNN-Fixations, Eigen-CAM Table 1). For each threshold
 fraction :math:`\tau` of a sweep (default 0.05, 0.06, ..., 0.15), the box of the largest
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from eigencam.errors import ShapeError
+from eigencam.errors import InvalidParameterError, ShapeError, check
 
 PAPER_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 + 0.01 * i, 2) for i in range(11))
 CHOE_GRID: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(100))
@@ -56,29 +56,31 @@ def parse_grid(text: str) -> tuple[float, ...]:
     Examples: ``0.05:0.15:0.01`` -> 0.05, 0.06, ..., 0.15; ``0.1,0.2`` -> 0.1, 0.2.
     """
     text = str(text).strip()
-    try:
-        if ":" in text:
-            parts = [float(p) for p in text.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = parts
-            if step <= 0 or stop < start:
-                raise ValueError
-            count = math.floor((stop - start) / step + 1e-9) + 1
-            values = [round(start + i * step, 10) for i in range(count)]
-        else:
-            values = [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(
-            f"threshold grid {text!r} is not understood; use start:stop:step "
-            "(e.g. 0.05:0.15:0.01) or a comma-separated list (e.g. 0.1,0.2,0.3)"
-        ) from None
-    if not values:
-        raise ValueError(f"threshold grid {text!r} is empty")
+    values = _grid_values(text)
+    check(
+        values is not None,
+        f"threshold grid {text!r} is not understood; use start:stop:step "
+        "(e.g. 0.05:0.15:0.01) or a comma-separated list (e.g. 0.1,0.2,0.3)",
+    )
+    check(bool(values), f"threshold grid {text!r} is empty")
     bad = [v for v in values if not (0.0 <= v <= 1.0) or not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"thresholds are fractions of the map's maximum in [0, 1]; got {bad}")
+    check(not bad, f"thresholds are fractions of the map's maximum in [0, 1]; got {bad}")
     return tuple(sorted(set(values)))
+
+
+def _grid_values(text: str) -> list[float] | None:
+    """The values a grid text names, None when it does not parse."""
+    try:
+        parts = [float(p) for p in text.split(":" if ":" in text else ",") if p.strip()]
+    except ValueError:
+        return None
+    if ":" not in text:
+        return parts
+    if len(parts) != 3 or not parts[2] > 0 or not parts[1] >= parts[0]:
+        return None
+    start, stop, step = parts
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    return [round(start + i * step, 10) for i in range(count)]
 
 
 def union_grid(*grids: Sequence[float]) -> tuple[float, ...]:
@@ -86,15 +88,20 @@ def union_grid(*grids: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted({round(float(v), 9) for g in grids for v in g}))
 
 
+def _column(grid: Sequence[float], value: float) -> int | None:
+    """Index of ``value`` in ``grid`` (to 1e-9), None when absent."""
+    hit = np.flatnonzero(np.isclose(np.asarray(grid, dtype=np.float64), value, rtol=0, atol=1e-9))
+    return int(hit[0]) if hit.size else None
+
+
 def grid_columns(union: Sequence[float], grid: Sequence[float]) -> np.ndarray:
     """Column index in ``union`` of each threshold of ``grid``."""
-    u = np.asarray(union, dtype=np.float64)
-    cols = []
-    for v in grid:
-        hit = np.flatnonzero(np.isclose(u, v, rtol=0, atol=1e-9))
-        if hit.size == 0:
-            raise ValueError(f"threshold {v} is not in the evaluated grid {list(union)}")
-        cols.append(int(hit[0]))
+    cols = [_column(union, v) for v in grid]
+    missing = [v for v, c in zip(grid, cols) if c is None]
+    if missing:
+        raise InvalidParameterError(
+            f"threshold {missing[0]} is not in the evaluated grid {list(union)}"
+        )
     return np.asarray(cols, dtype=np.int64)
 
 
@@ -128,15 +135,13 @@ def choose_threshold(curve: Sequence[float], grid: Sequence[float]) -> float | N
 
 
 def _index_of(grid: Sequence[float], value: float | None) -> int | None:
-    if value is None:
-        return None
-    hit = np.flatnonzero(np.isclose(np.asarray(grid, dtype=np.float64), value, atol=1e-9, rtol=0))
-    if hit.size == 0:
-        raise ValueError(
-            f"the calibrated threshold {value} is not in this run's grid {list(grid)}; evaluate "
-            "with the same --thresholds / --box-grid as the calibration run"
-        )
-    return int(hit[0])
+    i = None if value is None else _column(grid, value)
+    check(
+        value is None or i is not None,
+        f"the calibrated threshold {value} is not in this run's grid {list(grid)}; evaluate "
+        "with the same --thresholds / --box-grid as the calibration run",
+    )
+    return i
 
 
 def _num(x: Any) -> float | None:
@@ -296,27 +301,28 @@ def maxboxacc_v2(
         "value": mean, "best_on_this_data": mean of the maxima here,
         "best_thresholds_on_this_data": {delta: tau}}``.
     """
-    curves, chosen, values, best, oracles = {}, {}, {}, [], {}
+    per = {}
     for delta in iou_thresholds:
         key = f"{delta:g}"
-        curve = box_accuracy(iou_all, delta, mask)
-        oracle = choose_threshold(curve, grid)
-        tau = calibrated.get(key) if calibrated is not None else oracle
-        if calibrated is not None and tau is None:
-            raise ValueError(f"the calibration run has no MaxBoxAccV2 threshold for IoU {key}")
-        i = _index_of(grid, tau)
-        curves[key] = _list(curve)
-        oracles[key] = oracle
-        chosen[key] = tau
-        values[key] = None if i is None else _num(curve[i])
-        best.append(np.nan if oracle is None else float(np.nanmax(curve)))
-    finite = [v for v in values.values() if v is not None]
+        tau = None if calibrated is None else calibrated.get(key)
+        check(
+            calibrated is None or tau is not None,
+            f"the calibration run has no MaxBoxAccV2 threshold for IoU {key}",
+        )
+        per[key] = maxboxacc(iou_all, grid, iou_threshold=delta, mask=mask, calibrated=tau)
+    values = {k: p["value"] for k, p in per.items()}
+    best = [
+        np.nan if p["best_on_this_data"] is None else p["best_on_this_data"] for p in per.values()
+    ]
+    complete = bool(values) and None not in values.values()
     return {
         "iou_thresholds": [float(d) for d in iou_thresholds],
-        "curves": curves,
-        "thresholds": chosen,
+        "curves": {k: p["curve"] for k, p in per.items()},
+        "thresholds": {k: p["threshold"] for k, p in per.items()},
         "per_iou": values,
-        "value": float(np.mean(finite)) if len(finite) == len(values) and finite else None,
+        "value": float(np.mean(list(values.values()))) if complete else None,
         "best_on_this_data": _num(np.mean(best)) if best else None,
-        "best_thresholds_on_this_data": oracles,
+        "best_thresholds_on_this_data": {
+            k: p["best_threshold_on_this_data"] for k, p in per.items()
+        },
     }

@@ -1,8 +1,8 @@
 r"""From maps to boxes: quantise, threshold, connected components, bounding boxes, IoU.
 
-The localization protocols (:mod:`eigencam.evaluation.protocols`) turn each map into boxes the
-same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and Choe et al.
-(CVPR 2020) do:
+The localization protocols (:mod:`~eigencam.evaluation.metrics.protocols`) turn each map into
+boxes the same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and
+Choe et al. (CVPR 2020) do:
 
 1. the map, min-max normalised to [0, 1] at the model's input resolution, is scaled to 0-255 and
    truncated to 8 bits: :math:`u = \lfloor 255\, m \rfloor`;
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eigencam.errors import ShapeError
+from eigencam.errors import ShapeError, check, check_choice
 
 # Thresholds labelled together, in one volume cropped to the box of the lowest one's mask.
 _BAND = 10
@@ -47,7 +47,7 @@ def quantize(maps: np.ndarray) -> np.ndarray:
     Returns:
         (N, H, W) uint8.
     """
-    m = _as_numpy(maps)
+    m = maps.detach().to("cpu").float().numpy() if hasattr(maps, "detach") else np.asarray(maps)
     if m.ndim != 3:
         raise ShapeError("maps", "(N, H, W)", tuple(m.shape))
     m = np.nan_to_num(np.clip(m.astype(np.float64, copy=False), 0.0, 1.0), nan=0.0)
@@ -93,13 +93,9 @@ class Components:
 
 def structure(connectivity: int) -> np.ndarray:
     """The 3-D structuring element that connects pixels within a mask of the stack only."""
-    if connectivity not in (4, 8):
-        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    check_choice("connectivity", connectivity, (4, 8))
     st = np.zeros((3, 3, 3), dtype=bool)
-    if connectivity == 8:
-        st[1] = True
-    else:
-        st[1] = [[False, True, False], [True, True, True], [False, True, False]]
+    st[1] = True if connectivity == 8 else [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
     return st
 
 
@@ -121,20 +117,21 @@ def connected_components(
     u = np.asarray(maps_u8)
     if u.ndim != 3:
         raise ShapeError("maps_u8", "(N, H, W)", tuple(u.shape))
-    if u.dtype != np.uint8:
-        raise TypeError(f"maps_u8 must be uint8 (use quantize()), got {u.dtype}")
+    check(u.dtype == np.uint8, f"maps_u8 must be uint8 (use quantize()), got {u.dtype}")
     thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if thr.size == 0:
-        raise ValueError("thresholds must not be empty")
-    if not np.all(np.isfinite(thr)) or thr.min() < 0:
-        raise ValueError(f"thresholds must be finite fractions >= 0, got {thr.tolist()}")
+    check(thr.size > 0, "thresholds must not be empty")
+    check(
+        bool(np.all(np.isfinite(thr)) and thr.min() >= 0),
+        f"thresholds must be finite fractions >= 0, got {thr.tolist()}",
+    )
     n = u.shape[0]
     t = thr.size
     st = structure(connectivity)
     order = np.argsort(thr, kind="stable")  # ascending: each mask lies inside the previous one
     levels = threshold_levels(u.reshape(n, -1).max(axis=1) if n else np.zeros(0), thr[order])
     band = max(1, min(_BAND, t))
-    boxes, areas, owners = [], [], []
+    empty = np.zeros(0, dtype=np.int64)
+    boxes, areas, owners = [np.zeros((0, 4))], [empty], [empty]
     for i in range(n):
         for b0 in range(0, t, band):
             cols = order[b0 : b0 + band]
@@ -163,14 +160,7 @@ def connected_components(
             owners.append(i * t + cols[bounds[:, 0]])
             boxes.append((bounds[:, 1:] + [c0, r0, c0, r0]).astype(np.float64))
             areas.append(area.astype(np.int64))
-    if boxes:
-        all_boxes = np.concatenate(boxes)
-        all_areas = np.concatenate(areas)
-        all_owner = np.concatenate(owners)
-    else:
-        all_boxes = np.zeros((0, 4))
-        all_areas = np.zeros(0, dtype=np.int64)
-        all_owner = np.zeros(0, dtype=np.int64)
+    all_boxes, all_areas, all_owner = (np.concatenate(x) for x in (boxes, areas, owners))
     largest = np.full((n * t, 4), np.nan)
     largest_area = np.zeros(n * t, dtype=np.int64)
     if all_owner.size:
@@ -273,16 +263,9 @@ def to_original(boxes: np.ndarray, regions: np.ndarray, map_size: tuple[int, int
         Boxes of the same shape in original pixels (NaN stays NaN).
     """
     h, w = map_size
-    r = np.asarray(regions, dtype=np.float64)
-    shape = (r.shape[0],) + (1,) * (boxes.ndim - 2)
-    sx = ((r[:, 2] - r[:, 0]) / w).reshape(shape)
-    sy = ((r[:, 3] - r[:, 1]) / h).reshape(shape)
-    out = np.empty(boxes.shape, dtype=np.float64)
-    out[..., 0] = boxes[..., 0] * sx + r[:, 0].reshape(shape)
-    out[..., 2] = boxes[..., 2] * sx + r[:, 0].reshape(shape)
-    out[..., 1] = boxes[..., 1] * sy + r[:, 1].reshape(shape)
-    out[..., 3] = boxes[..., 3] * sy + r[:, 1].reshape(shape)
-    return out
+    r = np.asarray(regions, dtype=np.float64).reshape(-1, *(1,) * (boxes.ndim - 2), 4)
+    scale = (r[..., 2:] - r[..., :2]) / np.array([w, h], dtype=np.float64)
+    return boxes * np.tile(scale, 2) + np.tile(r[..., :2], 2)
 
 
 def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -297,11 +280,10 @@ def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
         NaN (the object is outside the crop).
     """
     r = np.asarray(regions, dtype=np.float64)[:, None, :]
-    out = np.asarray(gt, dtype=np.float64).copy()
-    out[..., 0] = np.maximum(out[..., 0], r[..., 0])
-    out[..., 1] = np.maximum(out[..., 1], r[..., 1])
-    out[..., 2] = np.minimum(out[..., 2], r[..., 2])
-    out[..., 3] = np.minimum(out[..., 3], r[..., 3])
+    g = np.asarray(gt, dtype=np.float64)
+    out = np.concatenate(
+        [np.maximum(g[..., :2], r[..., :2]), np.minimum(g[..., 2:], r[..., 2:])], -1
+    )
     with np.errstate(invalid="ignore"):
         empty = ~((out[..., 2] > out[..., 0]) & (out[..., 3] > out[..., 1]))
     out[empty] = np.nan
@@ -316,9 +298,3 @@ def pad_boxes(boxes: list[np.ndarray]) -> np.ndarray:
         if len(b):
             out[i, : len(b)] = b
     return out
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().to("cpu").float().numpy()
-    return np.asarray(x)

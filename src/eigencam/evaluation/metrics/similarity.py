@@ -24,7 +24,7 @@ a clean image and the map of its adversarial version.
 - :func:`top_region_iou`: the intersection over union of the two maps' top regions
   (:func:`top_fraction_mask`, the 15% most relevant pixels by default).
 
-For boxes, use :func:`eigencam.evaluation.boxes.box_iou`.
+For boxes, use :func:`eigencam.evaluation.metrics.boxes.box_iou`.
 """
 
 from __future__ import annotations
@@ -33,22 +33,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eigencam.errors import ShapeError
+from eigencam.errors import ShapeError, check
 from eigencam.postprocess.maps import gaussian_kernel1d
 
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+def _maps(maps: Tensor, name: str = "maps") -> Tensor:
+    """A (B, H, W) batch of maps (a (B, 1, H, W) batch is squeezed)."""
+    check(
+        isinstance(maps, Tensor),
+        f"{name} must be torch tensors, got {type(maps).__name__}; "
+        "wrap numpy arrays with torch.as_tensor",
+    )
+    return maps[:, 0] if maps.ndim == 4 and maps.shape[1] == 1 else maps
+
+
 def _pair(a: Tensor, b: Tensor, name: str = "maps") -> tuple[Tensor, Tensor]:
-    """Two (B, H, W) float64 batches of the same shape (a (B, 1, H, W) batch is squeezed)."""
-    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-        raise TypeError(
-            f"{name} must be torch tensors, got {type(a).__name__} and {type(b).__name__}; "
-            "wrap numpy arrays with torch.as_tensor"
-        )
-    a = a[:, 0] if a.ndim == 4 and a.shape[1] == 1 else a
-    b = b[:, 0] if b.ndim == 4 and b.shape[1] == 1 else b
+    """Two (B, H, W) float64 batches of the same shape."""
+    a, b = _maps(a, name), _maps(b, name)
     if a.ndim != 3 or a.shape != b.shape:
         raise ShapeError(
             name,
@@ -149,11 +153,8 @@ def top_fraction_mask(maps: Tensor, fraction: float = 0.15) -> Tensor:
     Returns:
         (B, H, W) bool.
     """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"maps must be a torch tensor, got {type(maps).__name__}")
-    m = maps[:, 0] if maps.ndim == 4 and maps.shape[1] == 1 else maps
+    check(0.0 < fraction <= 1.0, f"fraction must be in (0, 1], got {fraction}")
+    m = _maps(maps)
     if m.ndim != 3:
         raise ShapeError("maps", "(B, H, W)", tuple(maps.shape))
     flat = m.flatten(1).double()

@@ -24,7 +24,6 @@ under ``torch.inference_mode`` with the model in eval mode (flags restored).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.capture.hooks import preserved_state
-from eigencam.errors import ShapeError
+from eigencam.errors import ShapeError, check_choice, check_range
 from eigencam.methods.targets import logits_of
 
 
@@ -143,30 +142,24 @@ def deletion_insertion(
         :class:`Curve` with (steps + 1) points.
     """
     maps = _check(images, maps, targets)
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_choice("mode", mode, ("deletion", "insertion"))
+    check_choice("baseline", baseline, ("constant", "blur"))
+    check_range("steps", steps, 1)
     m, s = _stats(mean, std, images)
     pixels = images * s + m
     if baseline == "constant":
         base = torch.full_like(pixels, float(constant))
-    elif baseline == "blur":
+    else:
         sigma = blur_sigma if blur_sigma is not None else 0.05 * max(images.shape[-2:])
         base = blur(pixels, sigma)
-    else:
-        raise ValueError(f"baseline must be 'constant' or 'blur', got {baseline!r}")
     b, _, h, w = images.shape
     ranks = _rank_order(maps).view(b, 1, h, w)
     counts = torch.linspace(0, h * w, steps + 1, device=images.device).round().long()
     fractions = counts.float() / (h * w)
+    start, end = (pixels, base) if mode == "deletion" else (base, pixels)
     probs = []
     for count in counts.tolist():
-        chosen = (ranks < count).to(pixels.dtype)  # the `count` most relevant pixels
-        if mode == "deletion":
-            edited = pixels * (1 - chosen) + base * chosen
-        else:
-            edited = base * (1 - chosen) + pixels * chosen
+        edited = torch.where(ranks < count, end, start)  # the `count` most relevant pixels
         probs.append(class_probs(model, (edited - m) / s, targets, batch_size))
     probs_t = torch.stack(probs, dim=1)
     return Curve(fractions.cpu(), probs_t.cpu(), _trapezoid(probs_t, fractions).cpu())
@@ -196,11 +189,10 @@ def average_drop_increase(
     return drop.cpu(), (o > y).cpu()
 
 
-@functools.cache
-def _neighbour_offsets() -> list[tuple[int, int, float]]:
-    direct = [(-1, 0), (1, 0), (0, -1), (0, 1)]
-    diagonal = [(-1, -1), (-1, 1), (1, -1), (1, 1)]
-    return [(dy, dx, 1 / 6) for dy, dx in direct] + [(dy, dx, 1 / 12) for dy, dx in diagonal]
+# (dy, dx, weight) of the 8 neighbours in ROAD's imputation.
+_NEIGHBOURS = [(dy, dx, 1 / 6) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))] + [
+    (dy, dx, 1 / 12) for dy, dx in ((-1, -1), (-1, 1), (1, -1), (1, 1))
+]
 
 
 def noisy_linear_impute(
@@ -235,7 +227,7 @@ def noisy_linear_impute(
     rows, cols, vals = [], [], []
     diag = np.zeros(n)
     rhs = np.zeros((n, c))
-    for dy, dx, wgt in _neighbour_offsets():
+    for dy, dx, wgt in _NEIGHBOURS:
         ny, nx = ry + dy, rx + dx
         inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
         src = np.nonzero(inside)[0]
@@ -290,8 +282,7 @@ def road(
         normalised like an area.
     """
     maps = _check(images, maps, targets)
-    if order not in ("morf", "lerf"):
-        raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
+    check_choice("order", order, ("morf", "lerf"))
     m, s = _stats(mean, std, images)
     pixels = (images * s + m).detach().cpu().double().numpy()
     b, _, h, w = images.shape
