@@ -27,6 +27,7 @@ costs one row, not the shard.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -77,6 +78,11 @@ class Shard:
     rows: tuple[int, int] = (0, 0)
     column: str = ""
     id_column: str = ""
+
+    @property
+    def key(self) -> str:
+        """The shard's key in the run folder (its index)."""
+        return str(self.index)
 
     @property
     def size(self) -> int | None:
@@ -333,8 +339,6 @@ def _read_list(texts: list[str]) -> list[tuple[str, str]]:
 
 def _expand_files(texts: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
     """Files of a kind from names, folders (recursive), globs and brace patterns."""
-    import glob
-
     found: list[Path] = []
     seen: set[str] = set()
     for text in texts:
