@@ -13,36 +13,25 @@ Example:
     >>> table = read_results("runs/photos")          # one row per image
 """
 
-from __future__ import annotations
+from eigencam.batch.engines import ENGINES
+from eigencam.batch.inputs import InputPlan, Shard, plan_inputs, read_shard
+from eigencam.batch.run import BatchReport, run_batch
+from eigencam.batch.shards import SAVE_KINDS, ParquetCodec, decode_maps, read_results
+from eigencam.batch.worker import DEFAULT_THRESHOLD, BatchSpec, ShardWorker
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "BatchSpec": "eigencam.batch.worker",
-    "ShardWorker": "eigencam.batch.worker",
-    "DEFAULT_THRESHOLD": "eigencam.batch.worker",
-    "run_batch": "eigencam.batch.run",
-    "BatchReport": "eigencam.batch.run",
-    "plan_inputs": "eigencam.batch.inputs",
-    "read_shard": "eigencam.batch.inputs",
-    "InputPlan": "eigencam.batch.inputs",
-    "Shard": "eigencam.batch.inputs",
-    "ParquetCodec": "eigencam.batch.shards",
-    "read_results": "eigencam.batch.shards",
-    "decode_maps": "eigencam.batch.shards",
-    "SAVE_KINDS": "eigencam.batch.shards",
-    "ENGINES": "eigencam.batch.engines",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'eigencam.batch' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "ENGINES",
+    "SAVE_KINDS",
+    "BatchReport",
+    "BatchSpec",
+    "InputPlan",
+    "ParquetCodec",
+    "Shard",
+    "ShardWorker",
+    "decode_maps",
+    "plan_inputs",
+    "read_results",
+    "read_shard",
+    "run_batch",
+]

@@ -83,17 +83,10 @@ class ShardActor:
 
     def __init__(self, spec: BatchSpec, out: str, fingerprint: str) -> None:
         self.worker = ShardWorker(spec, out, fingerprint)
-        self.fatal: EigenCAMError | None = None
-        try:
-            self.worker.load()
-        except EigenCAMError as err:
-            self.fatal = err
 
     def process(self, data: ShardData) -> ShardPart | tuple[str, str]:
         try:
-            if self.fatal is not None:
-                raise self.fatal
-            return self.worker.process(data)
+            return self.worker.process(data)  # the first shard loads the model
         except EigenCAMError as err:
             return type(err).__name__, str(err)
 
@@ -224,13 +217,11 @@ class RayEngine:
         return part
 
     def error(self, err: BaseException) -> BaseException:
-        """The error the driver raises for ``err``: an eigencam error as itself (also one a
-        Ray error wraps), anything else of Ray's as a :class:`~eigencam.errors.BatchError`."""
+        """The error the driver raises for ``err``: an eigencam error (an actor's is rebuilt by
+        :func:`rebuild_error`) as itself, anything else of Ray's as a
+        :class:`~eigencam.errors.BatchError`."""
         if isinstance(err, EigenCAMError) or not isinstance(err, Exception):
             return err
-        cause = _eigencam_cause(err)
-        if cause is not None:
-            return cause
         return BatchError(
             f"the Ray run stopped: {_root_message(err)}. Finished shards are kept; rerun the "
             "same command to resume."
@@ -273,21 +264,6 @@ def rebuild_error(name: str, message: str) -> EigenCAMError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     return err
-
-
-def _eigencam_cause(err: BaseException) -> BaseException | None:
-    """The eigencam error a Ray exception wraps (an actor's constructor failing), if any."""
-    seen: set[int] = set()
-    stack: list[Any] = [err]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, EigenCAMError):
-            return e
-        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    return None
 
 
 def _root_message(err: BaseException) -> str:

@@ -378,12 +378,12 @@ def _differences(previous: dict[str, Any], plan: InputPlan, spec: BatchSpec) -> 
 
 
 def _versions(engine: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "numpy", "pillow", "pyarrow", "ray"):
-        if pkg == "ray" and engine != "ray":
-            continue
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+    packages = ["torch", "torchvision", "numpy", "pillow", "pyarrow"] + ["ray"] * (engine == "ray")
+    return {"python": platform.python_version()} | {p: _version(p) for p in packages}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

@@ -6,6 +6,7 @@ import argparse
 import inspect
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--engine",
         default="local",
         choices=ENGINES,
-        help="local: this process; ray: a Ray Data actor pool (default: %(default)s)",
+        help="local: this process; ray: a Ray actor pool (default: %(default)s)",
     )
     e.add_argument(
         "--ray-address",
@@ -192,29 +193,17 @@ def build_spec(args: argparse.Namespace) -> BatchSpec:
         size is None or len(size) in (1, 2),
         f"--input-size takes N or H W, got {len(size or ())} values",
     )
-    return BatchSpec(
-        model=args.model,
-        weights=args.weights,
-        model_args=parse_model_args(args.model_arg),
-        input_size=None if size is None else tuple((size * 2)[:2]),
-        mean=None if args.mean is None else tuple(args.mean),
-        std=None if args.std is None else tuple(args.std),
-        resize=args.resize,
-        method=args.method,
-        method_options=method_options(args),
-        layer=args.layer,
-        reshape=args.reshape,
-        target=args.target,
-        threshold=args.threshold,
-        save=tuple(args.save),
-        colormap=args.colormap,
-        alpha=args.alpha,
-        max_pixels=args.max_pixels,
-        batch_size=args.batch_size,
-        decode_threads=args.decode_threads,
-        device=args.device,
-        threads=args.threads,
-    ).validate()
+    converted = {
+        "model_args": parse_model_args(args.model_arg),
+        "input_size": None if size is None else tuple((size * 2)[:2]),
+        "mean": None if args.mean is None else tuple(args.mean),
+        "std": None if args.std is None else tuple(args.std),
+        "method_options": method_options(args),
+        "save": tuple(args.save),
+    }
+    # Every other field is the option of the same name.
+    same = {f.name: getattr(args, f.name) for f in fields(BatchSpec) if f.name not in converted}
+    return BatchSpec(**same, **converted).validate()
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
