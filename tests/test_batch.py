@@ -453,6 +453,7 @@ def test_cli_batch(images, tmp_path, capsys):
 def test_ray_pool_sizing_and_argument_errors(tmp_path):
     """Actor counts from the cluster's resources; bad pool arguments fail before Ray starts."""
     from eigencam.batch.engines import RayEngine, default_workers
+    from eigencam.batch.worker import ShardWorker
     from eigencam.errors import BatchError
 
     assert default_workers({"CPU": 16.0}, 4.0, 0.0) == 4
@@ -467,4 +468,4 @@ def test_ray_pool_sizing_and_argument_errors(tmp_path):
         ({"num_gpus_per_worker": "1"}, "num_gpus_per_worker must be a number >= 0, got '1'"),
     ):
         with pytest.raises(ValueError, match=message):
-            RayEngine(**kwargs)
+            RayEngine(ShardWorker(SPEC, tmp_path, "f"), **kwargs)

@@ -35,21 +35,19 @@ import torch
 import eigencam
 from eigencam import errors
 from eigencam.batch.inputs import Shard, ShardData, read_shard
-from eigencam.batch.worker import BatchSpec, ShardPart, ShardWorker
+from eigencam.batch.worker import ShardPart, ShardWorker
 from eigencam.errors import BatchError, EigenCAMError, MissingDependencyError, check
 
 
 class LocalEngine:
-    """One worker in this process (torch's thread count is restored at :meth:`close`)."""
+    """``worker`` in this process (torch's thread count is restored at :meth:`close`)."""
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, worker: ShardWorker) -> None:
+        self.worker = worker
         self.info: dict[str, Any] = {"engine": "local", "workers": 1}
         self._threads = torch.get_num_threads()
-
-    def start(self, spec: BatchSpec, out: Path, fingerprint: str) -> None:
-        self.worker = ShardWorker(spec, out, fingerprint)
 
     def batches(self, shards: Sequence[Shard]) -> Iterator[ShardData]:
         """The shards' images, each shard read while the previous one is explained."""
@@ -81,8 +79,8 @@ class ShardActor:
     driver (:func:`rebuild_error`).
     """
 
-    def __init__(self, spec: BatchSpec, out: str, fingerprint: str) -> None:
-        self.worker = ShardWorker(spec, out, fingerprint)
+    def __init__(self, worker: ShardWorker) -> None:
+        self.worker = worker
 
     def process(self, data: ShardData) -> ShardPart | tuple[str, str]:
         try:
@@ -92,9 +90,10 @@ class ShardActor:
 
 
 class RayEngine:
-    """A Ray actor pool.
+    """A Ray actor pool, each actor holding a copy of ``worker``.
 
     Args:
+        worker: the run's worker (not loaded: each actor loads its copy).
         address: a Ray cluster (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
             local Ray with ``num_cpus`` CPUs (default: all) unless Ray is already initialised.
         num_workers: actors (None: as many as the cluster's CPUs, or GPUs with
@@ -112,6 +111,7 @@ class RayEngine:
 
     def __init__(
         self,
+        worker: ShardWorker,
         address: str | None = None,
         num_workers: int | None = None,
         num_cpus_per_worker: float = 1.0,
@@ -124,7 +124,8 @@ class RayEngine:
             check(ok, f"{name} must be a number >= 0, got {value!r}")
         ok = num_workers is None or (isinstance(num_workers, int) and num_workers >= 1)
         check(ok, f"num_workers must be an integer >= 1, got {num_workers!r}")
-        self.address, self.num_workers, self.num_cpus = address, num_workers, num_cpus
+        self.worker, self.address, self.num_workers = worker, address, num_workers
+        self.num_cpus = num_cpus
         self.cpus, self.gpus = num_cpus_per_worker, num_gpus_per_worker
         self.info: dict[str, Any] = {"engine": "ray", "address": address}
         self.ray: Any = None
@@ -132,9 +133,6 @@ class RayEngine:
         self.actors: list[Any] = []
         self.busy: list[int] = []
         self.lock = threading.Condition()
-
-    def start(self, spec: BatchSpec, out: Path, fingerprint: str) -> None:
-        self.run = (spec, str(out), fingerprint)
 
     def batches(self, shards: Sequence[Shard]) -> Iterable[Shard]:
         """Start (or join) Ray; the shards go to the actors as they are (they read them)."""
@@ -169,12 +167,13 @@ class RayEngine:
             self.started = True
         resources = ray.cluster_resources()
         n = self.num_workers or default_workers(resources, self.cpus, self.gpus)
-        spec, out, fingerprint = self.run
+        spec = self.worker.spec
         if spec.threads is None and not self.gpus and spec.device in (None, "cpu"):
             spec = replace(spec, threads=max(1, int(self.cpus)))
         if not self.gpus and spec.device is None:
             spec = replace(spec, device="cpu")
-        self.run = (spec, out, fingerprint)
+        folder = self.worker.folder
+        self.worker = ShardWorker(spec, folder.path, folder.codec.fingerprint)
         self.info.update(
             started_local_ray=self.started and not self.address,
             workers=n,
@@ -192,7 +191,7 @@ class RayEngine:
             actor = ray.remote(
                 num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=2, max_task_retries=2
             )(ShardActor)
-            self.actors = [actor.remote(*self.run) for _ in range(self.info["workers"])]
+            self.actors = [actor.remote(self.worker) for _ in range(self.info["workers"])]
             self.busy = [0] * len(self.actors)
             self.read = ray.remote(num_cpus=0)(read_shard)
         with self.lock:

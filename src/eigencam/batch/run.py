@@ -2,21 +2,14 @@
 
 :func:`run_batch` is what ``eigencam batch`` runs: :func:`eigencam.runs.run_task` over the
 plan's shards with :class:`BatchTask`, whose ``process`` is the engine's. It is resumable and
-idempotent:
-
-1. the inputs are cut into shards (:func:`~eigencam.batch.inputs.plan_inputs`); the run's
-   fingerprint is a hash of the shards and of the settings that decide the rows' content
-   (:meth:`BatchSpec.identity`: model, weights, method and options, preprocessing, threshold,
-   what is saved);
-2. an output folder holding another run (a different fingerprint) is refused, naming what
-   differs; temporary files a killed run left are removed;
-3. the shard files already present with this fingerprint are finished work and are skipped
-   (the keys of the :class:`~eigencam.batch.shards.ParquetCodec`); the engine computes the
-   others, each written atomically;
-4. ``manifest.json`` is written at the start (``status: running``) and at the end, from the
-   shard files themselves (also after an error or an interrupt): the counts and failures are
-   those of the whole run, however many times it was resumed, and are the same for both
-   engines.
+idempotent. The run's fingerprint is a hash of the shards and of the settings that decide the
+rows' content (:meth:`BatchSpec.identity`); an output folder holding another run is refused,
+naming what differs; the shard files already present with this fingerprint are finished work
+and are skipped (the keys of the :class:`~eigencam.batch.shards.ParquetCodec`), and temporary
+files a killed run left are removed. ``manifest.json`` is written at the start (``status:
+running``) and at the end from the shard files themselves, also after an error or an
+interrupt: its counts and failures are those of the whole run, however many times it was
+resumed, and the same for both engines.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ from eigencam import __version__
 from eigencam.batch.engines import ENGINES, LocalEngine, RayEngine
 from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, Shard, plan_inputs
 from eigencam.batch.shards import MANIFEST, remove_stale_temp, shard_folder
-from eigencam.batch.worker import BatchSpec, ShardPart, ShardSummary
+from eigencam.batch.worker import BatchSpec, ShardPart, ShardSummary, ShardWorker
 from eigencam.errors import MissingDependencyError, RunMismatchError, check_choice
 from eigencam.io.outputs import write_json
 from eigencam.models import RandomWeightsWarning, model_entry
@@ -159,12 +152,12 @@ def run_batch(
     fingerprint = run_fingerprint(plan, spec)
     folder = shard_folder(out, fingerprint)
     previous = _check_folder(folder, fingerprint, plan, spec)
+    worker = ShardWorker(spec, out, fingerprint)
     pool = (
-        LocalEngine()
+        LocalEngine(worker)
         if engine == "local"
-        else RayEngine(ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker)
+        else RayEngine(worker, ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker)
     )
-    pool.start(spec, out, fingerprint)
     base = {
         "eigencam_version": __version__,
         "fingerprint": fingerprint,

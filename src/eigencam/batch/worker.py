@@ -308,11 +308,8 @@ class ShardWorker:
         get an ``error`` row; any other exception propagates, so the shard is not written and
         a rerun retries it.
         """
-        rows: list[dict[str, Any] | None] = [None] * len(data)
-        readable = [i for i, err in enumerate(data.errors) if err is None]
-        for i, err in enumerate(data.errors):
-            if err is not None:
-                rows[i] = self._failure(data, i, err)
+        rows = [None if e is None else self._failure(data, i, e) for i, e in enumerate(data.errors)]
+        readable = [i for i, row in enumerate(rows) if row is None]
         items = [EncodedImage(data.ids[i] or f"#{i}", data.data[i]) for i in readable]  # type: ignore[arg-type]
         for images, fails in iter_batches(
             items,
