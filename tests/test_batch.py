@@ -177,10 +177,10 @@ def test_plan_webdataset(images, tmp_path):
 
 def test_rows_match_an_independent_eigencam_call(folder_run, images):
     """Each row holds what EigenCAM computes for that image alone (golden values)."""
-    from eigencam.evaluation.metrics import boxes as bx
     from eigencam.io import load_image
     from eigencam.methods import EigenCAM
     from eigencam.models import load_model
+    from eigencam.postprocess import boxes as bx
     from eigencam.postprocess.maps import normalize
 
     out, report = folder_run
@@ -452,19 +452,20 @@ def test_cli_batch(images, tmp_path, capsys):
 
 def test_ray_pool_sizing_and_argument_errors(tmp_path):
     """Actor counts from the cluster's resources; bad pool arguments fail before Ray starts."""
-    from eigencam.batch.engines import _default_workers, run_ray
+    from eigencam.batch.engines import RayEngine, default_workers
+    from eigencam.batch.worker import ShardWorker
     from eigencam.errors import BatchError
 
-    assert _default_workers({"CPU": 16.0}, 4.0, 0.0) == 4
-    assert _default_workers({"CPU": 2.0}, 4.0, 0.0) == 1  # at least one actor
-    assert _default_workers({"CPU": 16.0, "GPU": 8.0}, 8.0, 1.0) == 8  # one per GPU
-    assert _default_workers({"CPU": 16.0, "GPU": 8.0}, 2.0, 0.5) == 16  # two per GPU
+    assert default_workers({"CPU": 16.0}, 4.0, 0.0) == 4
+    assert default_workers({"CPU": 2.0}, 4.0, 0.0) == 1  # at least one actor
+    assert default_workers({"CPU": 16.0, "GPU": 8.0}, 8.0, 1.0) == 8  # one per GPU
+    assert default_workers({"CPU": 16.0, "GPU": 8.0}, 2.0, 0.5) == 16  # two per GPU
     with pytest.raises(BatchError, match="num_gpus_per_worker=1 but the Ray cluster has 0 GPU"):
-        _default_workers({"CPU": 16.0}, 1.0, 1)
+        default_workers({"CPU": 16.0}, 1.0, 1)
     for kwargs, message in (
         ({"num_workers": 0}, "num_workers must be an integer >= 1, got 0"),
         ({"num_cpus_per_worker": -1}, "num_cpus_per_worker must be a number >= 0, got -1"),
         ({"num_gpus_per_worker": "1"}, "num_gpus_per_worker must be a number >= 0, got '1'"),
     ):
         with pytest.raises(ValueError, match=message):
-            run_ray([], SPEC, tmp_path, "f", **kwargs)
+            RayEngine(ShardWorker(SPEC, tmp_path, "f"), **kwargs)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from eigencam.errors import ShapeError
-from eigencam.evaluation.metrics import boxes as bx
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess import boxes as bx
 
 
 def u8(rows: list[str]) -> np.ndarray:

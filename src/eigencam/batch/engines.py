@@ -1,26 +1,21 @@
-"""The two engines that run a plan's pending shards: one process, or a Ray cluster.
+"""The two engines of ``eigencam batch``: where the run loop's ``process`` step runs.
 
-Both call the same :class:`~eigencam.batch.worker.ShardWorker` on the same shards, so they
-write the same files:
+A batch run is :func:`eigencam.runs.run_task` over the plan's shards (one shard is one batch
+of the loop); an engine supplies the loop's ``batches`` and ``process``. Both call
+:meth:`ShardWorker.process <eigencam.batch.worker.ShardWorker.process>` on the same shards,
+so they write the same files:
 
-- **local**: one worker in this process; the next shard is read by a background thread while
-  the current one is explained, and each shard's images are decoded by ``decode_threads``
-  threads (:func:`eigencam.runs.source.iter_batches`).
-- **ray**: a Ray Data pipeline. :class:`ShardSource` is a Ray datasource with one read task
-  per pending shard (I/O, scheduled anywhere in the cluster, prefetched under Ray's
-  back-pressure); each task yields the shard as a single row, which Ray never splits, so a
-  shard reaches exactly one call. ``map_batches`` runs :class:`ShardActor` on an actor pool
-  (``ActorPoolStrategy``): each actor loads the model once (on its GPU with
-  ``num_gpus_per_worker``), explains whole shards and writes each shard file atomically
-  itself; only a few numbers per shard travel back to the driver. The driver starts a local
-  Ray (no dashboard, no usage statistics) unless it is given a cluster address or Ray is
+- **local** (:class:`LocalEngine`): one worker in this process; the next shard is read by a
+  background thread while the current one is explained, and each shard's images are decoded
+  by ``decode_threads`` threads (:func:`eigencam.runs.source.iter_batches`).
+- **ray** (:class:`RayEngine`): a pool of Ray actors, each holding one worker (the model
+  loaded once, on its GPU with ``num_gpus_per_worker``). ``process`` sends a shard to the
+  least busy actor and returns a future: a read task (I/O, no CPU reserved, scheduled anywhere
+  in the cluster) reads the shard's images, the actor explains the whole shard and writes the
+  shard file atomically itself, and only its summary travels back to the driver. The engine
+  keeps two shards per actor in flight, so reading overlaps explaining. The driver starts a
+  local Ray (no dashboard, no usage statistics) unless it is given a cluster address or Ray is
   already initialised, and shuts down only what it started.
-
-Ray's stock readers (``read_parquet``, ``read_webdataset``, ``read_binary_files``) stream rows
-without their position in the input, in blocks of their own size: they can neither skip the
-rows of finished shards exactly nor hand a worker a whole shard, which the atomic per-shard
-output and the identical results of both engines need. :class:`ShardSource` plugs our shard
-reader (:func:`eigencam.batch.inputs.read_shard`) into Ray Data's datasource API instead.
 """
 
 from __future__ import annotations
@@ -28,386 +23,226 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+import eigencam
+from eigencam import errors
 from eigencam.batch.inputs import Shard, ShardData, read_shard
-from eigencam.batch.worker import BatchSpec, ShardSummary, ShardWorker
-from eigencam.errors import BatchError, EigenCAMError, MissingDependencyError
-
-ENGINES = ("local", "ray")
-
-OnSummary = Callable[[ShardSummary], None]
+from eigencam.batch.worker import ShardPart, ShardWorker
+from eigencam.errors import BatchError, EigenCAMError, MissingDependencyError, check
 
 
-# ---------------------------------------------------------------------------------------------
-# local
+class LocalEngine:
+    """``worker`` in this process (torch's thread count is restored at :meth:`close`)."""
 
+    name = "local"
 
-def run_local(
-    shards: Sequence[Shard],
-    spec: BatchSpec,
-    out: str | Path,
-    fingerprint: str,
-    on_summary: OnSummary | None = None,
-    info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Explain and write ``shards`` in this process.
+    def __init__(self, worker: ShardWorker) -> None:
+        self.worker = worker
+        self.info: dict[str, Any] = {"engine": "local", "workers": 1}
+        self._threads = torch.get_num_threads()
 
-    Args:
-        shards: the pending shards.
-        spec: the run's settings.
-        out: the run folder.
-        fingerprint: the run's fingerprint, stored in each shard file.
-        on_summary: called with each finished shard's summary.
-        info: filled with the engine's description for the manifest (device, threads), also
-            when the run fails.
-
-    Returns:
-        ``info``.
-    """
-    import torch
-
-    threads_before = torch.get_num_threads()
-    info = {} if info is None else info
-    info.update(engine="local", workers=1)
-    if not shards:
-        return info
-    try:
-        worker = ShardWorker.load(spec)
-        info.update(device=str(worker.device), threads=torch.get_num_threads())
+    def batches(self, shards: Sequence[Shard]) -> Iterator[ShardData]:
+        """The shards' images, each shard read while the previous one is explained."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eigencam-read") as reader:
-            ahead = reader.submit(read_shard, shards[0])
+            ahead = [reader.submit(read_shard, s) for s in shards[:1]]
             for k in range(len(shards)):
-                data = ahead.result()
+                data = ahead.pop().result()
                 if k + 1 < len(shards):
-                    ahead = reader.submit(read_shard, shards[k + 1])
-                summary = worker.run(data, out, fingerprint)
-                if on_summary is not None:
-                    on_summary(summary)
-    finally:
-        torch.set_num_threads(threads_before)
-    return info
+                    ahead.append(reader.submit(read_shard, shards[k + 1]))
+                yield data
 
+    def process(self, data: ShardData) -> ShardPart:
+        part = self.worker.process(data)
+        self.info.update(device=str(self.worker.device), threads=torch.get_num_threads())
+        return part
 
-# ---------------------------------------------------------------------------------------------
-# ray
+    def error(self, err: BaseException) -> BaseException:
+        return err
 
-
-def _import_ray():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-        import ray.data
-    except ImportError as err:
-        raise MissingDependencyError("ray[data]", "ray", "the Ray engine") from err
-    return ray
-
-
-class ShardSource:
-    """A Ray Data datasource with one read task per shard, each yielding the shard as one row.
-
-    Built lazily as a subclass of ``ray.data.Datasource`` (:func:`shard_datasource`) so that
-    importing eigencam never imports Ray.
-    """
-
-
-def shard_datasource(shards: Sequence[Shard]):
-    """A ``ray.data.Datasource`` reading ``shards`` (one read task and one row per shard)."""
-    _import_ray()
-    return _datasource_class()(list(shards))
-
-
-_DATASOURCE = None
-
-
-def _datasource_class():
-    global _DATASOURCE
-    if _DATASOURCE is None:
-        from ray.data import Datasource, ReadTask
-        from ray.data.block import BlockMetadata
-
-        class _ShardSource(Datasource, ShardSource):
-            def __init__(self, shards: list[Shard]) -> None:
-                super().__init__()
-                self.shards = shards
-
-            def get_name(self) -> str:
-                return "EigenCAMShards"
-
-            def estimate_inmemory_data_size(self) -> int | None:
-                return None
-
-            def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
-                tasks = []
-                for shard in self.shards:
-                    meta = BlockMetadata(
-                        num_rows=1, size_bytes=None, exec_stats=None, input_files=None
-                    )
-                    tasks.append(ReadTask(_reader(shard), meta))
-                return tasks
-
-        _DATASOURCE = _ShardSource
-    return _DATASOURCE
-
-
-def _reader(shard: Shard):
-    def read():
-        yield read_shard(shard).to_arrow()
-
-    return read
+    def close(self) -> None:
+        torch.set_num_threads(self._threads)
 
 
 class ShardActor:
-    """The Ray actor of the pool: one model, whole shards in, one summary row per shard out.
+    """A Ray actor: one :class:`~eigencam.batch.worker.ShardWorker`, whole shards in.
 
-    :func:`actor_class` makes a subclass holding the run's settings as class attributes, so
-    the actor's constructor takes no arguments (nothing to keep in Ray's object store for
-    restarts). An eigencam error (a wrong layer name, a missing weights file) does not cross
-    Ray's process boundary as itself, so it is returned as a ``fatal`` summary row instead and
-    re-raised by the driver.
+    An eigencam error (a wrong layer name, a missing weights file) does not cross Ray's process
+    boundary as itself, so it is returned as ``(class name, message)`` and re-raised by the
+    driver (:func:`rebuild_error`).
     """
 
-    spec: BatchSpec
-    out: str
-    fingerprint: str
+    def __init__(self, worker: ShardWorker) -> None:
+        self.worker = worker
 
-    def __init__(self) -> None:
-        self.worker: ShardWorker | None = None
-        self.fatal: EigenCAMError | None = None
+    def process(self, data: ShardData) -> ShardPart | tuple[str, str]:
         try:
-            self.worker = ShardWorker.load(self.spec)
+            return self.worker.process(data)  # the first shard loads the model
         except EigenCAMError as err:
-            self.fatal = err
-
-    def __call__(self, batch):
-        import pyarrow as pa
-
-        summaries = []
-        for r in range(batch.num_rows):
-            data = ShardData.from_arrow(batch, r)
-            try:
-                if self.worker is None:
-                    raise self.fatal or BatchError("the worker did not start")
-                summaries.append(self.worker.run(data, self.out, self.fingerprint).as_dict())
-            except EigenCAMError as err:
-                summaries.append(_fatal_row(data.shard, err))
-        return pa.Table.from_pylist(summaries, schema=_summary_schema())
+            return type(err).__name__, str(err)
 
 
-def _summary_schema():
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("shard", pa.int64()),
-            ("rows", pa.int64()),
-            ("ok", pa.int64()),
-            ("failed", pa.int64()),
-            ("seconds", pa.float64()),
-            ("layer", pa.string()),
-            ("path", pa.string()),
-            ("fatal_type", pa.string()),
-            ("fatal", pa.string()),
-        ]
-    )
-
-
-def _fatal_row(shard: int, err: EigenCAMError) -> dict[str, Any]:
-    return {
-        "shard": shard,
-        "rows": 0,
-        "ok": 0,
-        "failed": 0,
-        "seconds": 0.0,
-        "layer": None,
-        "path": "",
-        "fatal_type": type(err).__name__,
-        "fatal": str(err),
-    }
-
-
-def _rebuild_error(name: str, message: str) -> EigenCAMError:
-    """An eigencam error of the named class carrying ``message`` (it came from an actor)."""
-    from eigencam import errors
-
-    cls = getattr(errors, name, None)
-    if not (isinstance(cls, type) and issubclass(cls, EigenCAMError)):
-        return BatchError(f"{name}: {message}")
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    return err
-
-
-def actor_class(spec: BatchSpec, out: str, fingerprint: str) -> type[ShardActor]:
-    """A :class:`ShardActor` subclass bound to a run (pickled by value for the workers)."""
-    return type(
-        "EigenCAMShardActor",
-        (ShardActor,),
-        {
-            "spec": spec,
-            "out": out,
-            "fingerprint": fingerprint,
-        },
-    )
-
-
-def run_ray(
-    shards: Sequence[Shard],
-    spec: BatchSpec,
-    out: str | Path,
-    fingerprint: str,
-    on_summary: OnSummary | None = None,
-    *,
-    address: str | None = None,
-    num_workers: int | None = None,
-    num_cpus_per_worker: float = 1.0,
-    num_gpus_per_worker: float = 0.0,
-    num_cpus: int | None = None,
-    info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Explain and write ``shards`` with Ray Data on an actor pool.
+class RayEngine:
+    """A Ray actor pool, each actor holding a copy of ``worker``.
 
     Args:
-        shards: the pending shards.
-        spec: the run's settings (``threads`` defaults to the actor's CPUs on CPU).
-        out: the run folder (on a cluster: a path every node sees, e.g. a shared filesystem).
-        fingerprint: the run's fingerprint, stored in each shard file.
-        on_summary: called in the driver for each finished shard.
+        worker: the run's worker (not loaded: each actor loads its copy).
         address: a Ray cluster (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
             local Ray with ``num_cpus`` CPUs (default: all) unless Ray is already initialised.
         num_workers: actors (None: as many as the cluster's CPUs, or GPUs with
             ``num_gpus_per_worker``, allow).
-        num_cpus_per_worker: CPUs reserved per actor (decoding and, on CPU, the model).
+        num_cpus_per_worker: CPUs reserved per actor (decoding and, on CPU, the model); on CPU
+            it is also the actor's torch threads unless the spec sets ``threads``.
         num_gpus_per_worker: GPUs per actor (fractions share a GPU); 0 runs on CPU.
         num_cpus: CPUs of the local Ray this starts.
-        info: filled with the engine's description for the manifest, also when the run fails.
-
-    Returns:
-        ``info``.
 
     Raises:
-        BatchError: the Ray job failed (the finished shards are kept).
-        EigenCAMError: a worker could not start (bad layer, model, weights...), re-raised.
+        InvalidParameterError: a pool argument out of range (before Ray starts).
     """
-    for name, value in (
-        ("num_cpus_per_worker", num_cpus_per_worker),
-        ("num_gpus_per_worker", num_gpus_per_worker),
-    ):
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 1):
-        raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
-    ray = _import_ray()
-    started = False
-    info = {} if info is None else info
-    info.update(engine="ray", address=address)
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {
-            "log_to_driver": False,
-            "logging_level": logging.ERROR,
-            "configure_logging": True,
-        }
-        quiet = logging.getLogger("ray")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # Ray's start-up notices would garble the progress bar
+
+    name = "ray"
+
+    def __init__(
+        self,
+        worker: ShardWorker,
+        address: str | None = None,
+        num_workers: int | None = None,
+        num_cpus_per_worker: float = 1.0,
+        num_gpus_per_worker: float = 0.0,
+        num_cpus: int | None = None,
+    ) -> None:
+        for name, value in (("num_cpus_per_worker", num_cpus_per_worker),
+                            ("num_gpus_per_worker", num_gpus_per_worker)):  # fmt: skip
+            ok = isinstance(value, (int, float)) and value >= 0
+            check(ok, f"{name} must be a number >= 0, got {value!r}")
+        ok = num_workers is None or (isinstance(num_workers, int) and num_workers >= 1)
+        check(ok, f"num_workers must be an integer >= 1, got {num_workers!r}")
+        self.worker, self.address, self.num_workers = worker, address, num_workers
+        self.num_cpus = num_cpus
+        self.cpus, self.gpus = num_cpus_per_worker, num_gpus_per_worker
+        self.info: dict[str, Any] = {"engine": "ray", "address": address}
+        self.ray: Any = None
+        self.started = False
+        self.actors: list[Any] = []
+        self.busy: list[int] = []
+        self.lock = threading.Condition()
+
+    def batches(self, shards: Sequence[Shard]) -> Iterable[Shard]:
+        """Start (or join) Ray; the shards go to the actors as they are (they read them)."""
+        self._connect()
+        return shards
+
+    def _connect(self) -> None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
+            import ray
+        except ImportError as err:
+            raise MissingDependencyError("ray[data]", "ray", "the Ray engine") from err
+        self.ray = ray
+        if not ray.is_initialized():
+            quiet = logging.getLogger("ray")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)  # Ray's start-up notices would garble the progress bar
+            local = {
+                "num_cpus": self.num_cpus or os.cpu_count() or 1,
+                "include_dashboard": False,
+                "runtime_env": {"env_vars": worker_env()},
+            }
+            try:
                 ray.init(
-                    num_cpus=num_cpus or os.cpu_count() or 1,
-                    include_dashboard=False,
-                    runtime_env={"env_vars": worker_env()},
-                    **kwargs,
+                    **({"address": self.address} if self.address else local),
+                    log_to_driver=False,
+                    logging_level=logging.ERROR,
+                    configure_logging=True,
                 )
-        finally:
-            quiet.setLevel(level)
-        started = True
-    info["started_local_ray"] = started and not address
-    try:
+            finally:
+                quiet.setLevel(level)
+            self.started = True
         resources = ray.cluster_resources()
-        n = num_workers or _default_workers(resources, num_cpus_per_worker, num_gpus_per_worker)
-        if spec.threads is None and not num_gpus_per_worker and spec.device in (None, "cpu"):
-            spec = replace(spec, threads=max(1, int(num_cpus_per_worker)))
-        if not num_gpus_per_worker and spec.device is None:
+        n = self.num_workers or default_workers(resources, self.cpus, self.gpus)
+        spec = self.worker.spec
+        if spec.threads is None and not self.gpus and spec.device in (None, "cpu"):
+            spec = replace(spec, threads=max(1, int(self.cpus)))
+        if not self.gpus and spec.device is None:
             spec = replace(spec, device="cpu")
-        info.update(
+        folder = self.worker.folder
+        self.worker = ShardWorker(spec, folder.path, folder.codec.fingerprint)
+        self.info.update(
+            started_local_ray=self.started and not self.address,
             workers=n,
-            num_cpus_per_worker=num_cpus_per_worker,
-            num_gpus_per_worker=num_gpus_per_worker,
+            num_cpus_per_worker=self.cpus,
+            num_gpus_per_worker=self.gpus,
             threads=spec.threads,
             cluster={k: resources.get(k) for k in ("CPU", "GPU", "memory")},
         )
-        if not shards:
-            return info
-        _run_dataset(
-            ray,
-            shards,
-            spec,
-            out,
-            fingerprint,
-            on_summary,
-            n,
-            num_cpus_per_worker,
-            num_gpus_per_worker,
-        )
-    finally:
-        if started:
-            ray.shutdown()
-    return info
 
+    def process(self, shard: Shard) -> Future[ShardPart]:
+        """Send ``shard`` to the least busy actor (the pool starts with the first shard); wait
+        while every actor has two shards already."""
+        ray = self.ray
+        if not self.actors:
+            actor = ray.remote(
+                num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=2, max_task_retries=2
+            )(ShardActor)
+            self.actors = [actor.remote(self.worker) for _ in range(self.info["workers"])]
+            self.busy = [0] * len(self.actors)
+            self.read = ray.remote(num_cpus=0)(read_shard)
+        with self.lock:
+            self.lock.wait_for(lambda: min(self.busy) < 2)
+            k = self.busy.index(min(self.busy))
+            self.busy[k] += 1
+        part: Future[ShardPart] = Future()
 
-def _run_dataset(ray, shards, spec, out, fingerprint, on_summary, n, cpus, gpus) -> None:
-    ctx = ray.data.DataContext.get_current()
-    saved = (ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.enable_auto_log_stats)
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.enable_auto_log_stats = False
-    # Ray Data logs a failing task's traceback; the driver reports the error itself.
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-    try:
-        ds = ray.data.read_datasource(
-            shard_datasource(shards),
-            override_num_blocks=len(shards),
-            # Reading is I/O: no CPU reserved, so the actors can take every CPU without
-            # starving the readers; at most two shards ahead per actor are read.
-            num_cpus=0,
-            concurrency=max(1, min(len(shards), 2 * n)),
-        )
-        ds = ds.map_batches(
-            actor_class(spec, str(out), fingerprint),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=n),
-            num_cpus=cpus,
-            num_gpus=gpus or None,
-        )
-        for batch in ds.iter_batches(batch_size=1, batch_format="pyarrow", prefetch_batches=0):
-            for row in batch.to_pylist():
-                fatal_type, fatal = row.pop("fatal_type"), row.pop("fatal")
-                if fatal_type:
-                    raise _rebuild_error(fatal_type, fatal)
-                if on_summary is not None:
-                    on_summary(ShardSummary(**row))
-    except EigenCAMError:
-        raise
-    except Exception as err:
-        cause = _eigencam_cause(err)
-        if cause is not None:
-            raise cause from None
-        raise BatchError(
+        def done(result: Future) -> None:
+            with self.lock:
+                self.busy[k] -= 1
+                self.lock.notify_all()
+            try:
+                value = result.result()
+                if isinstance(value, tuple):
+                    raise rebuild_error(*value)
+                part.set_result(value)
+            except BaseException as err:
+                part.set_exception(err)
+
+        self.actors[k].process.remote(self.read.remote(shard)).future().add_done_callback(done)
+        return part
+
+    def error(self, err: BaseException) -> BaseException:
+        """The error the driver raises for ``err``: an eigencam error (an actor's is rebuilt by
+        :func:`rebuild_error`) as itself, anything else of Ray's as a
+        :class:`~eigencam.errors.BatchError`."""
+        if isinstance(err, EigenCAMError) or not isinstance(err, Exception):
+            return err
+        return BatchError(
             f"the Ray run stopped: {_root_message(err)}. Finished shards are kept; rerun the "
             "same command to resume."
-        ) from err
-    finally:
-        ctx.enable_progress_bars, ctx.print_on_execution_start, ctx.enable_auto_log_stats = saved
+        )
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
 
 
-def _default_workers(resources: dict[str, float], cpus: float, gpus: float) -> int:
+ENGINES = {"local": LocalEngine, "ray": RayEngine}
+
+
+def default_workers(resources: dict[str, float], cpus: float, gpus: float) -> int:
+    """Actors a cluster of ``resources`` holds with ``cpus`` and ``gpus`` per actor.
+
+    Raises:
+        BatchError: GPUs per actor asked of a cluster without that many GPUs.
+    """
     if gpus:
         total = resources.get("GPU", 0.0)
         if total < gpus:
@@ -420,39 +255,21 @@ def _default_workers(resources: dict[str, float], cpus: float, gpus: float) -> i
     return max(1, int(total // cpus)) if cpus else max(1, int(total))
 
 
-def _eigencam_cause(err: BaseException) -> BaseException | None:
-    """The eigencam error a Ray exception wraps (an actor's constructor failing), if any."""
-    seen: set[int] = set()
-    stack: list[Any] = [err]
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, EigenCAMError):
-            return e
-        stack += [getattr(e, "cause", None), e.__cause__, e.__context__]
-        if hasattr(e, "as_instanceof_cause"):
-            try:
-                inst = e.as_instanceof_cause()
-            except Exception:  # not every Ray error can rebuild its cause
-                inst = None
-            if inst is not e:
-                stack.append(inst)
-    return None
+def rebuild_error(name: str, message: str) -> EigenCAMError:
+    """An eigencam error of the named class carrying ``message`` (it came from an actor)."""
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, EigenCAMError)):
+        return BatchError(f"{name}: {message}")
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
 
 
 def _root_message(err: BaseException) -> str:
     """The original ``SomeError: message`` line of a Ray error's remote traceback."""
-    texts = [str(err)]
-    cause = getattr(err, "cause", None)
-    if cause is not None:
-        texts.append(str(cause))
-    for text in texts:
-        lines = [ln.strip() for ln in text.splitlines()]
-        found = [
-            ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt): ", ln)
-        ]
+    for text in (str(err), str(getattr(err, "cause", None) or "")):
+        pattern = r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt): "
+        found = [ln.strip() for ln in text.splitlines() if re.match(pattern, ln.strip())]
         if found:
             return found[-1]
     first = str(err).strip().splitlines()
@@ -465,11 +282,7 @@ def worker_env() -> dict[str, str]:
     Local Ray workers start in another folder; without this they could import another
     installed eigencam, or fail to import a model factory that sits beside the command.
     """
-    import eigencam
-
-    here = str(Path(eigencam.__file__).resolve().parents[1])
-    parts = [here, os.getcwd()]
-    existing = os.environ.get("PYTHONPATH")
-    if existing:
-        parts.append(existing)
+    parts = [str(Path(eigencam.__file__).resolve().parents[1]), os.getcwd()]
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
     return {"PYTHONPATH": os.pathsep.join(parts)}

@@ -27,6 +27,7 @@ costs one row, not the shard.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -77,6 +78,11 @@ class Shard:
     rows: tuple[int, int] = (0, 0)
     column: str = ""
     id_column: str = ""
+
+    @property
+    def key(self) -> str:
+        """The shard's key in the run folder (its index)."""
+        return str(self.index)
 
     @property
     def size(self) -> int | None:
@@ -182,32 +188,6 @@ class ShardData:
         self.sources.append(source)
         self.data.append(data if error is None else None)
         self.errors.append(error)
-
-    def to_arrow(self):
-        """One row (a whole shard is one row, so Ray never splits it between calls)."""
-        import pyarrow as pa
-
-        return pa.table(
-            {
-                "shard": pa.array([self.shard], pa.int64()),
-                "ids": pa.array([self.ids], pa.list_(pa.string())),
-                "sources": pa.array([self.sources], pa.list_(pa.string())),
-                "data": pa.array([self.data], pa.list_(pa.large_binary())),
-                "errors": pa.array([self.errors], pa.list_(pa.string())),
-            }
-        )
-
-    @classmethod
-    def from_arrow(cls, table, row: int = 0) -> ShardData:
-        """The inverse of :meth:`to_arrow`."""
-        get = lambda name: table.column(name)[row].as_py()  # noqa: E731
-        return cls(
-            shard=int(get("shard")),
-            ids=get("ids"),
-            sources=get("sources"),
-            data=get("data"),
-            errors=get("errors"),
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,8 +313,6 @@ def _read_list(texts: list[str]) -> list[tuple[str, str]]:
 
 def _expand_files(texts: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
     """Files of a kind from names, folders (recursive), globs and brace patterns."""
-    import glob
-
     found: list[Path] = []
     seen: set[str] = set()
     for text in texts:
@@ -410,95 +388,64 @@ def _parquet_plan(
         counts.append(meta.num_rows)
     if chosen is None:  # unreachable: _expand_files raises rather than return no file
         raise BatchInputError(f"no Parquet file in {', '.join(texts)}")
+    extra = {"column": chosen, "column_type": ctype, "id_column": id_column or ""}
     if ctype == "path":
         items = []
         for f in files:
-            cols = [chosen] + ([id_column] if id_column else [])
-            table = pq.read_table(f, columns=cols)
+            table = pq.read_table(f, columns=[chosen] + ([id_column] if id_column else []))
             paths = table.column(chosen).to_pylist()
             ids = table.column(id_column).to_pylist() if id_column else paths
-            base = f.parent
             for p, i in zip(paths, ids):
-                if p is None:
-                    items.append((str(i) if i is not None else "", ""))
-                    continue
-                q = Path(p).expanduser()
-                q = q if q.is_absolute() else base / q
-                items.append((str(i if i is not None else p), str(q)))
-        return _files_plan(
-            "parquet",
-            texts,
-            items,
-            shard_size,
-            [],
-            column=chosen,
-            column_type=ctype,
-            id_column=id_column or "",
-        )
-    shards = []
-    for f, n in zip(files, counts):
-        for start in range(0, n, shard_size):
-            shards.append(
-                Shard(
-                    index=len(shards),
-                    kind="parquet",
-                    source=str(f),
-                    rows=(start, min(n, start + shard_size)),
-                    column=chosen,
-                    id_column=id_column or "",
-                )
-            )
-    return InputPlan(
-        "parquet",
-        tuple(texts),
-        tuple(shards),
-        shard_size,
-        column=chosen,
-        column_type=ctype,
-        id_column=id_column or "",
+                id_ = p if i is None else i
+                q = None if p is None else Path(p).expanduser()
+                where = "" if q is None else str(q if q.is_absolute() else f.parent / q)
+                items.append(("" if id_ is None else str(id_), where))
+        return _files_plan("parquet", texts, items, shard_size, [], **extra)
+    ranges = [
+        (f, a, min(n, a + shard_size))
+        for f, n in zip(files, counts)
+        for a in range(0, n, shard_size)
+    ]
+    shards = tuple(
+        Shard(k, "parquet", source=str(f), rows=(a, b), column=chosen, id_column=id_column or "")
+        for k, (f, a, b) in enumerate(ranges)
     )
+    return InputPlan("parquet", tuple(texts), shards, shard_size, **extra)
 
 
-def _column_type(schema, name: str, path: Path) -> str:
+def _kind(t: Any) -> str | None:
+    """``bytes``, ``path`` or ``struct`` for an Arrow type that can hold images, else None."""
     import pyarrow as pa
 
-    if name not in schema.names:
-        raise BatchInputError(
-            f"{path}: no column {name!r}; columns: {', '.join(schema.names)} (set --column)"
-        )
-    t = schema.field(name).type
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return "bytes"
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return "path"
-    if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0:
-        return "struct"
-    raise BatchInputError(
-        f"{path}: column {name!r} has type {t}; expected image bytes (binary), a path (string) "
-        "or an image struct with a 'bytes' field"
-    )
+    return "struct" if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0 else None
 
 
-def _guess_column(schema, path: Path) -> str:
-    """The image column: a known name first, then the first binary or image-struct column."""
-    import pyarrow as pa
-
-    def is_image(t) -> bool:
-        return (
-            pa.types.is_binary(t)
-            or pa.types.is_large_binary(t)
-            or (pa.types.is_struct(t) and t.get_field_index("bytes") >= 0)
+def _column_type(schema: Any, name: str, path: Path) -> str:
+    if name not in schema.names:
+        raise BatchInputError(
+            f"{path}: no column {name!r}; columns: {', '.join(schema.names)} (set --column)"
         )
+    kind = _kind(schema.field(name).type)
+    if kind is None:
+        raise BatchInputError(
+            f"{path}: column {name!r} has type {schema.field(name).type}; expected image bytes "
+            "(binary), a path (string) or an image struct with a 'bytes' field"
+        )
+    return kind
 
-    for name in IMAGE_COLUMNS:
-        if name in schema.names and is_image(schema.field(name).type):
-            return name
-    for f in schema:
-        if is_image(f.type):
-            return f.name
-    for name in PATH_COLUMNS:
-        if name in schema.names:
-            return name
+
+def _guess_column(schema: Any, path: Path) -> str:
+    """The image column: a known name first, then the first binary or image-struct column,
+    then a known name of a path column."""
+    images = [f.name for f in schema if _kind(f.type) in ("bytes", "struct")]
+    known = [n for n in IMAGE_COLUMNS if n in images] + images
+    known += [n for n in PATH_COLUMNS if n in schema.names]
+    if known:
+        return known[0]
     raise BatchInputError(
         f"{path}: no image column found (binary bytes, an image struct, or a path column named "
         f"{', '.join(PATH_COLUMNS)}); columns: {', '.join(schema.names)}; set --column"

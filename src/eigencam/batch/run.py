@@ -1,18 +1,15 @@
-"""A batch run from start to finish: plan, resume, run an engine, write the manifest.
+"""A batch run from start to finish: plan, check the folder, run the loop, write the manifest.
 
-:func:`run_batch` is what ``eigencam batch`` runs. It is resumable and idempotent:
-
-1. the inputs are cut into shards (:func:`~eigencam.batch.inputs.plan_inputs`); the run's
-   fingerprint is a hash of the shards and of the settings that decide the rows' content
-   (:meth:`BatchSpec.identity`: model, weights, method and options, preprocessing, threshold,
-   what is saved);
-2. an output folder holding another run (a different fingerprint) is refused, naming what
-   differs; temporary files a killed run left are removed;
-3. the shard files already present with this fingerprint are finished work and are skipped;
-   the engine computes the others, each written atomically;
-4. ``manifest.json`` is written at the start (``status: running``) and at the end, from the
-   shard files themselves: the counts and failures are those of the whole run, however many
-   times it was resumed, and are the same for both engines.
+:func:`run_batch` is what ``eigencam batch`` runs: :func:`eigencam.runs.run_task` over the
+plan's shards with :class:`BatchTask`, whose ``process`` is the engine's. It is resumable and
+idempotent. The run's fingerprint is a hash of the shards and of the settings that decide the
+rows' content (:meth:`BatchSpec.identity`); an output folder holding another run is refused,
+naming what differs; the shard files already present with this fingerprint are finished work
+and are skipped (the keys of the :class:`~eigencam.batch.shards.ParquetCodec`), and temporary
+files a killed run left are removed. ``manifest.json`` is written at the start (``status:
+running``) and at the end from the shard files themselves, also after an error or an
+interrupt: its counts and failures are those of the whole run, however many times it was
+resumed, and the same for both engines.
 """
 
 from __future__ import annotations
@@ -22,24 +19,24 @@ import json
 import platform
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from eigencam.batch.engines import ENGINES, run_local, run_ray
-from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, plan_inputs
-from eigencam.batch.shards import (
-    MANIFEST,
-    failures,
-    remove_stale_temp,
-    scan_shards,
-    shard_name,
-)
-from eigencam.batch.worker import BatchSpec, ShardSummary
-from eigencam.errors import MissingDependencyError, RunMismatchError
+from eigencam import __version__
+from eigencam.batch.engines import ENGINES, LocalEngine, RayEngine
+from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, Shard, plan_inputs
+from eigencam.batch.shards import MANIFEST, remove_stale_temp, shard_folder
+from eigencam.batch.worker import BatchSpec, ShardPart, ShardSummary, ShardWorker
+from eigencam.errors import MissingDependencyError, RunMismatchError, check_choice
 from eigencam.io.outputs import write_json
 from eigencam.models import RandomWeightsWarning, model_entry
+from eigencam.runs.folder import RUN_FILE, RunFolder
+from eigencam.runs.loop import RunStats, run_task
+from eigencam.runs.options import RunOptions
 
 SCHEMA_VERSION = 1
 # Failures listed in manifest.json (all of them are rows with status "error" in the shards).
@@ -109,11 +106,11 @@ def run_batch(
             ``input_format``, ``shard_size``, ``column`` and ``id_column`` are not used).
         out: the run folder.
         spec: what to compute (:class:`~eigencam.batch.worker.BatchSpec`; None: defaults).
-        engine: ``local`` (this process) or ``ray`` (Ray Data actor pool).
+        engine: ``local`` (this process) or ``ray`` (a Ray actor pool).
         input_format, shard_size, column, id_column: see
             :func:`~eigencam.batch.inputs.plan_inputs`.
         ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker: the Ray engine's
-            cluster and actor pool (:func:`~eigencam.batch.engines.run_ray`).
+            cluster and actor pool (:class:`~eigencam.batch.engines.RayEngine`).
         progress: called with each finished shard's summary.
         command: the command line, recorded in the manifest.
 
@@ -122,13 +119,14 @@ def run_batch(
         or an interrupt (``status: incomplete``), before the error propagates.
 
     Raises:
-        RunMismatchError: ``out`` holds a run with other inputs or settings.
+        RunMismatchError: ``out`` holds a run with other inputs or settings, or one written
+            by another release.
         BatchInputError: the inputs cannot be planned.
+        InvalidParameterError: a setting out of range.
         BatchError: the engine failed (finished shards are kept).
     """
     start = time.perf_counter()
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    check_choice("engine", engine, ENGINES)
     try:
         import pyarrow  # noqa: F401  (the shard files are Parquet)
     except ImportError as err:
@@ -138,12 +136,9 @@ def run_batch(
         plan = inputs
     else:
         plan = plan_inputs(
-            inputs,
-            input_format=input_format,
-            shard_size=shard_size,
-            column=column,
+            inputs, input_format=input_format, shard_size=shard_size, column=column,
             id_column=id_column,
-        )
+        )  # fmt: skip
     entry = model_entry(spec.model)  # an unknown model fails here, before any work starts
     pretrained = bool(entry.pretrained or spec.weights)
     if not pretrained:
@@ -155,12 +150,16 @@ def run_batch(
         )
     out = Path(out).absolute()
     fingerprint = run_fingerprint(plan, spec)
-    previous = _check_folder(out, fingerprint, plan, spec)
-    remove_stale_temp(out)
-    done = {i: s for i, s in scan_shards(out).items() if s["run"] == fingerprint}
-    pending = [s for s in plan.shards if s.index not in done]
+    folder = shard_folder(out, fingerprint)
+    previous = _check_folder(folder, fingerprint, plan, spec)
+    worker = ShardWorker(spec, out, fingerprint)
+    pool = (
+        LocalEngine(worker)
+        if engine == "local"
+        else RayEngine(worker, ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker)
+    )
     base = {
-        "eigencam_version": _version(),
+        "eigencam_version": __version__,
         "fingerprint": fingerprint,
         "command": list(command) if command is not None else None,
         "input": plan.describe() | {"unmatched": [list(u) for u in plan.unmatched]},
@@ -180,48 +179,152 @@ def run_batch(
         "versions": _versions(engine),
         "runs": list(previous.get("runs", [])) if previous else [],
     }
-    write_json(out / MANIFEST, base | {"status": "running"})
-    computed: list[ShardSummary] = []
-
-    def on_summary(summary: ShardSummary) -> None:
-        computed.append(summary)
-        if progress is not None:
-            progress(summary)
-
-    engine_info: dict[str, Any] = {"engine": engine}
-    status = "incomplete"
+    task = BatchTask(plan, out, pool, base, progress, start)
+    options = RunOptions(resume=True, progress=task.report)
     try:
-        if engine == "local":
-            run_local(pending, spec, out, fingerprint, on_summary, info=engine_info)
-        else:
-            run_ray(
-                pending,
-                spec,
-                out,
-                fingerprint,
-                on_summary,
-                info=engine_info,
-                address=ray_address,
-                num_workers=num_workers,
-                num_cpus_per_worker=num_cpus_per_worker,
-                num_gpus_per_worker=num_gpus_per_worker,
-            )
-        status = "complete"
-    finally:
-        seconds = time.perf_counter() - start
-        manifest = _final_manifest(
-            out, plan, fingerprint, base, computed, len(done), seconds, engine_info, status
+        return run_task(
+            task, folder, plan.shards, options, task.batches, in_flight=len(plan.shards)
         )
-        write_json(out / MANIFEST, manifest)
-    return BatchReport(out, manifest, computed, len(done), seconds)
+    except Exception as err:
+        stop = pool.error(err)
+        if stop is err:
+            raise
+        raise stop from err
+    finally:
+        pool.close()
+
+
+class BatchTask:
+    """The run loop's task of a batch run: one shard per ``process`` (the engine's), the
+    manifest as ``finish``.
+
+    Args:
+        plan: the run's shards.
+        out: the run folder.
+        engine: a :class:`~eigencam.batch.engines.LocalEngine` or
+            :class:`~eigencam.batch.engines.RayEngine`, started.
+        base: the manifest's fields known before the run.
+        progress: called with each finished shard's summary.
+        start: when the call began (``time.perf_counter``).
+    """
+
+    def __init__(
+        self,
+        plan: InputPlan,
+        out: Path,
+        engine: LocalEngine | RayEngine,
+        base: dict[str, Any],
+        progress: Callable[[ShardSummary], None] | None,
+        start: float,
+    ) -> None:
+        self.plan, self.out, self.engine, self.base = plan, out, engine, base
+        self.progress, self.start = progress, start
+        self.computed: list[ShardSummary] = []
+        self.reported = 0
+
+    def batches(self, shards: list[Shard]) -> Iterator[Any]:
+        """The pending shards as the engine takes them, once the folder is ours."""
+        remove_stale_temp(self.out)
+        write_json(self.out / MANIFEST, self.base | {"status": "running"})
+        yield from self.engine.batches(shards)
+
+    def process(self, batch: Any) -> ShardPart | Future[ShardPart]:
+        part = self.engine.process(batch)
+        if isinstance(part, Future):
+            part.add_done_callback(self._done)
+        else:
+            self.computed.append(part.summary)  # type: ignore[arg-type]
+        return part
+
+    def _done(self, fut: Future[ShardPart]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.computed.append(fut.result().summary)  # type: ignore[arg-type]
+
+    def report(self, stats: RunStats) -> None:
+        """The loop's progress hook: report the shards finished since the last call."""
+        new, self.reported = self.computed[self.reported :], len(self.computed)
+        for summary in new if self.progress is not None else []:
+            self.progress(summary)  # type: ignore[misc]
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> BatchReport:
+        """Write ``manifest.json`` from the shard files (also after an error or interrupt)."""
+        self.report(stats)
+        seconds = time.perf_counter() - self.start
+        manifest = self.manifest(folder, stats, seconds)
+        write_json(folder.path / MANIFEST, manifest)
+        return BatchReport(folder.path, manifest, list(self.computed), stats.resumed, seconds)
+
+    def manifest(self, folder: RunFolder, stats: RunStats, seconds: float) -> dict[str, Any]:
+        codec, base = folder.codec, self.base
+        found = {}
+        for path in folder.parts():
+            info = codec.info(path)  # type: ignore[attr-defined]
+            if info is not None and info["run"] == base["fingerprint"]:
+                found[info["index"]] = (path, info)
+        shards, numerics, fails, layer = [], [], [], None
+        columns = ["shard", "position", "id", "source", "status", "error", "layer"]
+        for shard in self.plan.shards:
+            if shard.index not in found:
+                continue
+            path, info = found[shard.index]
+            cols = codec.read(path, columns).to_pydict()
+            ok = cols["status"].count("ok")
+            layer = layer or next((v for v in cols["layer"] if v), None)
+            if info["numerics"] not in numerics:
+                numerics.append(info["numerics"])
+            for i, status in enumerate(cols["status"]):
+                if status != "ok" and len(fails) < MANIFEST_FAILURES:
+                    fails.append({c: cols[c][i] for c in columns[:4]} | {"error": cols["error"][i]})
+            rows = len(cols["status"])
+            shards.append(
+                {"index": shard.index, "file": f"{folder.parts_dir}/{path.name}", "rows": rows,
+                 "ok": ok, "failed": rows - ok}
+            )  # fmt: skip
+        if len(numerics) > 1:
+            warnings.warn(
+                f"{folder.path}: shards were computed with different numerics {numerics}; "
+                "floats may differ in the last bits between them",
+                MixedNumericsWarning,
+                stacklevel=2,
+            )
+        complete = not stats.interrupted and len(found) >= len(self.plan.shards)
+        status = "complete" if complete else "incomplete"
+        images = sum(s["rows"] for s in shards)
+        ok = sum(s["ok"] for s in shards)
+        rows_now = sum(s.rows for s in self.computed)
+        this_run = {
+            "engine": self.engine.info,
+            "shards_computed": len(self.computed),
+            "shards_skipped": stats.resumed,
+            "images_computed": rows_now,
+            "seconds": round(seconds, 3),
+            "images_per_second": round(rows_now / seconds, 3) if seconds > 0 else None,
+            "status": status,
+        }
+        counts = {
+            "images": images,
+            "ok": ok,
+            "failed": images - ok,
+            "shards": len(self.plan.shards),
+        }
+        counts |= {"shards_done": len(shards), "unmatched_inputs": len(self.plan.unmatched)}
+        return base | {
+            "status": status,
+            "layer": layer,
+            "counts": counts,
+            "failures": fails,
+            "failures_listed": len(fails),
+            "numerics": numerics,
+            "shards": shards,
+            "runs": base["runs"] + [this_run],
+        }
 
 
 def _check_folder(
-    out: Path, fingerprint: str, plan: InputPlan, spec: BatchSpec
+    folder: RunFolder, fingerprint: str, plan: InputPlan, spec: BatchSpec
 ) -> dict[str, Any] | None:
     """The previous manifest of this run, or None; refuses a folder holding another run."""
-    manifest_path = out / MANIFEST
-    previous = None
+    manifest_path = folder.path / MANIFEST
     if manifest_path.is_file():
         try:
             previous = json.loads(manifest_path.read_text(encoding="utf-8"))
@@ -231,128 +334,49 @@ def _check_folder(
             ) from err
         if previous.get("fingerprint") != fingerprint:
             raise RunMismatchError(
-                f"{out} holds another batch run ({_differences(previous, plan, spec)}); use "
-                "another --out, or rerun with that run's inputs and settings to resume it"
+                f"{folder.path} holds another batch run ({_differences(previous, plan, spec)}); "
+                "use another --out, or rerun with that run's inputs and settings to resume it"
+            )
+        if not (folder.path / RUN_FILE).is_file():
+            release = previous.get("eigencam_version", "0.1.x")
+            raise RunMismatchError(
+                f"{folder.path} was written by eigencam {release}, whose batch runs eigencam "
+                f"{__version__} does not resume: finish it with eigencam {release}, or use "
+                "another --out"
             )
         return previous
-    foreign = [i for i, s in scan_shards(out).items() if s["run"] != fingerprint]
+    infos = [folder.codec.info(p) for p in folder.parts()]  # type: ignore[attr-defined]
+    foreign = [i for i in infos if i is not None and i["run"] != fingerprint]
     if foreign:
         raise RunMismatchError(
-            f"{out} holds shard files of another batch run ({shard_name(foreign[0])}...); use "
-            "another --out"
+            f"{folder.path} holds shard files of another batch run (part-"
+            f"{foreign[0]['index']:05d}.parquet...); use another --out"
         )
     return None
 
 
 def _differences(previous: dict[str, Any], plan: InputPlan, spec: BatchSpec) -> str:
-    diffs = []
-    before = previous.get("settings", {})
-    for key, value in spec.identity().items():
-        if before.get(key) != value:
-            diffs.append(f"{key}: {before.get(key)!r} there, {value!r} now")
-    was = previous.get("input", {})
-    now = plan.describe()
-    for key in ("kind", "inputs", "column", "shard_size", "shards", "images"):
-        if was.get(key) != now.get(key):
-            diffs.append(f"input {key}: {was.get(key)!r} there, {now.get(key)!r} now")
+    before, was, now = previous.get("settings", {}), previous.get("input", {}), plan.describe()
+    diffs = [
+        f"{key}: {before.get(key)!r} there, {value!r} now"
+        for key, value in spec.identity().items()
+        if before.get(key) != value
+    ]
+    diffs += [
+        f"input {key}: {was.get(key)!r} there, {now.get(key)!r} now"
+        for key in ("kind", "inputs", "column", "shard_size", "shards", "images")
+        if was.get(key) != now.get(key)
+    ]
     return "; ".join(diffs[:4]) or "its inputs' content differs"
 
 
-def _final_manifest(
-    out: Path,
-    plan: InputPlan,
-    fingerprint: str,
-    base: dict[str, Any],
-    computed: list[ShardSummary],
-    skipped: int,
-    seconds: float,
-    engine_info: dict[str, Any],
-    status: str,
-) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    found = {i: s for i, s in scan_shards(out).items() if s["run"] == fingerprint}
-    shard_rows, tables, layer = [], [], None
-    numerics: list[dict[str, Any]] = []
-    for shard in plan.shards:
-        info = found.get(shard.index)
-        if info is None:
-            continue
-        table = pq.read_table(
-            info["path"], columns=["shard", "position", "id", "source", "status", "error", "layer"]
-        )
-        tables.append(table)
-        statuses = table.column("status").to_pylist()
-        ok = statuses.count("ok")
-        if layer is None:
-            layer = next((v for v in table.column("layer").to_pylist() if v), None)
-        if info["numerics"] not in numerics:
-            numerics.append(info["numerics"])
-        shard_rows.append(
-            {
-                "index": shard.index,
-                "file": f"shards/{shard_name(shard.index)}",
-                "rows": len(statuses),
-                "ok": ok,
-                "failed": len(statuses) - ok,
-            }
-        )
-    if len(numerics) > 1:
-        warnings.warn(
-            f"{out}: shards were computed with different numerics {numerics}; floats may differ "
-            "in the last bits between them",
-            MixedNumericsWarning,
-            stacklevel=3,
-        )
-    if status == "complete" and len(found) < len(plan.shards):
-        status = "incomplete"
-    images = sum(s["rows"] for s in shard_rows)
-    ok = sum(s["ok"] for s in shard_rows)
-    fails = failures(tables, limit=MANIFEST_FAILURES)
-    rows_now = sum(s.rows for s in computed)
-    this_run = {
-        "engine": engine_info,
-        "shards_computed": len(computed),
-        "shards_skipped": skipped,
-        "images_computed": rows_now,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(rows_now / seconds, 3) if seconds > 0 else None,
-        "status": status,
-    }
-    return base | {
-        "status": status,
-        "layer": layer,
-        "counts": {
-            "images": images,
-            "ok": ok,
-            "failed": images - ok,
-            "shards": len(plan.shards),
-            "shards_done": len(shard_rows),
-            "unmatched_inputs": len(plan.unmatched),
-        },
-        "failures": fails,
-        "failures_listed": len(fails),
-        "numerics": numerics,
-        "shards": shard_rows,
-        "runs": base["runs"] + [this_run],
-    }
-
-
-def _version() -> str:
-    from eigencam import __version__
-
-    return __version__
-
-
 def _versions(engine: str) -> dict[str, str | None]:
-    from importlib import metadata
+    packages = ["torch", "torchvision", "numpy", "pillow", "pyarrow"] + ["ray"] * (engine == "ray")
+    return {"python": platform.python_version()} | {p: _version(p) for p in packages}
 
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("torch", "torchvision", "numpy", "pillow", "pyarrow", "ray"):
-        if pkg == "ray" and engine != "ray":
-            continue
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None

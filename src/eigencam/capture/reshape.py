@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eigencam.errors import ShapeError
+from eigencam.errors import InvalidParameterError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -147,3 +147,24 @@ class FeaturePyramid:
             for _, v in levels
         ]
         return torch.cat([m.to(dtype) for m in maps], dim=1)
+
+
+#: The spellings of ``--reshape`` (:func:`parse_reshape`).
+RESHAPES = ("tokens", "tokens:N", "channels-last", "pyramid")
+
+
+def parse_reshape(value: str | None) -> Any:
+    """The reshape transform a ``--reshape`` spec names (``tokens``, ``tokens:N``,
+    ``channels-last``, ``pyramid``), or None for None and ``none``."""
+    if value is None or value == "none":
+        return None
+    count = value.removeprefix("tokens:")
+    if value == "tokens" or (count != value and count.isdigit()):
+        return tokens_to_grid(num_prefix_tokens=None if value == "tokens" else int(count))
+    if value == "channels-last":
+        return tokens_to_grid(channels_last=True)
+    if value == "pyramid":
+        return FeaturePyramid()
+    raise InvalidParameterError(
+        f"--reshape {value!r}: expected one of {', '.join(RESHAPES)} or none"
+    )

@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import warnings
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from eigencam.batch.engines import ENGINES
+from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS, plan_inputs
+from eigencam.batch.run import run_batch
+from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
+from eigencam.batch.worker import DEFAULT_THRESHOLD, BatchSpec
 from eigencam.cli.common import Progress, add_model_args, comma_list, parse_model_args
+from eigencam.cli.explain import add_method_args
+from eigencam.errors import BatchError, InvalidParameterError, check
+from eigencam.methods import get_method
+from eigencam.models import RandomWeightsWarning, model_entry
 
 BATCH_EXAMPLE = """\
 examples:
@@ -27,12 +38,6 @@ See docs/scale.md.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from eigencam.batch.engines import ENGINES
-    from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS
-    from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
-    from eigencam.batch.worker import DEFAULT_THRESHOLD
-    from eigencam.cli.explain import add_method_args
-
     p = sub.add_parser(
         "batch",
         help="explain a dataset into Parquet shards (resumable; locally or on Ray)",
@@ -104,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--engine",
         default="local",
         choices=ENGINES,
-        help="local: this process; ray: a Ray Data actor pool (default: %(default)s)",
+        help="local: this process; ray: a Ray actor pool (default: %(default)s)",
     )
     e.add_argument(
         "--ray-address",
@@ -161,20 +166,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_batch_command)
 
 
-def absolute_model(name: str) -> str:
-    """A model name whose file part is absolute (workers may run in another folder)."""
-    target, sep, attr = name.rpartition(":")
-    if sep and target.endswith(".py") and Path(target).is_file():
-        return f"{Path(target).absolute()}:{attr}"
-    if Path(name).is_file():
-        return str(Path(name).absolute())
-    return name
-
-
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
     """The method constructor options given on the command line (as ``eigencam explain``)."""
-    from eigencam.methods import get_method
-
     cls = get_method(args.method)
     accepted = inspect.signature(cls.__init__).parameters
     given = {
@@ -188,55 +181,38 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
         if value == default:
             continue
         if key not in accepted:
-            raise ValueError(f"{flag} does not apply to {args.method}")
+            raise InvalidParameterError(f"{flag} does not apply to {args.method}")
         options[key] = value
     return options
 
 
-def build_spec(args: argparse.Namespace):
+def build_spec(args: argparse.Namespace) -> BatchSpec:
     """The :class:`~eigencam.batch.BatchSpec` of the command line."""
-    from eigencam.batch import BatchSpec
-
-    if args.input_size is not None and len(args.input_size) not in (1, 2):
-        raise ValueError(f"--input-size takes N or H W, got {len(args.input_size)} values")
-    target = args.target
-    return BatchSpec(
-        model=absolute_model(args.model),
-        weights=None if args.weights is None else str(Path(args.weights).absolute()),
-        model_args=parse_model_args(args.model_arg),
-        input_size=None if args.input_size is None else tuple((args.input_size * 2)[:2]),
-        mean=None if args.mean is None else tuple(args.mean),
-        std=None if args.std is None else tuple(args.std),
-        resize=args.resize,
-        method=args.method,
-        method_options=method_options(args),
-        layer=args.layer,
-        reshape=args.reshape,
-        target=target,
-        threshold=args.threshold,
-        save=tuple(args.save),
-        colormap=args.colormap,
-        alpha=args.alpha,
-        max_pixels=args.max_pixels,
-        batch_size=args.batch_size,
-        decode_threads=args.decode_threads,
-        device=args.device,
-        threads=args.threads,
-    ).validate()
+    size = args.input_size
+    check(
+        size is None or len(size) in (1, 2),
+        f"--input-size takes N or H W, got {len(size or ())} values",
+    )
+    converted = {
+        "model_args": parse_model_args(args.model_arg),
+        "input_size": None if size is None else tuple((size * 2)[:2]),
+        "mean": None if args.mean is None else tuple(args.mean),
+        "std": None if args.std is None else tuple(args.std),
+        "method_options": method_options(args),
+        "save": tuple(args.save),
+    }
+    # Every other field is the option of the same name.
+    same = {f.name: getattr(args, f.name) for f in fields(BatchSpec) if f.name not in converted}
+    return BatchSpec(**same, **converted).validate()
 
 
 def run_batch_command(args: argparse.Namespace) -> int:
-    from eigencam.batch import run_batch
-    from eigencam.batch.inputs import plan_inputs
-    from eigencam.errors import BatchError
-
     spec = build_spec(args)
-    if args.engine == "local" and (
-        args.ray_address or args.num_workers or args.num_gpus_per_worker
-    ):
-        raise ValueError(
-            "--ray-address, --num-workers and --num-gpus-per-worker apply to --engine ray"
-        )
+    check(
+        args.engine == "ray"
+        or not (args.ray_address or args.num_workers or args.num_gpus_per_worker),
+        "--ray-address, --num-workers and --num-gpus-per-worker apply to --engine ray",
+    )
     plan = plan_inputs(
         args.inputs,
         input_format=args.input_format,
@@ -256,11 +232,6 @@ def run_batch_command(args: argparse.Namespace) -> int:
         state["done"] += summary.rows if total is not None else 1
         state["failed"] += summary.failed
         bar(state["done"], state["failed"])
-
-    import warnings
-
-    from eigencam.models import RandomWeightsWarning
-    from eigencam.models.registry import model_entry
 
     if not (model_entry(spec.model).pretrained or spec.weights):
         print(
@@ -284,7 +255,6 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 command=["eigencam", *sys.argv[1:]] if sys.argv else None,
             )
     except BatchError as err:
-        bar.close()
         print(f"eigencam batch: error: {err}", file=sys.stderr)
         return 1
     finally:

@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
+
 DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
 
 
@@ -109,9 +111,6 @@ def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
     return options
 
 
-RESHAPES = ("tokens", "tokens:N", "channels-last", "pyramid")
-
-
 def add_reshape_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reshape",
@@ -121,23 +120,6 @@ def add_reshape_arg(parser: argparse.ArgumentParser) -> None:
         "tokens:N (N prefix tokens), channels-last (B, h, w, C), pyramid (dict/list of maps "
         "from a detector backbone); default: the model family's (see docs/models.md)",
     )
-
-
-def parse_reshape(value: str | None):
-    """The reshape transform named by ``--reshape``, or None."""
-    if value is None or value == "none":
-        return None
-    from eigencam.capture import FeaturePyramid, tokens_to_grid
-
-    if value == "tokens":
-        return tokens_to_grid()
-    if value.startswith("tokens:") and value[len("tokens:") :].isdigit():
-        return tokens_to_grid(num_prefix_tokens=int(value[len("tokens:") :]))
-    if value == "channels-last":
-        return tokens_to_grid(channels_last=True)
-    if value == "pyramid":
-        return FeaturePyramid()
-    raise ValueError(f"--reshape {value!r}: expected one of {', '.join(RESHAPES)} or none")
 
 
 def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:

@@ -16,7 +16,6 @@
 """
 
 from eigencam.evaluation.datasets import Dataset, Sample, open_dataset
-from eigencam.evaluation.metrics.boxes import box_iou, connected_components, quantize
 from eigencam.evaluation.metrics.protocols import (
     CHOE_GRID,
     CHOE_IOUS,
@@ -26,6 +25,7 @@ from eigencam.evaluation.metrics.protocols import (
     paper_protocol,
     parse_grid,
 )
+from eigencam.postprocess.boxes import box_iou, connected_components, quantize
 
 __all__ = [
     "CHOE_GRID",

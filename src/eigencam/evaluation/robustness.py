@@ -20,7 +20,7 @@ Per image and method: Pearson correlation, SSIM and IoU of the top-15% regions o
 (:mod:`eigencam.evaluation.similarity`, on the maps at the model's input resolution, where the
 adversarial image lives), the IoU of the two localization boxes (the paper's protocol: the
 largest connected component of the map thresholded at a stated fraction of its maximum,
-:mod:`eigencam.evaluation.boxes`), and whether each box localizes the object (IoU >= 0.5 with
+:mod:`eigencam.postprocess.boxes`), and whether each box localizes the object (IoU >= 0.5 with
 a ground-truth box). Aggregates (median and interquartile range over the images whose attack
 succeeded, paired comparisons with a reference method) go to ``metrics.json`` and
 ``table.md``, every number to ``per_image.csv``, and one figure per image in the layout of
@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from eigencam.attacks.deepfool import DeepFoolResult, deepfool, input_bounds
 from eigencam.errors import TargetError, UnsupportedModelError
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.metrics import boxes as bx
 from eigencam.evaluation.metrics.similarity import pearson, ssim, top_region_iou
 from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
 from eigencam.evaluation.runfiles import (
@@ -62,6 +61,7 @@ from eigencam.io.outputs import atomic_write, write_json
 from eigencam.io.png import write_png
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess import boxes as bx
 from eigencam.runs.source import LoadedImage
 
 VARIANTS = ("adversarial", "same_class", "noise")

@@ -3,7 +3,7 @@
 :func:`run_localization` is what ``eigencam localize`` runs. Images are decoded and resized in
 worker threads, explained in batches (every method on the same batch), and each batch's maps are
 turned into boxes for every threshold of the union of the two protocols' grids
-(:mod:`eigencam.evaluation.boxes`) in a background thread while the next batch runs. Each
+(:mod:`eigencam.postprocess.boxes`) in a background thread while the next batch runs. Each
 finished batch is written at once, atomically, as ``records/part-NNNNNN.npz``: a killed run keeps
 every finished batch, and ``resume=True`` skips the images already recorded. The protocols
 (:mod:`eigencam.evaluation.protocols`) are then computed from the records alone
@@ -36,7 +36,6 @@ from torch import Tensor
 
 from eigencam.errors import EigenCAMError, NonFiniteActivationError
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.metrics import boxes as bx
 from eigencam.evaluation.metrics.protocols import (
     CHOE_GRID,
     CHOE_IOUS,
@@ -52,6 +51,7 @@ from eigencam.evaluation.scoring import TOP_K, score_and_write
 from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
+from eigencam.postprocess import boxes as bx
 from eigencam.runs.source import LoadedImage, iter_batches
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eigencam.evaluation.metrics import boxes as bx
 from eigencam.io.outputs import atomic_write
+from eigencam.postprocess import boxes as bx
 
 TOP_K = 5
 

@@ -31,7 +31,7 @@ RECORDS = "records"
 LOCK_FILE = ".eigencam.lock"
 #: Version of the folder layout; a folder of another format is refused, never mixed.
 RUN_FORMAT = 2
-_PART = re.compile(r"^part-(\d{6})\.")
+_PART = re.compile(r"^part-(\d+)\.")
 
 
 class Codec(Protocol):
@@ -123,6 +123,8 @@ class RunFolder:
             (dataset, model, methods, settings, preprocessing).
         command: the command named in messages (``explain``, ``localize``...).
         codec: ``"json"``, ``"npz"`` or a :class:`Codec`.
+        parts_dir: the name of the folder of parts (``eigencam batch``: ``shards``).
+        width: digits of the part numbers in the file names.
     """
 
     def __init__(
@@ -132,8 +134,11 @@ class RunFolder:
         *,
         command: str,
         codec: str | Codec = "json",
+        parts_dir: str = RECORDS,
+        width: int = 6,
     ) -> None:
         self.path = Path(path)
+        self.parts_dir, self.width = parts_dir, width
         self.command = command
         self.codec = CODECS[codec] if isinstance(codec, str) else codec
         self.identity = json.loads(json.dumps({"command": command, **identity}, default=str))
@@ -142,7 +147,7 @@ class RunFolder:
 
     @property
     def records_dir(self) -> Path:
-        return self.path / RECORDS
+        return self.path / self.parts_dir
 
     def open(self, *, resume: bool, overwrite: bool = False) -> RunFolder:
         """Create the folder, or check that the run in it is this run, and lock it.
@@ -258,7 +263,7 @@ class RunFolder:
         """The path of part ``index``; without it, the next free part (reserved)."""
         if index is None:
             index, self._next = self._next, self._next + 1
-        return self.records_dir / f"part-{index:06d}.{self.codec.suffix}"
+        return self.records_dir / f"part-{index:0{self.width}d}.{self.codec.suffix}"
 
     def write(self, part: Any, path: Path | None = None) -> Path:
         """Atomically write ``part`` (to ``path``, else to the next free part).

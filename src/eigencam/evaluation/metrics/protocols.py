@@ -1,6 +1,6 @@
 r"""The two weakly-supervised localization protocols, as pure functions over per-image IoUs.
 
-Inputs are the IoUs computed by :mod:`~eigencam.evaluation.metrics.boxes` for every image and
+Inputs are the IoUs computed by :mod:`~eigencam.postprocess.boxes` for every image and
 threshold, so the protocols never touch a model or an image and can re-score any saved run.
 
 **Paper protocol** (CAM, Grad-CAM, CNN-Fixations, Eigen-CAM Table 1). For each threshold

@@ -24,7 +24,7 @@ a clean image and the map of its adversarial version.
 - :func:`top_region_iou`: the intersection over union of the two maps' top regions
   (:func:`top_fraction_mask`, the 15% most relevant pixels by default).
 
-For boxes, use :func:`eigencam.evaluation.metrics.boxes.box_iou`.
+For boxes, use :func:`eigencam.postprocess.boxes.box_iou`.
 """
 
 from __future__ import annotations
