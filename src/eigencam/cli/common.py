@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
+from eigencam.models import RandomWeightsWarning, load_model
 
 DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
 
@@ -73,7 +74,6 @@ def resolve_device(name: str | None):
 
 def load_model_from_args(args: argparse.Namespace):
     """(LoadedModel, Preprocessing, device) from the model arguments; warnings go to stderr."""
-    from eigencam.models import RandomWeightsWarning, load_model
 
     device = resolve_device(args.device)
     options = parse_model_args(getattr(args, "model_arg", None) or [])

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from eigencam import __version__
 from eigencam.cli.common import (
     Progress,
     add_batch_args,
@@ -14,7 +15,11 @@ from eigencam.cli.common import (
     comma_list,
     load_model_from_args,
 )
+from eigencam.io import expand_inputs
+from eigencam.methods import get_method
+from eigencam.pipeline.compare import CompareOptions, compare_files
 from eigencam.runs import RunOptions
+from eigencam.viz import colormap_lut
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
 
@@ -88,8 +93,6 @@ def build_explainers(names: list[str], loaded, layer: str | None) -> dict:
     """Method name -> explainer on ``loaded.model``, in the order given (validated)."""
     import inspect
 
-    from eigencam.methods import get_method
-
     reshape = getattr(loaded, "reshape_transform", None)
     explainers = {}
     for name in names:
@@ -108,14 +111,10 @@ def build_explainers(names: list[str], loaded, layer: str | None) -> dict:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from eigencam import __version__
-    from eigencam.io import expand_inputs
-    from eigencam.pipeline.compare import CompareOptions, compare_files
 
     options = CompareOptions(
         targets=args.targets, tile=args.tile, colormap=args.colormap, alpha=args.alpha
     )
-    from eigencam.viz import colormap_lut
 
     colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     if args.batch_size < 1:

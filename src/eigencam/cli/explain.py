@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eigencam import __version__
 from eigencam.cli.common import (
     Progress,
     add_batch_args,
@@ -17,8 +18,15 @@ from eigencam.cli.common import (
     comma_list,
     load_model_from_args,
     parse_reshape,
+    resolve_device,
 )
+from eigencam.io import expand_inputs
+from eigencam.methods import EigenCAM, available_methods, get_method
+from eigencam.models import load_model
+from eigencam.pipeline import OutputOptions, explain_files
 from eigencam.runs import RunOptions
+from eigencam.samples import sample_paths
+from eigencam.viz import colormap_lut
 
 EXPLAIN_EXAMPLE = """\
 examples:
@@ -41,7 +49,6 @@ example:
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:
-    from eigencam.methods import available_methods
 
     g = parser.add_argument_group("method")
     g.add_argument(
@@ -189,7 +196,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_explainer(args: argparse.Namespace, loaded: Any):
     """An explainer for ``args.method`` with the options its constructor accepts."""
-    from eigencam.methods import get_method
 
     cls = get_method(args.method)
     accepted = inspect.signature(cls.__init__).parameters
@@ -220,9 +226,6 @@ def build_explainer(args: argparse.Namespace, loaded: Any):
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from eigencam import __version__
-    from eigencam.io import expand_inputs
-    from eigencam.pipeline import OutputOptions
 
     paths, unmatched = expand_inputs(args.images)
     options = OutputOptions(
@@ -236,8 +239,6 @@ def run_explain(args: argparse.Namespace) -> int:
         renormalize_boxes=args.renormalize_boxes,
     )
     if "overlay" in options.save:
-        from eigencam.viz import colormap_lut
-
         colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -277,7 +278,6 @@ def run_explain(args: argparse.Namespace) -> int:
 def _run(
     paths, unmatched, explainer, loaded, pre, device, options, args, run_info, targets=None
 ) -> int:
-    from eigencam.pipeline import explain_files
 
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
@@ -320,12 +320,6 @@ def _run(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from eigencam import __version__
-    from eigencam.cli.common import resolve_device
-    from eigencam.methods import EigenCAM
-    from eigencam.models import load_model
-    from eigencam.pipeline import OutputOptions
-    from eigencam.samples import sample_paths
 
     device = resolve_device(args.device)
     loaded = load_model(device=device)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from eigencam.capture import family_of, list_layers, runner_for
 from eigencam.cli.common import (
     add_model_args,
     add_reshape_arg,
@@ -13,6 +14,12 @@ from eigencam.cli.common import (
     parse_reshape,
     print_table,
 )
+from eigencam.methods import available_methods, method_info
+from eigencam.methods.catalog import methods_page
+from eigencam.models import registered_models
+from eigencam.models.sources.detection import DETECTORS
+from eigencam.models.sources.segmentation import SEGMENTERS
+from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,10 +76,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from eigencam.models import registered_models
-    from eigencam.models.sources.detection import DETECTORS
-    from eigencam.models.sources.segmentation import SEGMENTERS
-    from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
     registered = registered_models()
     names = {e.name for e in registered}
@@ -137,8 +140,6 @@ def _shape(shape) -> str:
 def run_layers(args: argparse.Namespace) -> int:
     import torch
 
-    from eigencam.capture import family_of, list_layers, runner_for
-
     args.model = args.model_name
     loaded, pre, device = load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
@@ -183,15 +184,12 @@ def run_layers(args: argparse.Namespace) -> int:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    from eigencam.methods import available_methods, method_info
 
     infos = [method_info(name) for name in available_methods()]
     if args.json:
         print(json.dumps(infos, indent=2))
         return 0
     if args.markdown:
-        from eigencam.methods.catalog import methods_page
-
         sys.stdout.write(methods_page())
         return 0
     rows = [

@@ -1,10 +1,18 @@
-"""The ``eigencam`` command: argument parsing and error reporting around the subcommands."""
+"""The ``eigencam`` command: argument parsing and error reporting around the subcommands.
+
+Only the module of the command being run is imported (each imports torch and the rest of the
+library at its top), so ``eigencam --help`` and ``--version`` answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+
+from eigencam import __version__
+from eigencam.errors import EigenCAMError
 
 EXAMPLES = """\
 examples:
@@ -19,11 +27,41 @@ examples:
   eigencam batch photos/ --out runs/photos --engine ray     # Parquet shards, resumable
 """
 
+#: command -> (module that registers and runs it, one-line help), in help order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "explain": ("explain", "explain images: overlays, maps (.npy) and results.json"),
+    "demo": ("explain", "explain the bundled sample photos with the embedded EfficientNet-Lite0"),
+    "models": ("info", "list model names"),
+    "layers": ("info", "list candidate target layers of a model with their output shapes"),
+    "methods": ("info", "list explanation methods"),
+    "compare": ("compare", "compare methods side by side: one figure grid per image"),
+    "localize": (
+        "localize",
+        "weakly-supervised localization benchmark (paper's Table 1, MaxBoxAcc)",
+    ),
+    "localize-table": (
+        "localize",
+        "merge localize runs into one Table-1-style table (methods x models)",
+    ),
+    "attack": (
+        "attack",
+        "DeepFool adversarial examples: how much do the explanations change? (Figure 4)",
+    ),
+    "faithfulness": (
+        "faithfulness",
+        "faithfulness metrics of the maps: deletion/insertion AUC, average drop, ROAD",
+    ),
+    "batch": ("batch", "explain a dataset into Parquet shards (resumable; locally or on Ray)"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
-    from eigencam import __version__
-    from eigencam.cli import attack, batch, compare, explain, faithfulness, info, localize
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, that command's module registers its full arguments (the
+    others are listed by name and help only). Without it, every command is registered."""
     parser = argparse.ArgumentParser(
         prog="eigencam",
         description="Gradient-free class activation maps (Eigen-CAM) and the CAMs it is "
@@ -34,17 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (explain, info, compare, localize, attack, faithfulness, batch):
-        module.register(sub)
+    wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
+    if command is None:
+        wanted = {module for module, _ in COMMANDS.values()}
+    registered: set[str] = set()
+    for name, (module, text) in COMMANDS.items():
+        if module in wanted:
+            if module not in registered:
+                importlib.import_module(f"eigencam.cli.{module}").register(sub)
+                registered.add(module)
+        else:
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 1 some inputs failed, 2 usage error)."""
-    parser = build_parser()
+    """Run the command line; returns the exit code (0 ok, 1 some inputs failed, 2 usage error,
+    3 environment or model failure, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_of(argv)
+    parser = build_parser(command if command in COMMANDS else "")
     args = parser.parse_args(argv)
-    from eigencam.errors import EigenCAMError
-
     try:
         return int(args.run(args))
     except (EigenCAMError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
