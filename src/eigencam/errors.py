@@ -180,6 +180,11 @@ class OutputError(EigenCAMError, OSError):
     be). Everything written before it is kept."""
 
 
+class ModelForwardError(EigenCAMError, RuntimeError):
+    """The model (or a method's computation on it) raised something that is not an eigencam
+    error: the run stops, keeping what finished; ``--debug`` shows the traceback."""
+
+
 class BatchError(EigenCAMError, RuntimeError):
     """A batch run stopped on an error that is not one image's fault (the model, the cluster,
     the disk). Finished shards are kept; rerunning the same command resumes the run."""

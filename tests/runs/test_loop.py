@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eigencam.errors import LayerNotFoundError, NonFiniteActivationError
+from eigencam.errors import LayerNotFoundError, ModelForwardError, NonFiniteActivationError
 from eigencam.runs import Batch, RunFolder, RunOptions, isolate, run_task
 from eigencam.runs.loop import Part
 
@@ -45,8 +45,9 @@ def test_isolate_lets_run_errors_and_bugs_through():
     def bug(items):
         raise ZeroDivisionError("a bug")
 
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ModelForwardError, match="batch of 2 image.*ZeroDivisionError") as info:
         isolate(bug, ["a", "b"])
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 class CountingTask:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
+from eigencam.errors import InvalidParameterError
 from eigencam.models import RandomWeightsWarning, load_model
 
 DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
@@ -64,9 +65,9 @@ def resolve_device(name: str | None):
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise ValueError(f"--device {name!r} is not a device name ({err})") from None
+        raise InvalidParameterError(f"--device {name!r} is not a device name ({err})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
+        raise InvalidParameterError(
             f"--device {name}: CUDA is not available on this machine; use --device cpu"
         )
     return device
@@ -85,7 +86,7 @@ def load_model_from_args(args: argparse.Namespace):
             print(f"eigencam: warning: {w.message}", file=sys.stderr)
     input_size = args.input_size
     if input_size is not None and len(input_size) not in (1, 2):
-        raise ValueError(f"--input-size takes N or H W, got {len(input_size)} values")
+        raise InvalidParameterError(f"--input-size takes N or H W, got {len(input_size)} values")
     pre = loaded.preprocessing.with_overrides(
         input_size=None if input_size is None else (input_size * 2)[:2],
         mean=args.mean,
@@ -103,7 +104,9 @@ def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip().isidentifier():
-            raise ValueError(f"--model-arg takes KEY=VALUE with a Python name as KEY, got {item!r}")
+            raise InvalidParameterError(
+                f"--model-arg takes KEY=VALUE with a Python name as KEY, got {item!r}"
+            )
         try:
             options[key.strip()] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

@@ -15,6 +15,7 @@ from eigencam.cli.common import (
     comma_list,
     load_model_from_args,
 )
+from eigencam.errors import InvalidParameterError
 from eigencam.io import expand_inputs
 from eigencam.methods import get_method
 from eigencam.pipeline.compare import CompareOptions, compare_files
@@ -99,7 +100,7 @@ def build_explainers(names: list[str], loaded, layer: str | None) -> dict:
         cls = get_method(name)
         key = cls.name
         if key in explainers:
-            raise ValueError(f"--methods lists {key!r} twice")
+            raise InvalidParameterError(f"--methods lists {key!r} twice")
         if not cls.uses_layer:
             explainers[key] = cls(loaded.model)
             continue
@@ -118,7 +119,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
     colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths, unmatched = expand_inputs(args.images)
     loaded, pre, device = load_model_from_args(args)
     explainers = build_explainers(args.methods, loaded, args.layer)

@@ -20,6 +20,7 @@ from eigencam.cli.common import (
     parse_reshape,
     resolve_device,
 )
+from eigencam.errors import InvalidParameterError
 from eigencam.io import expand_inputs
 from eigencam.methods import EigenCAM, available_methods, get_method
 from eigencam.models import load_model
@@ -149,7 +150,7 @@ def explainer_targets(args: argparse.Namespace, cls: Any) -> Any:
     if target == "predicted":
         return None
     if not cls.class_specific:
-        raise ValueError(
+        raise InvalidParameterError(
             f"--target applies to class-specific methods; {cls.name} is class-agnostic (see "
             "eigencam methods)"
         )
@@ -207,12 +208,14 @@ def build_explainer(args: argparse.Namespace, loaded: Any):
     }
     kwargs = {k: v for k, v in options.items() if k in accepted}
     if args.components != 1 and "n_components" not in accepted:
-        raise ValueError(f"--components applies to eigencam only, not {args.method}")
+        raise InvalidParameterError(f"--components applies to eigencam only, not {args.method}")
     if options["eigen_smooth"] and "eigen_smooth" not in accepted:
-        raise ValueError(f"--eigen-smooth does not apply to {args.method}")
+        raise InvalidParameterError(f"--eigen-smooth does not apply to {args.method}")
     if not cls.uses_layer:
         if args.layer not in (None, "auto"):
-            raise ValueError(f"{args.method} explains the input pixels; --layer does not apply")
+            raise InvalidParameterError(
+                f"{args.method} explains the input pixels; --layer does not apply"
+            )
         return cls(loaded.model, **kwargs)
     layer = args.layer or loaded.target_layer
     reshape = parse_reshape(getattr(args, "reshape", None)) or getattr(
@@ -220,7 +223,9 @@ def build_explainer(args: argparse.Namespace, loaded: Any):
     )
     if reshape is not None:
         if "reshape_transform" not in accepted:
-            raise ValueError(f"{args.method} does not take a reshape transform (--reshape)")
+            raise InvalidParameterError(
+                f"{args.method} does not take a reshape transform (--reshape)"
+            )
         kwargs["reshape_transform"] = reshape
     return cls(loaded.model, layer, **kwargs)
 
@@ -241,7 +246,7 @@ def run_explain(args: argparse.Namespace) -> int:
     if "overlay" in options.save:
         colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
     loaded, pre, device = load_model_from_args(args)
     explainer = build_explainer(args, loaded)
     targets = explainer_targets(args, type(explainer))

@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from collections.abc import Sequence
 
 from eigencam import __version__
-from eigencam.errors import EigenCAMError
+from eigencam.errors import (
+    BatchError,
+    EigenCAMError,
+    MissingDependencyError,
+    ModelForwardError,
+    OutputError,
+)
 
 EXAMPLES = """\
 examples:
@@ -70,6 +77,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"eigencam {__version__}")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
@@ -86,6 +94,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code 3: the machine, the disk or the model failed, not the command line.
+ENVIRONMENT_ERRORS = (OutputError, MissingDependencyError, ModelForwardError, BatchError)
+
+
+def _report(args: argparse.Namespace, err: BaseException, code: int) -> int:
+    """One line on stderr (the traceback too with --debug); returns the exit code."""
+    if args.debug:
+        traceback.print_exception(err)
+    hint = "" if args.debug or code != 3 else " (--debug shows the traceback)"
+    print(f"eigencam {args.command}: error: {err}{hint}", file=sys.stderr)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some inputs failed, 2 usage error,
     3 environment or model failure, 130 interrupted)."""
@@ -95,9 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (EigenCAMError, ValueError, TypeError, FileNotFoundError, FileExistsError) as err:
-        print(f"eigencam {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except ENVIRONMENT_ERRORS as err:
+        return _report(args, err, 3)
+    except (EigenCAMError, FileNotFoundError, FileExistsError) as err:
+        return _report(args, err, 2)
     except KeyboardInterrupt:
         print("eigencam: interrupted; finished results were kept", file=sys.stderr)
         return 130

@@ -4,8 +4,9 @@ An :class:`~eigencam.errors.EigenCAMError` raised for a batch is retried image b
 image that still raises one is that image's failure, recorded with the error's message, and the
 other images go on. Errors that no image can cause on its own (a wrong layer name, an option a
 method does not have, a model a method cannot explain, a missing package, an output that cannot
-be written) stop the run, and so does every exception that is not an ``EigenCAMError``: that is
-a bug, and it is shown with its traceback.
+be written) stop the run, and so does every exception that is not an ``EigenCAMError`` (the
+model's forward failing, or a bug): it becomes a :class:`~eigencam.errors.ModelForwardError`
+naming the batch and the original error (chained; ``--debug`` prints its traceback).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from eigencam.errors import (
     LayerSelectionError,
     MethodNotFoundError,
     MissingDependencyError,
+    ModelForwardError,
     OutputError,
     UnsupportedModelError,
 )
@@ -72,6 +74,10 @@ def isolate(
     except EigenCAMError as err:
         if len(items) == 1:
             return [(items[0], None, err)]
+    except Exception as err:
+        raise ModelForwardError(
+            f"model forward failed on a batch of {len(items)} image(s): {type(err).__name__}: {err}"
+        ) from err
     return [out for it in items for out in isolate(explain, [it], run_errors)]
 
 
