@@ -39,8 +39,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import LayerRef
-from eigencam.errors import LayerSelectionError, UnsupportedModelError
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.hooks import LayerRef, preserved_state
+from eigencam.capture.tree import detach_output
+from eigencam.errors import LayerSelectionError, UnsupportedModelError, check
+from eigencam.methods.base import Explainer, Observation
+from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
 
 SUPPORTED = (
     "Conv2d, Linear, BatchNorm2d (eval), ReLU/ReLU6, MaxPool2d, AvgPool2d, adaptive pooling, "
@@ -519,3 +523,52 @@ def pool_indices(op: Op, x: Tensor) -> Tensor:
     return F.max_pool2d(
         x, k, s, pad, p.get("dilation", (1, 1)), p.get("ceil_mode", False), return_indices=True
     )[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods that walk the graph
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TracedPass(Observation):
+    """One recorded run of the traced model.
+
+    Attributes:
+        traced: the graph with every node's value for the batch.
+        node: the target layer's node, or None for methods on the input pixels.
+        targets: (B, k) class indices to explain.
+    """
+
+    traced: Traced
+    node: fx.Node | None
+    targets: Tensor
+
+
+class GraphExplainer(Explainer):
+    """Base of the methods that walk the traced network top-down from a class unit
+    (CNN-Fixations, c-MWP): the observe step traces and records the model once."""
+
+    class_specific = True
+    callable_targets = False
+
+    def _check_options(self) -> None:
+        check(self.eval_mode, f"{self.name} needs eval_mode=True (BatchNorm is folded)")
+
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> TracedPass:
+        model = self._check_model()
+        if self.uses_layer:
+            runner, ref, _ = self._resolve_layer(inputs)
+        else:
+            runner, ref = runner_for(model), None
+        with preserved_state(model, eval_mode=True):
+            traced = record(trace(runner, self.name), inputs)
+        node = None if ref is None else find_node(traced, ref)
+        output = traced.value(traced.output)
+        return TracedPass(
+            output=detach_output(output),
+            layer="input" if ref is None else ref.label,
+            traced=traced,
+            node=node,
+            targets=resolve_targets(targets, logits_of(output), inputs.shape[0]).indices,
+        )
