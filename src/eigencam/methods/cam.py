@@ -31,7 +31,7 @@ from eigencam.errors import LayerSelectionError, UnsupportedModelError
 from eigencam.methods.base import Computed, Explainer, Observation
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 
 
 @contextmanager
@@ -163,10 +163,7 @@ class CAM(Explainer):
     def _compute(self, seen: HeadCapture, inputs: Tensor, targets: TargetSpec) -> Computed:
         indices = resolve_targets(targets, logits_of(seen.output), inputs.shape[0]).indices
         rows = seen.head.weight.detach().float()[indices]  # (B, k, C)
-        if self.eigen_smooth:
-            raw = reduce_weighted(rows[..., None, None] * seen.features[:, None], eigen_smooth=True)
-        else:
-            raw = torch.einsum("bkc,bchw->bkhw", rows, seen.features)
+        raw = weighted_maps(rows, seen.features, eigen_smooth=self.eigen_smooth)
         return Computed(raw, indices, params={"fc_layer": seen.head_name})
 
     @staticmethod

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
 from eigencam.methods.base import Computed
-from eigencam.methods.graph import GraphExplainer, Traced, TracedPass, conv_weight, pool_indices
+from eigencam.methods.graph import GraphExplainer, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
 
@@ -253,11 +253,7 @@ def _propagate(
             src = op.inputs[0]
             if src not in twins.leaves and src not in twins.region and src is not target:
                 continue
-            x = traced.value(src).float()
-            idx = pool_indices(op, x).flatten(2)
-            flat = torch.zeros(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], device=x.device)
-            flat.scatter_add_(2, idx, p.reshape(idx.shape))
-            prob[src] = prob.get(src, 0) + flat.reshape(x.shape)
+            prob[src] = prob.get(src, 0) + unpool(op, traced.value(src).float(), p)
     result = prob.get(target)
     if result is None:
         return torch.zeros_like(traced.value(target), dtype=torch.float32)

@@ -49,7 +49,7 @@ from torch import Tensor, nn
 
 from eigencam.errors import UnsupportedModelError, check
 from eigencam.methods.base import Computed
-from eigencam.methods.graph import GraphExplainer, Op, Traced, TracedPass, conv_weight, pool_indices
+from eigencam.methods.graph import GraphExplainer, Op, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
 
@@ -176,12 +176,7 @@ def _propagate(op: Op, s: Tensor, value: Any, traced: Traced) -> list[tuple[Any,
         return [(op.inputs[0], _conv(op, s, value(op.inputs[0])))]
     if kind in ("maxpool", "avgpool"):
         src = op.inputs[0]
-        x = value(src)
-        idx = pool_indices(op, x).flatten(2)  # (R, C, h*w)
-        flat = torch.zeros(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], device=x.device)
-        mask = s.reshape(idx.shape).float()
-        flat.scatter_add_(2, idx, mask)
-        return [(src, (flat > 0).reshape(x.shape))]
+        return [(src, unpool(op, value(src), s) > 0)]
     if kind == "add":
         terms = op.inputs
         if len(terms) == 1:

@@ -42,7 +42,7 @@ from eigencam.errors import LayerSelectionError, NonFiniteActivationError, Shape
 from eigencam.methods.base import Computed, Explainer, Observation, as_map
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -228,13 +228,8 @@ class _GradCAMFamily(GradientExplainer):
         raise NotImplementedError
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
-        w = self._weights(activations, gradients)
-        if w.ndim == 3 and not self.eigen_smooth:
-            return torch.einsum("bkc,bchw->bkhw", w, activations)
-        if w.ndim == 3:
-            w = w[..., None, None]
-        weighted = w * activations[:, None]
-        return reduce_weighted(weighted, eigen_smooth=self.eigen_smooth)
+        weights = self._weights(activations, gradients)
+        return weighted_maps(weights, activations, eigen_smooth=self.eigen_smooth)
 
     def _compute(self, seen: LayerGradients, inputs: Tensor, targets: TargetSpec) -> Computed:
         try:
@@ -406,5 +401,4 @@ class EigenGradCAM(_GradCAMFamily):
         self.center = center
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
-        weighted = gradients * activations[:, None]
-        return reduce_weighted(weighted, eigen_smooth=True, center=self.center)
+        return weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)

@@ -28,7 +28,7 @@ from eigencam.maps import normalize, upsample
 from eigencam.methods.base import Capture, Computed, Explainer
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 
 
 def _chunk_scores(targets: Targets, output: Any, images: Tensor) -> Tensor:
@@ -74,11 +74,7 @@ class _PerturbationCAM(Explainer):
         base = _chunk_scores(resolved, seen.output, torch.arange(batch, device=inputs.device))
         acts = seen.activations.float()
         weights = self._weights(seen, inputs, resolved, base.float())  # (B, C, k)
-        if self.eigen_smooth:
-            weighted = weights.permute(0, 2, 1)[..., None, None] * acts[:, None]
-            raw = reduce_weighted(weighted, eigen_smooth=True)
-        else:
-            raw = torch.einsum("bck,bchw->bkhw", weights, acts)
+        raw = weighted_maps(weights.mT, acts, eigen_smooth=self.eigen_smooth)
         return Computed(raw, resolved.indices)
 
     def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
