@@ -163,14 +163,6 @@ def _make_hook(
     return hook
 
 
-@dataclass
-class _Event:
-    name: str
-    module: nn.Module
-    call: int
-    output: weakref.ref
-
-
 class ForwardRecorder:
     """Records, for every submodule, each call's output (weakly) and shape in completion order.
 
