@@ -30,12 +30,8 @@ from eigencam.cli.common import Progress
 from eigencam.evaluation.datasets import open_dataset
 from eigencam.evaluation.localize import localize
 from eigencam.evaluation.metrics.protocols import parse_grid
-from eigencam.evaluation.runner import (
-    LocalizeSettings,
-    build_explainer,
-    parse_method,
-    recorded_keys,
-)
+from eigencam.evaluation.runner import LocalizeSettings, recorded_keys
+from eigencam.methods import build_explainer
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models import load_model
 
@@ -93,7 +89,7 @@ class SharedForward:
         }
         labels = set(main.values())
         for v in self.variants.values():
-            labels.update(ref.label for ref in v._check_options())
+            labels.update(ref.label for ref in v._fuse_refs())
         refs = [resolve_named(self.model, label) for label in sorted(labels)]
         flip = any(v.flip for v in self.variants.values())
         batch = x.shape[0]
@@ -104,7 +100,7 @@ class SharedForward:
         out = {}
         for key, v in self.variants.items():
             rows = slice(None) if v.flip else slice(0, batch)
-            layers = [main[key]] + [ref.label for ref in v._check_options()]
+            layers = [main[key]] + [ref.label for ref in v._fuse_refs()]
             layer_acts = [(label, acts[label][rows]) for label in layers]
             out[key] = v.from_activations(x, output[rows], layer_acts)
         return out
@@ -147,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     loaded = load_model()
     variants = {
-        spec: build_explainer(parse_method(spec), loaded.model, loaded.target_layer)
+        spec: build_explainer(spec, loaded.model, loaded.target_layer)
         for spec in args.variants.split(",")
     }
     shared = SharedForward(loaded.model, variants)

@@ -237,7 +237,7 @@ def test_chunked_float64_passes_equal_one_pass(monkeypatch, center, shape, dtype
     """Large layers are converted to float64 a chunk at a time; chunking must not change the
     result (the budget is lowered here so that every pass runs over several chunks, with a
     ragged last one), also for non-contiguous (channels-last) activations and float64 input."""
-    from eigencam.decomposition import eigencam as module
+    from eigencam.decomposition import projection as module
 
     gen = torch.Generator().manual_seed(3)
     acts = torch.relu(torch.randn(shape, generator=gen) + 0.3).to(dtype)

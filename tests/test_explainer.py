@@ -312,3 +312,68 @@ def test_shared_module_whose_call_count_changes_is_still_captured_at_its_last_ca
     assert model.forwards - before == (1 if calls > 2 else 2)
     want = EigenCAM(model, f"act#{calls}")(x)
     torch.testing.assert_close(got.raw, want.raw)
+
+
+def test_get_params_reads_the_constructor_and_rebuilds_the_explainer():
+    from eigencam.methods import GradCAM, Saliency
+
+    cam = EigenCAM(TinyCNN(), "features", n_components=2, combine="sum", relu=True)
+    params = cam.get_params()
+    assert list(params)[:4] == ["n_components", "center", "solver", "relu"]
+    assert params["combine"] == "sum" and "target_layer" not in params
+    clone = EigenCAM(cam.model, cam.target_layer, **params)
+    assert clone.get_params() == params
+    assert GradCAM(TinyCNN()).get_params() == {"eigen_smooth": False, "relu": True}
+    assert Saliency(TinyCNN()).get_params() == {"reduction": "max", "relu": False}
+
+
+def test_one_spec_grammar_and_build_explainer():
+    from eigencam.errors import InvalidParameterError, MethodNotFoundError
+    from eigencam.methods import MethodSpec, build_explainer, parse_spec, parse_value
+
+    assert [parse_value(t) for t in ("true", "No", "none", "3", "0.5", "1e+3", "a+2", "x")] == [
+        True, False, None, 3, 0.5, 1000.0, ["a", 2], "x",
+    ]  # fmt: skip
+    spec = parse_spec("eigencam:components=3:combine=energy:eigen-smooth=yes:layer=features")
+    assert spec == MethodSpec(
+        key="eigencam:components=3:combine=energy:eigen-smooth=yes:layer=features",
+        name="eigencam",
+        options={
+            "n_components": 3,
+            "combine": "energy",
+            "eigen_smooth": True,
+            "target_layer": "features",
+        },
+    )
+    with pytest.raises(InvalidParameterError, match="given twice"):
+        parse_spec("eigencam:components=2:n_components=3")
+    model = TinyCNN()
+    e = build_explainer("eigencam:components=3:combine=energy", model, "auto", center=True)
+    assert (e.n_components, e.combine, e.center, e.target_layer) == (3, "energy", True, "auto")
+    e = build_explainer("eigencam:center=false:layer=features", model, "other", center=True)
+    assert e.center is False and e.target_layer == "features"  # the spec wins
+    g = build_explainer("gradcam", model, "features", center=True, eigen_smooth=True)
+    assert g.eigen_smooth is True and not hasattr(g, "center")  # defaults it does not take
+    assert build_explainer("saliency", model, "features").target_layer == "auto"
+    with pytest.raises(InvalidParameterError, match="it accepts target_layer, n_components"):
+        build_explainer("eigencam:centre=true", model)
+    with pytest.raises(MethodNotFoundError, match="gradcam"):
+        build_explainer("gradcma", model)
+
+
+def test_peer_library_habits_raise_typed_errors():
+    """What pytorch-grad-cam and torchcam users type first is refused with an EigenCAMError."""
+    from eigencam.methods import GradCAM
+
+    model = TinyCNN().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(EigenCAMError, match="dotted name"):  # target_layers=[module]
+        GradCAM(model, [model.features])(x)
+    with pytest.raises(EigenCAMError, match="torch.Tensor"):  # torchcam: cam(class_idx, scores)
+        GradCAM(model, "features")(3, model(x))
+    with pytest.raises(EigenCAMError, match="class indices"):  # pytorch-grad-cam targets
+        GradCAM(model, "features")(x, targets=[object(), object()])
+    with pytest.raises(EigenCAMError, match="class-agnostic"):
+        EigenCAM(model)(x, targets=[1, 2])
+    with pytest.raises(EigenCAMError, match="ndarray"):  # a numpy image instead of a tensor
+        EigenCAM(model)(x.numpy())

@@ -17,13 +17,8 @@ from eigencam.cli.main import main
 from eigencam.errors import EigenCAMError
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.localize import localize
-from eigencam.evaluation.runner import (
-    LocalizeSettings,
-    build_explainer,
-    load_records,
-    parse_method,
-    recorded_keys,
-)
+from eigencam.evaluation.runner import LocalizeSettings, load_records, recorded_keys
+from eigencam.methods import build_explainer, parse_spec
 
 SETTINGS = LocalizeSettings(box_grid=(0.0, 0.3, 0.6, 0.9))
 
@@ -212,20 +207,18 @@ def test_calibration_on_held_out_data(data, tmp_path):
 
 
 def test_method_specs():
-    spec = parse_method("eigencam:center=true:n_components=2:combine=sum:smooth=1.5")
+    spec = parse_spec("eigencam:center=true:n_components=2:combine=sum:smooth=1.5")
     assert spec.name == "eigencam"
     assert spec.options == {"center": True, "n_components": 2, "combine": "sum", "smooth": 1.5}
-    assert parse_method("EigenCAM:fuse_layers=a.b+c").options == {"fuse_layers": ["a.b", "c"]}
+    assert parse_spec("EigenCAM:fuse_layers=a.b+c").options == {"fuse_layers": ["a.b", "c"]}
     with pytest.raises(ValueError, match="option=value"):
-        parse_method("eigencam:center")
+        parse_spec("eigencam:center")
     model = torch.nn.Conv2d(3, 4, 3)
-    e = build_explainer(parse_method("eigencam:center=true"), model, "auto")
+    e = build_explainer(parse_spec("eigencam:center=true"), model, "auto")
     assert e.center is True
     with pytest.raises(ValueError, match="no option"):
-        build_explainer(parse_method("eigencam:centre=true"), model, "auto")
-    assert (
-        build_explainer(parse_method("eigencam:target_layer=x"), model, "auto").target_layer == "x"
-    )
+        build_explainer(parse_spec("eigencam:centre=true"), model, "auto")
+    assert build_explainer(parse_spec("eigencam:target_layer=x"), model, "auto").target_layer == "x"
 
 
 # -- command line --------------------------------------------------------------------------------

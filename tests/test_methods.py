@@ -144,7 +144,7 @@ def test_eigen_smooth_is_the_first_component_of_the_weighted_activations():
     with torch.no_grad():
         acts = model.features(x)
     grads = HiResCAM(model, "features")  # reuse the gradient machinery
-    lg = grads._layer_gradients(x, 2)
+    lg = grads._observe(x, 2)
     weighted = lg.gradients[:, 0].mean(dim=(-2, -1))[..., None, None] * acts
     expected = eigen_cam(weighted, 1, center=True).projections
     torch.testing.assert_close(smooth.raw, expected, rtol=1e-4, atol=1e-5)
@@ -154,7 +154,7 @@ def test_eigen_smooth_is_the_first_component_of_the_weighted_activations():
 def test_eigengradcam_projects_gradient_times_activation():
     model = TinyCNN().eval()
     x = torch.randn(2, 3, 16, 16)
-    lg = HiResCAM(model, "features")._layer_gradients(x, 1)
+    lg = HiResCAM(model, "features")._observe(x, 1)
     weighted = lg.gradients[:, 0] * lg.activations
     for center in (False, True):
         r = EigenGradCAM(model, "features", center=center)(x, targets=1)

@@ -141,7 +141,8 @@ def _torchvision_swin(model: nn.Module) -> Family:
     )
 
 
-def _timm_last_feature(model: nn.Module) -> str | None:
+def declared_feature_name(model: nn.Module) -> str | None:
+    """The last feature layer a model declares (timm's ``feature_info``), if it is a submodule."""
     info = getattr(model, "feature_info", None)
     try:
         last = info[-1]
@@ -152,7 +153,7 @@ def _timm_last_feature(model: nn.Module) -> str | None:
 
 
 def _timm(model: nn.Module) -> Family | None:
-    last = _timm_last_feature(model)
+    last = declared_feature_name(model)
     if last is None:
         return None
     if getattr(model, "output_fmt", "NCHW") == "NHWC":

@@ -11,6 +11,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from eigencam.capture.taps import layer_type
+from eigencam.capture.tree import first_tensor
 
 
 @dataclass(frozen=True)
@@ -43,23 +44,6 @@ def submodule(model: nn.Module, name: str) -> nn.Module | None:
     except AttributeError:
         # Stand-in models (TorchScript runners) only expose their names via named_modules().
         return dict(model.named_modules()).get(name)
-
-
-def first_tensor(output: Any) -> Tensor | None:
-    """The tensor a module produced: itself, or the first tensor in a tuple/list/dict output."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    if isinstance(output, dict):
-        for item in output.values():
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    return None
 
 
 @contextmanager
@@ -177,14 +161,6 @@ def _make_hook(
             store.outputs[ref.label] = output if on_output is None else on_output(ref, output)
 
     return hook
-
-
-@dataclass
-class _Event:
-    name: str
-    module: nn.Module
-    call: int
-    output: weakref.ref
 
 
 class ForwardRecorder:

@@ -21,17 +21,17 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
-from eigencam.capture.families import family_of
+from eigencam.capture.families import declared_feature_name, family_of
 from eigencam.capture.hooks import (
     ForwardRecorder,
     LayerRef,
-    first_tensor,
     preserved_state,
     spatial_map,
     submodule,
 )
 from eigencam.capture.reshape import pyramid_levels
-from eigencam.errors import LayerNotFoundError, LayerSelectionError
+from eigencam.capture.tree import first_tensor
+from eigencam.errors import InvalidParameterError, LayerNotFoundError, LayerSelectionError
 
 LayerSpec = str | nn.Module | LayerRef
 
@@ -63,7 +63,7 @@ def resolve_named(model: nn.Module, spec: LayerSpec) -> LayerRef | None:
             "pass one of model's own modules or its dotted name"
         )
     if not isinstance(spec, str):
-        raise TypeError(
+        raise InvalidParameterError(
             f"target_layer must be a module, a dotted name or 'auto', got {type(spec).__name__}"
         )
     if spec == "auto":
@@ -129,18 +129,8 @@ def resolve_target(
 
 def declared_layer(model: nn.Module) -> LayerRef | None:
     """The last feature layer a model declares (timm's ``feature_info``), if it resolves."""
-    info = getattr(model, "feature_info", None)
-    if info is None:
-        return None
-    try:
-        last = info[-1]
-        name = last["module"] if isinstance(last, dict) else getattr(last, "module", None)
-    except (IndexError, KeyError, TypeError):
-        return None
-    if not isinstance(name, str):
-        return None
-    module = submodule(model, name)
-    return None if module is None else LayerRef(name, module)
+    name = declared_feature_name(model)
+    return None if name is None else LayerRef(name, submodule(model, name))
 
 
 def acceptor(reshape_transform: Callable[[Any], Tensor] | None) -> Callable[[Tensor], bool]:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from eigencam.capture.taps import Tap, hooked_taps
-from eigencam.errors import UnsupportedModelError
+from eigencam.errors import InvalidParameterError, UnsupportedModelError
 
 
 def is_scripted(model: Any) -> bool:
@@ -61,7 +61,7 @@ class ScriptedModel(nn.Module):
     def __init__(self, scripted: torch.jit.ScriptModule, *, weak: bool = False) -> None:
         super().__init__()
         if not is_scripted(scripted):
-            raise TypeError(
+            raise InvalidParameterError(
                 f"ScriptedModel needs a torch.jit.ScriptModule, got {type(scripted).__name__}"
             )
         ref = weakref.ref(scripted) if weak else (lambda: scripted)
@@ -95,7 +95,7 @@ class ScriptedModel(nn.Module):
         if not taps:
             return self.scripted(*args, **kwargs)
         if kwargs:
-            raise TypeError(
+            raise UnsupportedModelError(
                 "explaining a TorchScript module passes positional inputs only; got keyword "
                 f"arguments {sorted(kwargs)}"
             )

@@ -144,9 +144,9 @@ def _settings(args: argparse.Namespace):
 
 def build_explainers(args: argparse.Namespace, loaded) -> dict:
     """{method key: explainer} from ``--methods`` (each ``name[:option=value...]``)."""
-    from eigencam.evaluation.runner import build_explainer, parse_method
+    from eigencam.methods import build_explainer, parse_spec
 
-    specs = [parse_method(text) for text in args.methods]
+    specs = [parse_spec(text) for text in args.methods]
     keys = [s.key for s in specs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:

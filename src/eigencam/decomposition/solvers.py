@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from eigencam.errors import InvalidParameterError
+
 SOLVERS = ("auto", "eigh", "svd", "squaring", "subspace")
 
 
@@ -147,7 +149,7 @@ def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]
         return squaring_top_k(gram, k)
     if solver == "subspace":
         return subspace_top_k(gram, k)
-    raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    raise InvalidParameterError(f"solver must be one of {SOLVERS}, got {solver!r}")
 
 
 def choose_solver(device: torch.device, m: int, k: int = 1) -> str:

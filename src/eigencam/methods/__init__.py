@@ -24,7 +24,16 @@ from eigencam.methods.saliency import Saliency
 from eigencam.methods.fixations import CNNFixations
 from eigencam.methods.excitation import ContrastiveMWP
 from eigencam.methods.perturbation import AblationCAM, ScoreCAM
-from eigencam.methods.registry import available_methods, get_method, method_info, register
+from eigencam.methods.registry import (
+    MethodSpec,
+    available_methods,
+    build_explainer,
+    get_method,
+    method_info,
+    parse_spec,
+    parse_value,
+    register,
+)
 
 __all__ = [
     "CAM",
@@ -39,11 +48,15 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "MethodSpec",
     "Saliency",
     "ScoreCAM",
     "XGradCAM",
     "available_methods",
+    "build_explainer",
     "get_method",
     "method_info",
+    "parse_spec",
+    "parse_value",
     "register",
 ]

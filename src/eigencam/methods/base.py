@@ -1,13 +1,22 @@
-"""What every explanation method shares: the result object, input checks, the captured forward.
+"""What every explanation method shares: the result, the input checks, the one call sequence.
 
-A method subclasses :class:`Explainer` and implements :meth:`Explainer._explain`, which gets a
-validated input batch and returns the raw maps; the base class resolves the target layer,
-registers hooks for exactly one call, keeps the model's flags intact, upsamples and normalises.
+:meth:`Explainer.__call__` is the template every method follows::
+
+    check (options, targets, inputs) -> observe (the forward pass, hooks for this call only)
+    -> compute (the method's maths: raw maps at the layer) -> finish (upsample, normalise)
+    -> CAMResult(params=self.get_params())
+
+A method subclasses :class:`Explainer`, declares its class variables (name, summary, paper...)
+and implements :meth:`Explainer._compute`; it overrides :meth:`Explainer._observe` only when one
+captured forward pass of the target layer (:meth:`Explainer._capture`, the default) is not what
+it needs (gradients, a traced graph, extra hooks). The constructor only stores its arguments,
+each under its own name: :meth:`Explainer.get_params` reads them back from the signature.
 """
 
 from __future__ import annotations
 
-import abc
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -19,13 +28,7 @@ from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
 from eigencam.capture.geometry import crop_to_input, recording_geometry
-from eigencam.capture.hooks import (
-    ForwardRecorder,
-    LayerRef,
-    capture_outputs,
-    first_tensor,
-    preserved_state,
-)
+from eigencam.capture.hooks import ForwardRecorder, LayerRef, capture_outputs, preserved_state
 from eigencam.capture.layers import (
     LayerSpec,
     acceptor,
@@ -37,27 +40,69 @@ from eigencam.capture.layers import (
     remember_calls,
     resolve_target,
 )
-from eigencam.errors import LayerSelectionError, ShapeError
+from eigencam.capture.tree import detach_output, first_tensor
+from eigencam.errors import (
+    LayerSelectionError,
+    ShapeError,
+    TargetError,
+    check,
+)
+from eigencam.methods.targets import TargetSpec
 from eigencam.postprocess.maps import upsample_normalize
 
+#: Constructor arguments that say where and how to run, not how the method computes: they are
+#: attributes of every explainer but not part of :meth:`Explainer.get_params`.
+RUN_ARGS = ("target_layer", "reshape_transform", "eval_mode")
 
-@dataclass(frozen=True, eq=False)
-class Capture:
-    """What one captured forward pass produced (see :meth:`Explainer._capture`).
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Observation:
+    """What the observe step of a call recorded; methods extend it with what they need.
 
     Attributes:
-        output: the model's output.
-        activations: (B, C, h, w) the target layer's maps, reshaped, and cropped to the cells
-            over the input when the model padded it.
-        layer: the resolved target layer.
-        extent: None, or (ey, ex): how far the (h, w) grid extends over the input (see
-            :attr:`CAMResult.extent`).
+        output: the model's output for the batch, detached (what :attr:`CAMResult.output` is).
+        layer: label of the layer explained (``"input"`` for methods on the input pixels).
+        extent: see :attr:`CAMResult.extent`.
     """
 
     output: Any
-    activations: Tensor
-    layer: LayerRef
+    layer: str
     extent: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Capture(Observation):
+    """One captured forward pass (see :meth:`Explainer._capture`).
+
+    Attributes:
+        activations: (B, C, h, w) the target layer's maps, reshaped, and cropped to the cells
+            over the input when the model padded it.
+        ref: the resolved target layer.
+        transform: the reshape transform applied to its output, or None.
+        calls: how many times the layer's module ran in the pass.
+    """
+
+    activations: Tensor
+    ref: LayerRef
+    transform: Callable[[Any], Tensor] | None = None
+    calls: int = 1
+
+
+class Computed(NamedTuple):
+    """What :meth:`Explainer._compute` returns.
+
+    Attributes:
+        raw: (B, k, h, w) the maps at the layer's resolution (:attr:`CAMResult.raw`).
+        targets: (B, k) class indices explained, or None.
+        explained_variance_ratio: (B, k), decomposition methods only.
+        params: parameters resolved during the call, shown instead of the constructor's value
+            (CAM's ``fc_layer``: the classifier found).
+    """
+
+    raw: Tensor
+    targets: Tensor | None = None
+    explained_variance_ratio: Tensor | None = None
+    params: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,37 +155,46 @@ class CAMResult:
 
 def check_inputs(inputs: Any, model: nn.Module) -> Tensor:
     """Validate an input batch: a floating (B, C, H, W) tensor on the model's device."""
-    if not isinstance(inputs, Tensor):
-        raise TypeError(
-            f"inputs must be a torch.Tensor of shape (B, C, H, W), got {type(inputs).__name__}; "
-            "convert with torch.as_tensor(...) and add a batch dimension"
-        )
+    check(
+        isinstance(inputs, Tensor),
+        f"inputs must be a torch.Tensor of shape (B, C, H, W), got {type(inputs).__name__}; "
+        "convert with torch.as_tensor(...) and add a batch dimension",
+    )
     if inputs.ndim == 3:
         raise ShapeError(
             "inputs", "(B, C, H, W)", tuple(inputs.shape), "Add a batch dimension: x.unsqueeze(0)."
         )
     if inputs.ndim != 4:
         raise ShapeError("inputs", "(B, C, H, W)", tuple(inputs.shape))
-    if not inputs.is_floating_point():
-        raise TypeError(
-            f"inputs must be floating point, got {inputs.dtype}; convert images with "
-            "x.float() / 255 and normalise them as the model expects"
-        )
+    check(
+        inputs.is_floating_point(),
+        f"inputs must be floating point, got {inputs.dtype}; convert images with "
+        "x.float() / 255 and normalise them as the model expects",
+    )
     if inputs.shape[0] == 0:
         raise ShapeError("inputs", "(B, C, H, W) with B >= 1", tuple(inputs.shape))
     param = next(iter(model.parameters()), None)
-    if param is not None and param.device != inputs.device:
-        raise ValueError(
-            f"inputs are on {inputs.device} but the model is on {param.device}; "
-            f"move one of them, e.g. inputs.to({str(param.device)!r})"
-        )
+    check(
+        param is None or param.device == inputs.device,
+        f"inputs are on {inputs.device} but the model is on {getattr(param, 'device', None)}; "
+        f"move one of them, e.g. inputs.to({str(getattr(param, 'device', None))!r})",
+    )
     return inputs
 
 
-class Explainer(abc.ABC):
+@functools.cache
+def param_names(cls: type) -> tuple[str, ...]:
+    """The names of ``cls.__init__``'s arguments after ``self`` and the model, read once per
+    class (the options :func:`~eigencam.methods.registry.build_explainer` accepts)."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+    return tuple(p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+class Explainer:
     """Base class of all methods: ``explainer(inputs, targets=None) -> CAMResult``.
 
-    The constructor only stores its arguments; nothing is hooked or checked until a call.
+    The constructor only stores its arguments, each as the attribute of the same name (as
+    scikit-learn estimators do); nothing is hooked or checked until a call.
 
     Args:
         model: any ``torch.nn.Module``.
@@ -166,6 +220,8 @@ class Explainer(abc.ABC):
     #: Whether a class-specific method accepts a callable target ``score(output) -> (B,)``
     #: (detectors, segmenters) besides class indices.
     callable_targets: ClassVar[bool] = True
+    #: Whether ``maps`` clip negative values (ReLU); methods with a ``relu`` argument set it.
+    relu: bool = False
 
     def __init__(
         self,
@@ -180,15 +236,88 @@ class Explainer(abc.ABC):
         self.reshape_transform = reshape_transform
         self.eval_mode = eval_mode
 
-    # -- the one verb ---------------------------------------------------------------------
-    @abc.abstractmethod
-    def __call__(self, inputs: Tensor, targets: Any = None) -> CAMResult:
-        """Explain a batch; see the subclass for its parameters."""
+    def get_params(self) -> dict[str, Any]:
+        """The method's parameters: every constructor argument but the model and
+        :data:`RUN_ARGS`, read from the attribute of the same name, and ``relu``."""
+        names = [n for n in param_names(type(self)) if n not in RUN_ARGS]
+        return {n: getattr(self, n) for n in names} | {"relu": self.relu}
+
+    # -- the one verb: the template -------------------------------------------------------
+    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
+        """Explain a batch.
+
+        Args:
+            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
+            targets: for class-specific methods, the classes to explain (default: the predicted
+                class), see :mod:`eigencam.methods.targets`; ``"top3"`` gives three maps per
+                image from one forward pass. Class-agnostic methods take none.
+
+        Returns:
+            :class:`CAMResult`: maps (B, k, H, W), raw (B, k, h, w), targets (B, k).
+        """
+        self._check_call(targets)
+        inputs = check_inputs(inputs, self._check_model())
+        return self._explain(inputs, self._observe(inputs, targets), targets)
+
+    def _explain(self, inputs: Tensor, seen: Observation, targets: TargetSpec) -> CAMResult:
+        """Compute and finish: the result from what the observe step recorded."""
+        out = self._compute(seen, inputs, targets)
+        return CAMResult(
+            maps=self._finish(out.raw, inputs, seen.extent),
+            raw=out.raw.float(),
+            layer=seen.layer,
+            method=self.name,
+            output=seen.output,
+            explained_variance_ratio=out.explained_variance_ratio,
+            targets=out.targets,
+            params=MappingProxyType(self.get_params() | dict(out.params)),
+            extent=seen.extent,
+        )
+
+    # -- the hooks a method fills in ------------------------------------------------------
+    def _check_options(self) -> None:
+        """Validate the method's own options (called before anything runs)."""
+
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> Observation:
+        """Run the model and record what :meth:`_compute` needs; default: :meth:`_capture`."""
+        return self._capture(inputs)
+
+    def _compute(self, seen: Any, inputs: Tensor, targets: TargetSpec) -> Computed:
+        """The method's maths: raw maps (B, k, h, w) from what :meth:`_observe` recorded."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _compute")
+
+    def _finish(self, raw: Tensor, inputs: Tensor, extent: tuple[float, float] | None) -> Tensor:
+        """Raw maps -> ``maps``: upsampled to the input, ReLU when ``relu``, normalised."""
+        size = tuple(inputs.shape[-2:])
+        return upsample_normalize(raw.float(), size, relu=self.relu, extent=extent)
 
     # -- shared machinery -----------------------------------------------------------------
+    def _check_call(self, targets: TargetSpec) -> None:
+        if not self.uses_layer:
+            check(
+                self.target_layer in ("auto", None),
+                f"{self.name} explains the input pixels and takes no target_layer, got "
+                f"{self.target_layer!r}; leave it as 'auto'",
+            )
+        self._check_options()
+        if not self.class_specific:
+            check(
+                targets is None,
+                f"{self.name} is class-agnostic and takes no targets; use a class-specific "
+                "method (gradcam, cam, ...) to explain a given class",
+            )
+        elif not self.callable_targets and callable(targets):
+            raise TargetError(
+                f"{self.name} starts from the classifier's class units and cannot explain a "
+                "callable target; pass class indices, or use gradcam (or hirescam) for custom "
+                "scores"
+            )
+
     def _check_model(self) -> nn.Module:
-        if not isinstance(self.model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(self.model).__name__}")
+        check(
+            isinstance(self.model, nn.Module),
+            f"model must be a torch.nn.Module, got {type(self.model).__name__}",
+        )
         return self.model
 
     def _resolve_layer(self, inputs: Tensor) -> ResolvedLayer:
@@ -205,24 +334,9 @@ class Explainer(abc.ABC):
             key = auto_key(inputs, transform)
             ref = cached_auto(runner, key)
             if ref is None:
-                recorder = ForwardRecorder(runner, acceptor(transform))
-                with (
-                    torch.inference_mode(),
-                    preserved_state(model, eval_mode=self.eval_mode),
-                    recorder.recording(),
-                ):
-                    runner(inputs)
-                ref = recorder.chosen()
-                if ref is None:
-                    raise no_candidate_error(recorder, transform is not None)
-                remember_auto(runner, key, ref)
-                remember_calls(runner, key, ref, recorder.call_count(ref.name))
+                with torch.inference_mode(), preserved_state(model, eval_mode=self.eval_mode):
+                    ref = _record_auto(runner, inputs, key, transform)[1]
         return ResolvedLayer(runner, ref, transform)
-
-    def _captured_forward(self, inputs: Tensor) -> tuple[Any, Tensor, LayerRef]:
-        """:meth:`_capture` as (model output, activations (B, C, h, w), the resolved layer)."""
-        captured = self._capture(inputs)
-        return captured.output, captured.activations, captured.layer
 
     def _capture(self, inputs: Tensor) -> Capture:
         """Run the model once under inference mode, capturing the target layer's output.
@@ -245,53 +359,60 @@ class Explainer(abc.ABC):
             recording_geometry(runner) as geometry,
         ):
             if ref is None:
-                recorder = ForwardRecorder(runner, acceptor(transform))
-                with recorder.recording():
-                    output = runner(inputs)
-                ref = recorder.chosen()
-                if ref is None:
-                    raise no_candidate_error(recorder, transform is not None)
-                remember_auto(runner, key, ref)
-                remember_calls(runner, key, ref, recorder.call_count(ref.name))
-                activation = recorder.candidate
+                output, ref, activation, calls = _record_auto(runner, inputs, key, transform)
             else:
-                expected = known_calls(runner, key, ref)
-                with capture_outputs([ref], expected_calls=expected) as store:
-                    output = runner(inputs)
-                if expected and ref.label not in store and store.calls.get(ref.label, 0):
-                    # The module ran fewer times than in the previous pass, so its last call
-                    # was not kept: run again keeping every call (dynamic models only).
-                    with capture_outputs([ref]) as store:
-                        output = runner(inputs)
-                remember_calls(runner, key, ref, store.calls.get(ref.label, 0))
-                if ref.label not in store:
-                    raise LayerSelectionError(
-                        f"target layer {ref.label!r} was not called during the forward pass"
-                        + (
-                            f" (it was called {store.calls.get(ref.label, 0)} times)"
-                            if ref.call
-                            else ""
-                        )
-                        + "; pick a layer that runs, see `eigencam layers`"
-                        + getattr(runner, "missing_layer_hint", "")
-                    )
-                activation = store[ref.label]
+                output, activation, calls = _record_layer(runner, inputs, key, ref)
             activation = as_map(activation, ref, transform)
             activation, extent = crop_to_input(activation, geometry.geometry(inputs))
-        return Capture(output, activation, ref, extent)
+        return Capture(
+            output=detach_output(output),
+            layer=ref.label,
+            extent=extent,
+            activations=activation,
+            ref=ref,
+            transform=transform,
+            calls=calls,
+        )
 
-    def _as_map(self, output: Any, ref: LayerRef) -> Tensor:
-        return as_map(output, ref, self.reshape_transform)
 
-    @staticmethod
-    def _finish(
-        raw: Tensor,
-        inputs: Tensor,
-        *,
-        relu: bool = False,
-        extent: tuple[float, float] | None = None,
-    ) -> Tensor:
-        return upsample_normalize(raw.float(), tuple(inputs.shape[-2:]), relu=relu, extent=extent)
+def _record_auto(
+    runner: nn.Module, inputs: Tensor, key: Any, transform: Callable | None
+) -> tuple[Any, LayerRef, Tensor, int]:
+    """One forward pass choosing the target layer: (output, layer, its output, its calls)."""
+    recorder = ForwardRecorder(runner, acceptor(transform))
+    with recorder.recording():
+        output = runner(inputs)
+    ref = recorder.chosen()
+    if ref is None:
+        raise no_candidate_error(recorder, transform is not None)
+    calls = recorder.call_count(ref.name)
+    remember_auto(runner, key, ref)
+    remember_calls(runner, key, ref, calls)
+    return output, ref, recorder.candidate, calls
+
+
+def _record_layer(
+    runner: nn.Module, inputs: Tensor, key: Any, ref: LayerRef
+) -> tuple[Any, Any, int]:
+    """One forward pass capturing ``ref``: (output, the layer's output, its calls)."""
+    expected = known_calls(runner, key, ref)
+    with capture_outputs([ref], expected_calls=expected) as store:
+        output = runner(inputs)
+    if expected and ref.label not in store and store.calls.get(ref.label, 0):
+        # The module ran fewer times than in the previous pass, so its last call was not
+        # kept: run again keeping every call (dynamic models only).
+        with capture_outputs([ref]) as store:
+            output = runner(inputs)
+    calls = store.calls.get(ref.label, 0)
+    remember_calls(runner, key, ref, calls)
+    if ref.label not in store:
+        raise LayerSelectionError(
+            f"target layer {ref.label!r} was not called during the forward pass"
+            + (f" (it was called {calls} times)" if ref.call else "")
+            + "; pick a layer that runs, see `eigencam layers`"
+            + getattr(runner, "missing_layer_hint", "")
+        )
+    return output, store[ref.label], calls
 
 
 class ResolvedLayer(NamedTuple):
@@ -321,16 +442,3 @@ def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None
             "(eigencam.tokens_to_grid() for transformer tokens).",
         )
     return t
-
-
-def detach_output(output: Any) -> Any:
-    """A copy of tensor outputs that is usable outside inference mode (clone)."""
-    if isinstance(output, Tensor):
-        return output.clone()
-    if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
-        return type(output)(*(detach_output(o) for o in output))
-    if isinstance(output, (tuple, list)):
-        return type(output)(detach_output(o) for o in output)
-    if isinstance(output, dict):
-        return {k: detach_output(v) for k, v in output.items()}
-    return output

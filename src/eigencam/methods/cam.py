@@ -18,19 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import capture_outputs, first_tensor, preserved_state
+from eigencam.capture.adapters import runner_for
 from eigencam.capture.layers import resolve_named
-from eigencam.errors import LayerSelectionError, TargetError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
+from eigencam.capture.tree import first_tensor
+from eigencam.errors import LayerSelectionError, UnsupportedModelError
+from eigencam.methods.base import Computed, Explainer, Observation
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 
 
 @contextmanager
@@ -63,6 +64,21 @@ def _close(a: Tensor, b: Tensor) -> bool:
     tol = 1e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-4
     scale = float(b.abs().max()) if b.numel() else 0.0
     return bool((a - b).abs().max() <= tol * scale + 1e-6)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class HeadCapture(Observation):
+    """The pooled features and the linear classifier that reads them.
+
+    Attributes:
+        features: (B, C, h, w) float32, the target layer's maps (or their ReLU) that the
+            classifier pools.
+        head: the ``nn.Linear`` classifier; head_name: its dotted name.
+    """
+
+    features: Tensor
+    head: nn.Linear
+    head_name: str
 
 
 @register
@@ -131,64 +147,24 @@ class CAM(Explainer):
             )
         return [(ref.name, ref.module)]
 
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class indices, ``"predicted"`` (default) or ``"top<k>"``; callables are
-                not supported (CAM reads the classifier's rows).
-
-        Returns:
-            :class:`CAMResult` with maps (B, k, H, W), raw (B, k, h, w), targets (B, k).
-        """
-        if callable(targets) and not isinstance(targets, (Tensor, str)):
-            raise TargetError(
-                "cam reads one row of the classifier per class and cannot explain a callable "
-                "target; use gradcam (or hirescam) for custom scores"
-            )
-        model = self._check_model()
-        inputs = check_inputs(inputs, model)
-        runner, ref, transform = self._resolve_layer(inputs)
-        linears = self._linears(runner)
-        with (
-            torch.inference_mode(),
-            preserved_state(model, eval_mode=self.eval_mode),
-            capture_outputs([ref]) as store,
-            _linear_calls(linears) as calls,
-        ):
-            output = runner(inputs)
-        if ref.label not in store:
-            raise LayerSelectionError(
-                f"target layer {ref.label!r} was not called during the forward pass; pick a "
-                "layer that runs, see `eigencam layers`"
-            )
-        acts = as_map(store[ref.label], ref, transform).float()
-        logits = logits_of(output)
-        head_name, head, feats = self._find_head(acts, logits, calls, ref.label, linears)
-        resolved = resolve_targets(targets, logits, inputs.shape[0])
-        indices = resolved.indices
-        weight = head.weight.detach().float()  # (N, C)
-        rows = weight[indices]  # (B, k, C)
-        if self.eigen_smooth:
-            raw = reduce_weighted(rows[..., None, None] * feats[:, None], eigen_smooth=True)
-        else:
-            raw = torch.einsum("bkc,bchw->bkhw", rows, feats)
-        return CAMResult(
-            maps=self._finish(raw, inputs, relu=self.relu),
-            raw=raw,
-            layer=ref.label,
-            method=self.name,
-            output=detach_output(output),
-            targets=indices,
-            params=MappingProxyType(
-                {
-                    "fc_layer": head_name,
-                    "eigen_smooth": self.eigen_smooth,
-                    "relu": self.relu,
-                }
-            ),
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> HeadCapture:
+        """The target layer's output and the classifier it feeds, from one forward pass."""
+        linears = self._linears(runner_for(self._check_model()))
+        with _linear_calls(linears) as calls:
+            captured = self._capture(inputs)
+        acts = captured.activations.float()
+        name, head, feats = self._find_head(
+            acts, logits_of(captured.output), calls, captured.layer, linears
         )
+        return HeadCapture(
+            output=captured.output, layer=captured.layer, features=feats, head=head, head_name=name
+        )
+
+    def _compute(self, seen: HeadCapture, inputs: Tensor, targets: TargetSpec) -> Computed:
+        indices = resolve_targets(targets, logits_of(seen.output), inputs.shape[0]).indices
+        rows = seen.head.weight.detach().float()[indices]  # (B, k, C)
+        raw = weighted_maps(rows, seen.features, eigen_smooth=self.eigen_smooth)
+        return Computed(raw, indices, params={"fc_layer": seen.head_name})
 
     @staticmethod
     def _find_head(

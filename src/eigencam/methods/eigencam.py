@@ -16,7 +16,7 @@ Beyond the paper (all off by default; the defaults are the paper's maths with ou
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,14 +26,34 @@ from torch import Tensor
 from eigencam.capture.adapters import runner_for
 from eigencam.capture.hooks import LayerRef, capture_outputs
 from eigencam.capture.layers import resolve_named
+from eigencam.capture.tree import detach_output, map_tensors
 from eigencam.decomposition import SOLVERS, eigen_cam
-from eigencam.errors import LayerSelectionError, NonFiniteActivationError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
+from eigencam.errors import (
+    InvalidParameterError,
+    LayerSelectionError,
+    NonFiniteActivationError,
+    UnsupportedModelError,
+    check,
+    check_choice,
+)
+from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map
 from eigencam.methods.registry import register
-from eigencam.postprocess.maps import gaussian_blur, normalize, upsample
+from eigencam.postprocess.maps import gaussian_blur, normalize, upsample, upsample_normalize
 
 SIGNS = ("mean", "numpy")
 COMBINES = (None, "sum", "energy")
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LayerActivations(Observation):
+    """The activations of the target layer and of each of ``fuse_layers``.
+
+    Attributes:
+        layer_acts: (layer label, activations (B or 2B with ``flip``, C, h, w)) pairs, the
+            target layer first.
+    """
+
+    layer_acts: Sequence[tuple[str, Tensor]]
 
 
 @register
@@ -71,6 +91,11 @@ class EigenCAM(Explainer):
         reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
         eval_mode: run the model in eval mode for the call (flags restored after).
 
+    A call returns maps (B, k, H, W), raw projections (B, k, h, w) and the explained-variance
+    ratio of each component (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``,
+    ``raw`` is the averaged map at the finest layer's resolution, each part normalised to
+    [0, 1] first.
+
     Example:
         >>> cam = EigenCAM(model)                 # target_layer="auto"
         >>> result = cam(images)                  # images: (B, 3, H, W)
@@ -83,6 +108,9 @@ class EigenCAM(Explainer):
     )
     needs_gradients = False
     class_specific = False
+    paper = "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020 (arXiv:2008.00299)"
+    layer_requirement = "any spatial layer (B, C, h, w)"
+    cost = "1 forward"
 
     def __init__(
         self,
@@ -116,62 +144,42 @@ class EigenCAM(Explainer):
         self.flip = flip
         self.smooth = smooth
 
-    def _check_options(self) -> list[LayerRef]:
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
-        if self.sign not in SIGNS:
-            raise ValueError(f"sign must be one of {', '.join(SIGNS)}; got {self.sign!r}")
-        if self.combine not in COMBINES:
-            raise ValueError(f"combine must be None, 'sum' or 'energy'; got {self.combine!r}")
-        if not isinstance(self.smooth, (int, float)) or isinstance(self.smooth, bool):
-            raise TypeError(f"smooth must be a number (sigma in pixels), got {self.smooth!r}")
-        if not self.smooth >= 0:
-            raise ValueError(f"smooth must be >= 0 (sigma in input pixels), got {self.smooth}")
+    def _check_options(self) -> None:
+        check_choice("solver", self.solver, SOLVERS)
+        check_choice("sign", self.sign, SIGNS)
+        check_choice("combine", self.combine, COMBINES)
+        check(
+            isinstance(self.smooth, (int, float)) and not isinstance(self.smooth, bool),
+            f"smooth must be a number (sigma in pixels), got {self.smooth!r}",
+        )
+        check(self.smooth >= 0, f"smooth must be >= 0 (sigma in input pixels), got {self.smooth}")
+
+    def _fuse_refs(self) -> list[LayerRef]:
+        """The layers of ``fuse_layers``, resolved on the module that runs."""
         layers = self.fuse_layers
         if isinstance(layers, (str, torch.nn.Module)):
             layers = [layers]
-        refs = []
         runner = runner_for(self._check_model())  # the module that runs (see Explainer._capture)
-        for spec in layers:
-            ref = resolve_named(runner, spec)
-            if ref is None:
-                raise LayerSelectionError(
-                    "fuse_layers takes named layers or modules, not 'auto'; see `eigencam layers`"
-                )
-            refs.append(ref)
+        refs = [resolve_named(runner, spec) for spec in layers]
+        if None in refs:
+            raise LayerSelectionError(
+                "fuse_layers takes named layers or modules, not 'auto'; see `eigencam layers`"
+            )
         return refs
 
-    def __call__(self, inputs: Tensor, targets: Any = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: not used: Eigen-CAM does not depend on a class. Passing one is an error.
-
-        Returns:
-            :class:`CAMResult` with maps (B, k, H, W), raw projections (B, k, h, w) and the
-            explained-variance ratio of each component (B, k); k = 1 with ``combine``. With
-            ``flip`` or ``fuse_layers``, ``raw`` is the averaged map at the finest layer's
-            resolution, each part normalised to [0, 1] first.
-        """
-        if targets is not None:
-            raise TypeError(
-                "eigencam is class-agnostic and takes no targets; use a class-specific method "
-                "(gradcam, cam, ...) to explain a given class"
-            )
-        extra = self._check_options()
-        inputs = check_inputs(inputs, self._check_model())
+    def _observe(self, inputs: Tensor, targets: Any) -> LayerActivations:
+        extra = self._fuse_refs()
         x = torch.cat([inputs, inputs.flip(-1)]) if self.flip else inputs
         with capture_outputs(extra) as store:
             captured = self._capture(x)
-        layer_acts = [(captured.layer.label, captured.activations)]
+        layer_acts = [(captured.layer, captured.activations)]
         for ref in extra:
             if ref.label not in store:
                 raise LayerSelectionError(
                     f"fuse layer {ref.label!r} was not called during the forward pass"
                 )
-            layer_acts.append((ref.label, self._as_map(store[ref.label], ref)))
-        return self.from_activations(inputs, captured.output, layer_acts, extent=captured.extent)
+            layer_acts.append((ref.label, as_map(store[ref.label], ref, self.reshape_transform)))
+        return self._activations(inputs, captured.output, layer_acts, captured.extent)
 
     def from_activations(
         self,
@@ -193,23 +201,38 @@ class EigenCAM(Explainer):
                 then each of ``fuse_layers``.
             extent: the target layer's extent over the input (:attr:`CAMResult.extent`).
         """
-        batch = inputs.shape[0]
+        seen = self._activations(inputs, detach_output(output), layer_acts, extent)
+        return self._explain(inputs, seen, None)
+
+    def _activations(
+        self,
+        inputs: Tensor,
+        output: Any,
+        layer_acts: Sequence[tuple[str, Tensor]],
+        extent: tuple[float, float] | None,
+    ) -> LayerActivations:
         if extent is not None and (self.flip or len(layer_acts) > 1):
             raise UnsupportedModelError(
                 "flip and fuse_layers need a model that does not pad its input internally "
                 "(this one's target layer extends past the image); use them without"
             )
+        if self.flip:  # the model's output for the batch, not for its mirror
+            batch = inputs.shape[0]
+            output = map_tensors(output, lambda t: t[:batch] if t.ndim >= 1 else t)
+        layer = "+".join(label for label, _ in layer_acts)
+        return LayerActivations(output=output, layer=layer, extent=extent, layer_acts=layer_acts)
+
+    def _compute(self, seen: LayerActivations, inputs: Tensor, targets: Any) -> Computed:
+        batch = inputs.shape[0]
         raws, evr = [], None
-        for label, acts in layer_acts:
+        for label, acts in seen.layer_acts:
             proj, ratio = self._project(acts, label)
             if evr is None:
                 evr = ratio[:batch]
             raws.append(proj)
-        plain = len(raws) == 1 and not self.flip
-        if plain:
+        if len(raws) == 1 and not self.flip:
             raw = raws[0]
-            maps = self._finish(_clip(raw, self.relu), inputs, extent=extent)
-        else:
+        else:  # each part normalised at the finest layer's resolution, then averaged
             parts = []
             finest = max((r.shape[-2:] for r in raws), key=lambda s: s[0] * s[1])
             for r in raws:
@@ -218,32 +241,16 @@ class EigenCAM(Explainer):
                 if self.flip:
                     parts.append(r[batch:].flip(-1))
             raw = torch.stack(parts).mean(0)
-            maps = self._finish(raw, inputs)
-        if self.smooth > 0:
-            maps = normalize(gaussian_blur(maps, float(self.smooth)))
-        return CAMResult(
-            maps=maps,
-            raw=raw.float(),
-            layer="+".join(label for label, _ in layer_acts),
-            method=self.name,
-            output=detach_output(_first_rows(output, batch) if self.flip else output),
-            explained_variance_ratio=evr,
-            params=MappingProxyType(
-                {
-                    "n_components": self.n_components,
-                    "center": self.center,
-                    "solver": self.solver,
-                    "relu": self.relu,
-                    "check_finite": self.check_finite,
-                    "sign": self.sign,
-                    "combine": self.combine,
-                    "fuse_layers": [label for label, _ in layer_acts[1:]],
-                    "flip": self.flip,
-                    "smooth": float(self.smooth),
-                }
-            ),
-            extent=extent,
-        )
+        fused = [label for label, _ in seen.layer_acts[1:]]
+        params = {"fuse_layers": fused, "smooth": float(self.smooth)}
+        return Computed(raw, explained_variance_ratio=evr, params=params)
+
+    def _finish(self, raw: Tensor, inputs: Tensor, extent: tuple[float, float] | None) -> Tensor:
+        """The ReLU at the layer's resolution, before upsampling (as pytorch-grad-cam), then the
+        optional blur."""
+        size = tuple(inputs.shape[-2:])
+        maps = upsample_normalize(_clip(raw.float(), self.relu), size, extent=extent)
+        return normalize(gaussian_blur(maps, float(self.smooth))) if self.smooth > 0 else maps
 
     def _project(self, activations: Tensor, label: str) -> tuple[Tensor, Tensor]:
         """Projections (B, k or 1, h, w) and explained-variance ratios (B, k) of one layer."""
@@ -257,8 +264,8 @@ class EigenCAM(Explainer):
             )
         except NonFiniteActivationError as err:
             raise NonFiniteActivationError(f"layer {label!r}: {err}") from None
-        except ValueError as err:
-            raise ValueError(f"layer {label!r}: {err}") from None
+        except InvalidParameterError as err:
+            raise InvalidParameterError(f"layer {label!r}: {err}") from None
         proj = dec.projections
         if self.sign == "numpy":
             proj = proj * numpy_svd_signs(activations, proj, center=self.center)[:, :, None, None]
@@ -295,16 +302,3 @@ def numpy_svd_signs(activations: Tensor, projections: Tensor, *, center: bool) -
 def _clip(raw: Tensor, relu: bool) -> Tensor:
     """ReLU at the layer's resolution, before upsampling (as pytorch-grad-cam and Grad-CAM)."""
     return raw.clamp_min(0) if relu else raw
-
-
-def _first_rows(output: Any, n: int) -> Any:
-    """The first ``n`` rows of every tensor in a (nested) model output."""
-    if isinstance(output, Tensor):
-        return output[:n] if output.ndim >= 1 else output
-    if isinstance(output, tuple) and hasattr(output, "_fields"):
-        return type(output)(*(_first_rows(o, n) for o in output))
-    if isinstance(output, (tuple, list)):
-        return type(output)(_first_rows(o, n) for o in output)
-    if isinstance(output, dict):
-        return {key: _first_rows(v, n) for key, v in output.items()}
-    return output

@@ -37,7 +37,6 @@ assumes non-negative inputs to every linear layer.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -45,18 +44,17 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import preserved_state
-from eigencam.errors import LayerSelectionError, TargetError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
-from eigencam.methods.graph import Traced, conv_weight, find_node, pool_indices, record, trace
+from eigencam.errors import LayerSelectionError, UnsupportedModelError
+from eigencam.methods.base import Computed
+from eigencam.methods.graph import GraphExplainer, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
-from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
+from eigencam.methods.targets import TargetSpec
 
 _NEURONS = ("relu", "maxpool")
 
 
 @register
-class ContrastiveMWP(Explainer):
+class ContrastiveMWP(GraphExplainer):
     r"""c-MWP: contrastive Excitation Backprop read at a layer.
 
     Args:
@@ -73,9 +71,6 @@ class ContrastiveMWP(Explainer):
 
     name = "cmwp"
     summary = "Contrastive marginal winning probability (Excitation Backprop), top-down."
-    needs_gradients = False
-    class_specific = True
-    callable_targets = False
     paper = "Zhang et al., Top-down Neural Attention by Excitation Backprop, ECCV 2016"
     layer_requirement = (
         "a non-negative layer (after ReLU/pooling); conv/linear/BN/ReLU/pooling/residual "
@@ -94,50 +89,16 @@ class ContrastiveMWP(Explainer):
         super().__init__(model, target_layer, eval_mode=eval_mode)
         self.relu = relu
 
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class indices, ``"predicted"`` (default) or ``"top<k>"``.
-
-        Returns:
-            :class:`CAMResult` with maps (B, k, H, W) and raw (B, k, h, w), the c-MWP map
-            :math:`\\sum_{ch} P_c - P_{\\bar c}` at the layer.
-        """
-        if not self.eval_mode:
-            raise ValueError("cmwp needs eval_mode=True (BatchNorm is folded)")
-        if callable(targets) and not isinstance(targets, (Tensor, str)):
-            raise TargetError(
-                "cmwp starts from one class unit of the classifier and cannot explain a "
-                "callable target; pass class indices"
-            )
-        model = self._check_model()
-        inputs = check_inputs(inputs, model)
-        runner, ref, _ = self._resolve_layer(inputs)
-        with preserved_state(model, eval_mode=True):
-            gm = trace(runner, self.name)
-            traced = record(gm, inputs)
-        node = find_node(traced, ref)
-        output = traced.value(traced.output)
-        logits = logits_of(output)
-        resolved = resolve_targets(targets, logits, inputs.shape[0])
-        target_mwp, dual_mwp = marginal_winning_probability(traced, node, resolved.indices)
+    def _compute(self, seen: TracedPass, inputs: Tensor, targets: TargetSpec) -> Computed:
+        """The c-MWP map :math:`\\sum_{ch} P_c - P_{\\bar c}` at the layer."""
+        target_mwp, dual_mwp = marginal_winning_probability(seen.traced, seen.node, seen.targets)
         if target_mwp.ndim != 5:
+            shape = tuple(seen.traced.value(seen.node).shape)
             raise LayerSelectionError(
-                f"cmwp: layer {ref.label!r} output has shape {tuple(traced.value(node).shape)}; "
+                f"cmwp: layer {seen.layer!r} output has shape {shape}; "
                 "a map needs a spatial layer (B, C, h, w)"
             )
-        raw = (target_mwp - dual_mwp).sum(dim=2)
-        return CAMResult(
-            maps=self._finish(raw, inputs, relu=self.relu),
-            raw=raw,
-            layer=ref.label,
-            method=self.name,
-            output=detach_output(output),
-            targets=resolved.indices,
-            params=MappingProxyType({"relu": self.relu}),
-        )
+        return Computed((target_mwp - dual_mwp).sum(dim=2), seen.targets)
 
 
 def marginal_winning_probability(
@@ -292,11 +253,7 @@ def _propagate(
             src = op.inputs[0]
             if src not in twins.leaves and src not in twins.region and src is not target:
                 continue
-            x = traced.value(src).float()
-            idx = pool_indices(op, x).flatten(2)
-            flat = torch.zeros(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], device=x.device)
-            flat.scatter_add_(2, idx, p.reshape(idx.shape))
-            prob[src] = prob.get(src, 0) + flat.reshape(x.shape)
+            prob[src] = prob.get(src, 0) + unpool(op, traced.value(src).float(), p)
     result = prob.get(target)
     if result is None:
         return torch.zeros_like(traced.value(target), dtype=torch.float32)

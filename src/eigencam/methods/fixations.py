@@ -41,27 +41,24 @@ photos).
 from __future__ import annotations
 
 import math
-from types import MappingProxyType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eigencam.capture.adapters import runner_for
-from eigencam.capture.hooks import preserved_state
-from eigencam.errors import TargetError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs, detach_output
-from eigencam.methods.graph import Op, Traced, conv_weight, pool_indices, record, trace
+from eigencam.errors import UnsupportedModelError, check
+from eigencam.methods.base import Computed
+from eigencam.methods.graph import GraphExplainer, Op, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
-from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
+from eigencam.methods.targets import TargetSpec
 from eigencam.postprocess.maps import gaussian_kernel1d
 
 _CHUNK = 1024  # selected units processed at once (memory: chunk x C_in x k x k floats)
 
 
 @register
-class CNNFixations(Explainer):
+class CNNFixations(GraphExplainer):
     r"""CNN-Fixations: back-tracked fixation points from the class neuron to image space.
 
     Args:
@@ -81,9 +78,6 @@ class CNNFixations(Explainer):
 
     name = "cnnfixations"
     summary = "Most contributing neurons back-tracked from the class to the image, blurred."
-    needs_gradients = False
-    class_specific = True
-    callable_targets = False
     uses_layer = False
     paper = "Mopuri, Garg & Babu, CNN Fixations, IEEE TIP 2019 (arXiv:1708.06670)"
     layer_requirement = (
@@ -107,63 +101,21 @@ class CNNFixations(Explainer):
         self.min_neighbors = min_neighbors
 
     def _check_options(self) -> None:
-        if self.target_layer not in ("auto", None):
-            raise ValueError(
-                f"cnnfixations traces fixations down to the input pixels and takes no "
-                f"target_layer, got {self.target_layer!r}; leave it as 'auto'"
-            )
+        super()._check_options()
         for name in ("sigma", "radius", "min_neighbors"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-                raise ValueError(f"{name} must be a number in [0, 1), got {v!r}")
-        if not self.eval_mode:
-            raise ValueError("cnnfixations needs eval_mode=True (BatchNorm is folded)")
-
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class indices, ``"predicted"`` (default) or ``"top<k>"``.
-
-        Returns:
-            :class:`CAMResult` with maps and raw (B, k, H, W) at the input resolution (raw:
-            the blurred fixation density); ``layer`` is ``"input"``.
-        """
-        self._check_options()
-        if callable(targets) and not isinstance(targets, (Tensor, str)):
-            raise TargetError(
-                "cnnfixations starts from one class neuron and cannot explain a callable "
-                "target; pass class indices"
+            check(
+                not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v < 1,
+                f"{name} must be a number in [0, 1), got {v!r}",
             )
-        model = self._check_model()
-        inputs = check_inputs(inputs, model)
-        with preserved_state(model, eval_mode=True):
-            gm = trace(runner_for(model), self.name)
-            traced = record(gm, inputs)
-        output = traced.value(traced.output)
-        logits = logits_of(output)
-        resolved = resolve_targets(targets, logits, inputs.shape[0])
-        fixations = backtrack(traced, resolved.indices, self.name)  # (B, k, H, W) bool
+
+    def _compute(self, seen: TracedPass, inputs: Tensor, targets: TargetSpec) -> Computed:
+        """The blurred fixation density (B, k, H, W) at the input resolution."""
+        fixations = backtrack(seen.traced, seen.targets, self.name)  # (B, k, H, W) bool
         raw = fixation_heatmap(
             fixations.float(), sigma=self.sigma, radius=self.radius, min_fraction=self.min_neighbors
         )
-        return CAMResult(
-            maps=self._finish(raw, inputs),
-            raw=raw,
-            layer="input",
-            method=self.name,
-            output=detach_output(output),
-            targets=resolved.indices,
-            params=MappingProxyType(
-                {
-                    "sigma": self.sigma,
-                    "radius": self.radius,
-                    "min_neighbors": self.min_neighbors,
-                    "relu": False,
-                }
-            ),
-        )
+        return Computed(raw, seen.targets)
 
 
 def backtrack(traced: Traced, indices: Tensor, method: str = "cnnfixations") -> Tensor:
@@ -225,12 +177,7 @@ def _propagate(op: Op, s: Tensor, value: Any, traced: Traced) -> list[tuple[Any,
         return [(op.inputs[0], _conv(op, s, value(op.inputs[0])))]
     if kind in ("maxpool", "avgpool"):
         src = op.inputs[0]
-        x = value(src)
-        idx = pool_indices(op, x).flatten(2)  # (R, C, h*w)
-        flat = torch.zeros(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], device=x.device)
-        mask = s.reshape(idx.shape).float()
-        flat.scatter_add_(2, idx, mask)
-        return [(src, (flat > 0).reshape(x.shape))]
+        return [(src, unpool(op, value(src), s) > 0)]
     if kind == "add":
         terms = op.inputs
         if len(terms) == 1:

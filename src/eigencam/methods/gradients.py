@@ -29,37 +29,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import LayerRef, first_tensor, preserved_state
+from eigencam.capture.hooks import LayerRef, preserved_state
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
+from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
-from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs
+from eigencam.methods.base import Computed, Explainer, Observation, as_map
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 
 
-class LayerGradients(NamedTuple):
-    """What :meth:`GradientExplainer._layer_gradients` returns.
+@dataclass(frozen=True, eq=False, kw_only=True)
+class LayerGradients(Observation):
+    """What :meth:`GradientExplainer._observe` records.
 
     Attributes:
-        output: the model output for the batch, detached.
-        activations: (B, C, h, w) activations of the target layer, detached.
+        activations: (B, C, h, w) activations of the target layer (the input, for saliency),
+            detached.
         gradients: (B, k, C, h, w) gradients of the k target scores w.r.t. the activations.
         targets: the resolved targets.
-        layer: the resolved target layer.
     """
 
-    output: Any
     activations: Tensor
     gradients: Tensor
     targets: Targets
-    layer: LayerRef
 
 
 @contextmanager
@@ -81,30 +80,6 @@ def gradient_mode(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]
 def detached_input(inputs: Tensor) -> Tensor:
     """The input as a tensor autograd may use: a detached view, or a copy of an inference tensor."""
     return inputs.clone() if inputs.is_inference() else inputs.detach()
-
-
-def replace_first_tensor(output: Any, new: Tensor) -> Any:
-    """``output`` with its first tensor (see :func:`first_tensor`) replaced by ``new``."""
-    if isinstance(output, Tensor):
-        return new
-    if isinstance(output, tuple) and hasattr(output, "_fields"):  # namedtuple
-        items = list(output)
-        return type(output)(*_replace_in_sequence(items, new))
-    if isinstance(output, (tuple, list)):
-        return type(output)(_replace_in_sequence(list(output), new))
-    if isinstance(output, dict):
-        keys = list(output)
-        values = _replace_in_sequence([output[k] for k in keys], new)
-        return dict(zip(keys, values))
-    return output
-
-
-def _replace_in_sequence(items: list, new: Tensor) -> list:
-    for i, item in enumerate(items):
-        if first_tensor(item) is not None:
-            items[i] = replace_first_tensor(item, new)
-            return items
-    return items
 
 
 class LeafCapture(NamedTuple):
@@ -160,7 +135,7 @@ class GradientExplainer(Explainer):
     needs_gradients = True
     class_specific = True
 
-    def _layer_gradients(self, inputs: Tensor, targets: TargetSpec) -> LayerGradients:
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> LayerGradients:
         """One forward pass from the input, k backward passes from the scores to the layer."""
         model = self._check_model()
         runner, ref, transform = self._resolve_layer(inputs)
@@ -192,7 +167,13 @@ class GradientExplainer(Explainer):
                 f"layer {ref.label!r}: activations or gradients contain NaN or infinity; check "
                 "the input for NaN and the model for overflow (fp16 models: try float32)"
             )
-        return LayerGradients(detach_tree(output), activations, gradients, resolved, ref)
+        return LayerGradients(
+            output=detach_tree(output),
+            layer=ref.label,
+            activations=activations,
+            gradients=gradients,
+            targets=resolved,
+        )
 
 
 def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor]:
@@ -215,19 +196,6 @@ def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor
             )
         grads.append(g)
     return grads
-
-
-def detach_tree(output: Any) -> Any:
-    """``output`` with every tensor detached (tuples, lists, dicts and namedtuples kept)."""
-    if isinstance(output, Tensor):
-        return output.detach()
-    if isinstance(output, tuple) and hasattr(output, "_fields"):
-        return type(output)(*(detach_tree(o) for o in output))
-    if isinstance(output, (tuple, list)):
-        return type(output)(detach_tree(o) for o in output)
-    if isinstance(output, dict):
-        return {k: detach_tree(v) for k, v in output.items()}
-    return output
 
 
 class _GradCAMFamily(GradientExplainer):
@@ -260,46 +228,15 @@ class _GradCAMFamily(GradientExplainer):
         raise NotImplementedError
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
-        w = self._weights(activations, gradients)
-        if w.ndim == 3 and not self.eigen_smooth:
-            return torch.einsum("bkc,bchw->bkhw", w, activations)
-        if w.ndim == 3:
-            w = w[..., None, None]
-        weighted = w * activations[:, None]
-        return reduce_weighted(weighted, eigen_smooth=self.eigen_smooth)
+        weights = self._weights(activations, gradients)
+        return weighted_maps(weights, activations, eigen_smooth=self.eigen_smooth)
 
-    def _params(self) -> dict[str, Any]:
-        return {"eigen_smooth": self.eigen_smooth, "relu": self.relu}
-
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class targets (default: the predicted class), see
-                :mod:`eigencam.methods.targets`; ``"top3"`` gives three maps per image from one
-                forward pass.
-
-        Returns:
-            :class:`CAMResult` with maps (B, k, H, W), raw (B, k, h, w) and targets (B, k).
-        """
-        inputs = check_inputs(inputs, self._check_model())
-        lg = self._layer_gradients(inputs, targets)
-        acts = lg.activations.float()
-        grads = lg.gradients.float()
+    def _compute(self, seen: LayerGradients, inputs: Tensor, targets: TargetSpec) -> Computed:
         try:
-            raw = self._raw(acts, grads)
+            raw = self._raw(seen.activations.float(), seen.gradients.float())
         except NonFiniteActivationError as err:
-            raise NonFiniteActivationError(f"layer {lg.layer.label!r}: {err}") from None
-        return CAMResult(
-            maps=self._finish(raw, inputs, relu=self.relu),
-            raw=raw,
-            layer=lg.layer.label,
-            method=self.name,
-            output=lg.output,
-            targets=lg.targets.indices,
-            params=MappingProxyType(self._params()),
-        )
+            raise NonFiniteActivationError(f"layer {seen.layer!r}: {err}") from None
+        return Computed(raw, seen.targets.indices)
 
 
 @register
@@ -464,8 +401,4 @@ class EigenGradCAM(_GradCAMFamily):
         self.center = center
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
-        weighted = gradients * activations[:, None]
-        return reduce_weighted(weighted, eigen_smooth=True, center=self.center)
-
-    def _params(self) -> dict[str, Any]:
-        return {"center": self.center, "relu": self.relu}
+        return weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)

@@ -39,8 +39,12 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import LayerRef
-from eigencam.errors import LayerSelectionError, UnsupportedModelError
+from eigencam.capture.adapters import runner_for
+from eigencam.capture.hooks import LayerRef, preserved_state
+from eigencam.capture.tree import detach_output
+from eigencam.errors import LayerSelectionError, UnsupportedModelError, check
+from eigencam.methods.base import Explainer, Observation
+from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
 
 SUPPORTED = (
     "Conv2d, Linear, BatchNorm2d (eval), ReLU/ReLU6, MaxPool2d, AvgPool2d, adaptive pooling, "
@@ -103,25 +107,11 @@ class Traced:
 
     def ancestors(self, node: fx.Node) -> set[fx.Node]:
         """``node`` and every node it depends on."""
-        seen = {node}
-        stack = [node]
-        while stack:
-            for inp in stack.pop().all_input_nodes:
-                if inp not in seen:
-                    seen.add(inp)
-                    stack.append(inp)
-        return seen
+        return _closure(node, lambda n: n.all_input_nodes)
 
     def descendants(self, node: fx.Node) -> set[fx.Node]:
         """``node`` and every node that depends on it."""
-        seen = {node}
-        stack = [node]
-        while stack:
-            for user in stack.pop().users:
-                if user not in seen:
-                    seen.add(user)
-                    stack.append(user)
-        return seen
+        return _closure(node, lambda n: n.users)
 
     def check_supported(self, nodes: set[fx.Node], method: str) -> None:
         """Raise UnsupportedModelError naming every unsupported operation among ``nodes``."""
@@ -151,6 +141,18 @@ class Traced:
                 conv.params["scale"] = op.params["scale"]
                 op.kind = "identity"
                 op.params["folded_into"] = src
+
+
+def _closure(node: fx.Node, step: Any) -> set[fx.Node]:
+    """``node`` and every node reached from it by repeating ``step(node) -> nodes``."""
+    seen = {node}
+    stack = [node]
+    while stack:
+        for other in step(stack.pop()):
+            if other not in seen:
+                seen.add(other)
+                stack.append(other)
+    return seen
 
 
 def trace(model: nn.Module, method: str) -> fx.GraphModule:
@@ -341,7 +343,7 @@ def describe(n: fx.Node, traced: Traced) -> Op:
     if not isinstance(values.get(n), Tensor):
         return Op("meta", n, label=str(n.target))  # sizes, shapes: not on the data path
     if n.op == "call_module":
-        return _describe_module(n, traced.modules[n.target])
+        return _describe_module(n, traced.modules[n.target], values)
     if n.op == "call_function":
         entry = _FN_ARGS.get(n.target)
         label = getattr(n.target, "__name__", str(n.target))
@@ -359,64 +361,63 @@ def _data(n: Any) -> list[fx.Node]:
     return [n] if isinstance(n, fx.Node) else []
 
 
-def _describe_module(n: fx.Node, m: nn.Module) -> Op:
+# Module types described as the function they compute: (types, kind, attributes read as the
+# function's arguments; a pair renames the attribute).
+_MODULES: tuple[tuple[Any, str, tuple[Any, ...]], ...] = (
+    (nn.Conv2d, "conv", ("weight", "stride", "padding", "dilation", "groups")),
+    (nn.Linear, "linear", ("weight",)),
+    ((nn.ReLU, nn.ReLU6), "relu", ()),
+    (nn.Hardtanh, "hardtanh", ("min_val",)),
+    (
+        nn.MaxPool2d,
+        "maxpool",
+        ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    ),
+    (nn.AdaptiveMaxPool2d, "adaptive_maxpool", ("output_size", "return_indices")),
+    (
+        nn.AvgPool2d,
+        "avgpool",
+        ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+    ),
+    (nn.AdaptiveAvgPool2d, "adaptive_avgpool", ("output_size",)),
+    ((nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity), "identity", ()),
+    (nn.Flatten, "reshape", ()),
+    (nn.ConstantPad2d, "pad", (("padding", "pad"), "value")),  # ZeroPad2d included
+)
+
+
+def _describe_module(n: fx.Node, m: nn.Module, values: dict) -> Op:
     label = type(m).__name__
-    x = _data(n.args[0]) if n.args else []
-    if isinstance(m, nn.Conv2d):
-        if m.padding_mode != "zeros":
-            return Op("unsupported", n, label=f"Conv2d(padding_mode={m.padding_mode!r})")
-        k, d = _pair(m.kernel_size), _pair(m.dilation)
-        params = {
-            "weight": m.weight,
-            "stride": _pair(m.stride),
-            "padding": _conv_padding(m.padding, k, d),
-            "padding_arg": m.padding,
-            "dilation": d,
-            "groups": m.groups,
-        }
-        return Op("conv", n, x, params, label)
-    if isinstance(m, nn.Linear):
-        return Op("linear", n, x, {"weight": m.weight}, label)
+    if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+        return Op("unsupported", n, label=f"Conv2d(padding_mode={m.padding_mode!r})")
     if isinstance(m, nn.BatchNorm2d):
         if m.training or m.running_var is None:
             return Op("unsupported", n, label="BatchNorm2d without running statistics")
         scale = torch.rsqrt(m.running_var + m.eps)
         if m.weight is not None:
             scale = scale * m.weight
-        return Op("bn", n, x, {"scale": scale.detach()}, label)
-    if isinstance(m, (nn.ReLU, nn.ReLU6)):
-        return Op("relu", n, x, {}, label)
-    if isinstance(m, nn.Hardtanh) and m.min_val == 0:
-        return Op("relu", n, x, {}, label)
-    if isinstance(m, nn.MaxPool2d) and not m.return_indices:
-        return Op("maxpool", n, x, _pool_params(m.kernel_size, m.stride, m.padding, m), label)
-    if isinstance(m, nn.AdaptiveMaxPool2d) and not m.return_indices:
-        return Op("maxpool", n, x, {"output_size": m.output_size}, label)
-    if isinstance(m, nn.AvgPool2d):
-        return Op("avgpool", n, x, _pool_params(m.kernel_size, m.stride, m.padding, m), label)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        return Op("avgpool", n, x, {"output_size": m.output_size}, label)
-    if isinstance(m, (nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity)):
-        return Op("identity", n, x, {}, label)
-    if isinstance(m, nn.Flatten):
-        return Op("reshape", n, x, {}, label)
-    if isinstance(m, (nn.ZeroPad2d, nn.ConstantPad2d)):
-        if isinstance(m, nn.ConstantPad2d) and not isinstance(m, nn.ZeroPad2d) and m.value != 0:
-            return Op("unsupported", n, label=f"ConstantPad2d({m.value})")
-        return Op("pad", n, x, {"pad": tuple(m.padding)}, label)
+        return Op("bn", n, _data(n.args[0]) if n.args else [], {"scale": scale.detach()}, label)
+    for types, kind, attributes in _MODULES:
+        if isinstance(m, types):
+            bound = {"input": n.args[0] if n.args else None}
+            for a in attributes:
+                attr, arg = a if isinstance(a, tuple) else (a, a)
+                bound[arg] = getattr(m, attr)
+            return _describe_function(n, kind, bound, values, label)
     return Op("unsupported", n, label=label)
 
 
-def _pool_params(kernel: Any, stride: Any, padding: Any, m: Any = None) -> dict[str, Any]:
-    k = _pair(kernel)
+def _pool_params(b: dict) -> dict[str, Any]:
+    k = _pair(b["kernel_size"])
+    stride = b.get("stride")
     return {
         "kernel_size": k,
         "stride": _pair(stride) if stride not in (None, ()) else k,
-        "padding": _pair(padding),
-        "dilation": _pair(getattr(m, "dilation", 1)),
-        "ceil_mode": bool(getattr(m, "ceil_mode", False)),
-        "count_include_pad": bool(getattr(m, "count_include_pad", True)),
-        "divisor_override": getattr(m, "divisor_override", None),
+        "padding": _pair(b.get("padding", 0)),
+        "dilation": _pair(b.get("dilation", 1)),
+        "ceil_mode": bool(b.get("ceil_mode", False)),
+        "count_include_pad": bool(b.get("count_include_pad", True)),
+        "divisor_override": b.get("divisor_override"),
     }
 
 
@@ -446,20 +447,13 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
     if kind == "maxpool":
         if b.get("return_indices"):
             return Op("unsupported", n, label="max_pool2d(return_indices=True)")
-        params = _pool_params(b["kernel_size"], b.get("stride"), b.get("padding", 0))
-        params["dilation"] = _pair(b.get("dilation", 1))
-        params["ceil_mode"] = bool(b.get("ceil_mode", False))
-        return Op("maxpool", n, x, params, label)
+        return Op("maxpool", n, x, _pool_params(b), label)
     if kind == "adaptive_maxpool":
         if b.get("return_indices"):
             return Op("unsupported", n, label="adaptive_max_pool2d(return_indices=True)")
         return Op("maxpool", n, x, {"output_size": b["output_size"]}, label)
     if kind == "avgpool":
-        params = _pool_params(b["kernel_size"], b.get("stride"), b.get("padding", 0))
-        params["ceil_mode"] = bool(b.get("ceil_mode", False))
-        params["count_include_pad"] = bool(b.get("count_include_pad", True))
-        params["divisor_override"] = b.get("divisor_override")
-        return Op("avgpool", n, x, params, label)
+        return Op("avgpool", n, x, _pool_params(b), label)
     if kind == "adaptive_avgpool":
         return Op("avgpool", n, x, {"output_size": b["output_size"]}, label)
     if kind == "mean":
@@ -475,8 +469,9 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         return Op(kind, n, x, {}, label)
     if kind == "pad":
         mode = b.get("mode", "constant")
-        if mode != "constant" or (b.get("value") or 0) != 0 or len(b["pad"]) != 4:
-            return Op("unsupported", n, label=f"pad(mode={mode!r})")
+        value = b.get("value") or 0
+        if mode != "constant" or value != 0 or len(b["pad"]) != 4:
+            return Op("unsupported", n, label=f"pad(mode={mode!r}, value={value})")
         return Op("pad", n, x, {"pad": tuple(b["pad"])}, label)
     if kind == "cat":
         tensors = b["tensors"]
@@ -507,15 +502,67 @@ def conv_weight(op: Op) -> Tensor:
     return w
 
 
-def pool_indices(op: Op, x: Tensor) -> Tensor:
-    """For each output of a pooling op on ``x`` (R, C, H, W), the flat index (into H*W) of the
-    largest input in its window: the max-pool winner, or the largest contribution to an
-    average."""
+def unpool(op: Op, x: Tensor, values: Tensor) -> Tensor:
+    """``values`` (one per output of a pooling op on ``x`` (R, C, H, W)) summed onto the
+    input each output takes its largest input from: the max-pool winner, or the largest
+    contribution to an average. Returns (R, C, H, W) float32."""
     p = op.params
     if "output_size" in p:
-        size = p["output_size"]
-        return F.adaptive_max_pool2d(x, size, return_indices=True)[1]
-    k, s, pad = p["kernel_size"], p["stride"], p["padding"]
-    return F.max_pool2d(
-        x, k, s, pad, p.get("dilation", (1, 1)), p.get("ceil_mode", False), return_indices=True
-    )[1]
+        idx = F.adaptive_max_pool2d(x, p["output_size"], return_indices=True)[1]
+    else:
+        k, s, pad = p["kernel_size"], p["stride"], p["padding"]
+        dilation, ceil = p.get("dilation", (1, 1)), p.get("ceil_mode", False)
+        idx = F.max_pool2d(x, k, s, pad, dilation, ceil, return_indices=True)[1]
+    idx = idx.flatten(2)  # (R, C, h*w)
+    flat = torch.zeros(x.shape[0], x.shape[1], x.shape[2] * x.shape[3], device=x.device)
+    flat.scatter_add_(2, idx, values.reshape(idx.shape).float())
+    return flat.reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods that walk the graph
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TracedPass(Observation):
+    """One recorded run of the traced model.
+
+    Attributes:
+        traced: the graph with every node's value for the batch.
+        node: the target layer's node, or None for methods on the input pixels.
+        targets: (B, k) class indices to explain.
+    """
+
+    traced: Traced
+    node: fx.Node | None
+    targets: Tensor
+
+
+class GraphExplainer(Explainer):
+    """Base of the methods that walk the traced network top-down from a class unit
+    (CNN-Fixations, c-MWP): the observe step traces and records the model once."""
+
+    class_specific = True
+    callable_targets = False
+
+    def _check_options(self) -> None:
+        check(self.eval_mode, f"{self.name} needs eval_mode=True (BatchNorm is folded)")
+
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> TracedPass:
+        model = self._check_model()
+        if self.uses_layer:
+            runner, ref, _ = self._resolve_layer(inputs)
+        else:
+            runner, ref = runner_for(model), None
+        with preserved_state(model, eval_mode=True):
+            traced = record(trace(runner, self.name), inputs)
+        node = None if ref is None else find_node(traced, ref)
+        output = traced.value(traced.output)
+        return TracedPass(
+            output=detach_output(output),
+            layer="input" if ref is None else ref.label,
+            traced=traced,
+            node=node,
+            targets=resolve_targets(targets, logits_of(output), inputs.shape[0]).indices,
+        )

@@ -14,40 +14,33 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
-from eigencam.capture.hooks import LayerRef, capture_outputs, first_tensor, preserved_state
+from eigencam.capture.hooks import preserved_state
 from eigencam.capture.reshape import tokens_to_grid
-from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.methods.base import CAMResult, Explainer, as_map, check_inputs, detach_output
-from eigencam.methods.gradients import replace_first_tensor
+from eigencam.capture.tree import first_tensor, replace_first_tensor
+from eigencam.errors import UnsupportedModelError, check
+from eigencam.methods.base import Capture, Computed, Explainer
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
-from eigencam.methods.weighting import reduce_weighted
+from eigencam.methods.weighting import weighted_maps
 from eigencam.postprocess.maps import normalize, upsample
-
-
-def _check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
 
 
 def _chunk_scores(targets: Targets, output: Any, images: Tensor) -> Tensor:
     """(n, k) target scores of a chunk of perturbed passes of images ``images`` (n,)."""
     if targets.indices is not None:
         return logits_of(output).gather(1, targets.indices[images].to(images.device))
-    scores = targets.scores(output)
-    return scores
+    return targets.scores(output)
 
 
 class _PerturbationCAM(Explainer):
-    needs_gradients = False
+    """Channel weights from perturbed forward passes; subclasses implement :meth:`_weights`."""
+
     class_specific = True
 
     def __init__(
@@ -68,36 +61,40 @@ class _PerturbationCAM(Explainer):
         self.eigen_smooth = eigen_smooth
         self.relu = relu
 
-    def _result(
-        self,
-        weights: Tensor,
-        acts: Tensor,
-        inputs: Tensor,
-        layer: LayerRef,
-        output: Any,
-        targets: Targets,
-    ) -> CAMResult:
-        """weights (B, C, k), activations (B, C, h, w) -> the result."""
-        if self.eigen_smooth:
-            weighted = weights.permute(0, 2, 1)[..., None, None] * acts[:, None]
-            raw = reduce_weighted(weighted, eigen_smooth=True)
-        else:
-            raw = torch.einsum("bck,bchw->bkhw", weights, acts)
-        return CAMResult(
-            maps=self._finish(raw, inputs, relu=self.relu),
-            raw=raw,
-            layer=layer.label,
-            method=self.name,
-            output=detach_output(output),
-            targets=targets.indices,
-            params=MappingProxyType(
-                {
-                    "batch_size": self.batch_size,
-                    "eigen_smooth": self.eigen_smooth,
-                    "relu": self.relu,
-                }
-            ),
+    def _check_options(self) -> None:
+        bs = self.batch_size
+        check(
+            isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1,
+            f"batch_size must be a positive integer, got {bs!r}",
         )
+
+    def _compute(self, seen: Capture, inputs: Tensor, targets: TargetSpec) -> Computed:
+        batch = inputs.shape[0]
+        resolved = resolve_targets(targets, seen.output, batch)
+        base = _chunk_scores(resolved, seen.output, torch.arange(batch, device=inputs.device))
+        acts = seen.activations.float()
+        weights = self._weights(seen, inputs, resolved, base.float())  # (B, C, k)
+        raw = weighted_maps(weights.mT, acts, eigen_smooth=self.eigen_smooth)
+        return Computed(raw, resolved.indices)
+
+    def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _perturbed_scores(
+        self, inputs: Tensor, channels: int, k: int, targets: Targets, run: Callable
+    ) -> Tensor:
+        """(B, C, k) target scores of the B * C perturbed passes, ``batch_size`` at a time.
+
+        ``run(rows)`` runs the model on the perturbed inputs of flat rows ``rows`` (image
+        ``row // C``, channel ``row % C``).
+        """
+        n = inputs.shape[0] * channels
+        scores = torch.empty(n, k, device=inputs.device, dtype=torch.float32)
+        with torch.inference_mode(), preserved_state(self._check_model(), eval_mode=self.eval_mode):
+            for start in range(0, n, self.batch_size):
+                rows = torch.arange(start, min(start + self.batch_size, n), device=inputs.device)
+                scores[rows] = _chunk_scores(targets, run(rows), rows // channels).float()
+        return scores.reshape(inputs.shape[0], channels, k)
 
 
 @register
@@ -129,37 +126,17 @@ class ScoreCAM(_PerturbationCAM):
     layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (masked images, batch_size per pass)"
 
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
-
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class targets (default: the predicted class), or a callable on the output.
-
-        Returns:
-            :class:`CAMResult` with maps (B, k, H, W), raw (B, k, h, w), targets (B, k).
-        """
-        batch_size = _check_batch_size(self.batch_size)
-        model = self._check_model()
-        inputs = check_inputs(inputs, model)
-        output, acts, layer = self._captured_forward(inputs)
-        runner = runner_for(model)
-        resolved = resolve_targets(targets, output, inputs.shape[0])
-        base = _chunk_scores(resolved, output, torch.arange(inputs.shape[0], device=inputs.device))
-        b, c = acts.shape[:2]
-        k = base.shape[1]
+    def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
+        runner = runner_for(self._check_model())
+        c = seen.activations.shape[1]
         size = tuple(inputs.shape[-2:])
-        scores = torch.empty(b * c, k, device=inputs.device, dtype=torch.float32)
-        flat_acts = acts.float().flatten(0, 1)[:, None]  # (B*C, 1, h, w)
-        with torch.inference_mode(), preserved_state(model, eval_mode=self.eval_mode):
-            for start in range(0, b * c, batch_size):
-                rows = torch.arange(start, min(start + batch_size, b * c), device=inputs.device)
-                images = rows // c
-                masks = normalize(upsample(flat_acts[rows], size)).to(inputs.dtype)
-                out = runner(inputs[images] * masks)
-                scores[rows] = _chunk_scores(resolved, out, images).float()
-        weights = scores.reshape(b, c, k).softmax(dim=1)
-        return self._result(weights, acts.float(), inputs, layer, output, resolved)
+        flat_acts = seen.activations.float().flatten(0, 1)[:, None]  # (B*C, 1, h, w)
+
+        def masked(rows: Tensor) -> Any:
+            masks = normalize(upsample(flat_acts[rows], size, extent=seen.extent))
+            return runner(inputs[rows // c] * masks.to(inputs.dtype))
+
+        return self._perturbed_scores(inputs, c, base.shape[1], targets, masked).softmax(dim=1)
 
 
 @register
@@ -183,61 +160,38 @@ class AblationCAM(_PerturbationCAM):
     layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (one ablated channel each, batch_size per pass)"
 
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch (arguments and result as :meth:`ScoreCAM.__call__`)."""
-        batch_size = _check_batch_size(self.batch_size)
-        model = self._check_model()
-        inputs = check_inputs(inputs, model)
-        runner, ref, transform = self._resolve_layer(inputs)
-        if transform is not None and not isinstance(transform, tokens_to_grid):
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> Capture:
+        captured = self._capture(inputs)
+        if captured.transform is not None and not isinstance(captured.transform, tokens_to_grid):
             raise UnsupportedModelError(
                 "ablationcam must zero one channel in the layer's own output and can only "
                 "invert tokens_to_grid reshape transforms; use scorecam with other transforms"
             )
-        with (
-            torch.inference_mode(),
-            preserved_state(model, eval_mode=self.eval_mode),
-            capture_outputs([ref]) as store,
-        ):
-            output = runner(inputs)
-        if ref.label not in store:
-            raise LayerSelectionError(
-                f"target layer {ref.label!r} was not called during the forward pass; pick a "
-                "layer that runs, see `eigencam layers`"
-            )
-        call = ref.call if ref.call is not None else store.calls[ref.label] - 1
-        raw_out = first_tensor(store[ref.label])
-        acts = as_map(store[ref.label], ref, transform).float()
-        resolved = resolve_targets(targets, output, inputs.shape[0])
-        base = _chunk_scores(
-            resolved, output, torch.arange(inputs.shape[0], device=inputs.device)
-        ).float()
-        b, c = acts.shape[:2]
-        k = base.shape[1]
-        prefix = 0
-        if transform is not None and not transform.channels_last:
-            prefix = raw_out.shape[1] - acts.shape[2] * acts.shape[3]
-        scores = torch.empty(b * c, k, device=inputs.device, dtype=torch.float32)
-        with torch.inference_mode(), preserved_state(model, eval_mode=self.eval_mode):
-            for start in range(0, b * c, batch_size):
-                rows = torch.arange(start, min(start + batch_size, b * c), device=inputs.device)
-                images, channels = rows // c, rows % c
-                with _ablate(ref.module, call, channels, transform, prefix):
-                    out = runner(inputs[images])
-                scores[rows] = _chunk_scores(resolved, out, images).float()
-        ablated = scores.reshape(b, c, k)
-        weights = (base[:, None, :] - ablated) / base.abs().clamp_min(1e-12)[:, None, :]
-        return self._result(weights, acts, inputs, ref, output, resolved)
+        return captured
+
+    def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
+        runner = runner_for(self._check_model())
+        ref = seen.ref
+        call = ref.call if ref.call is not None else seen.calls - 1
+        c, h, w = seen.activations.shape[1:]
+
+        def ablated(rows: Tensor) -> Any:
+            with _ablate(ref.module, call, rows % c, seen.transform, h * w):
+                return runner(inputs[rows // c])
+
+        scores = self._perturbed_scores(inputs, c, base.shape[1], targets, ablated)
+        return (base[:, None, :] - scores) / base.abs().clamp_min(1e-12)[:, None, :]
 
 
 @contextmanager
 def _ablate(
-    module: nn.Module, call: int, channels: Tensor, transform: tokens_to_grid | None, prefix: int
+    module: nn.Module, call: int, channels: Tensor, transform: tokens_to_grid | None, patches: int
 ) -> Iterator[None]:
     """Zero channel ``channels[i]`` of row i of the module's ``call``-th output in the block.
 
     Channels are dimension 1 of a (n, C, h, w) output, the last dimension of tokens (n, N, C)
-    (patch tokens only: the first ``prefix`` tokens are kept) or of a channels-last map.
+    (the ``patches`` patch tokens only: the prefix tokens before them are kept) or of a
+    channels-last map.
     """
     count = [0]
 
@@ -255,7 +209,7 @@ def _ablate(
         elif transform.channels_last:
             keep[rows, :, :, ch] = 0
         else:
-            keep[rows, prefix:, ch] = 0
+            keep[rows, t.shape[1] - patches :, ch] = 0
         return replace_first_tensor(output, t * keep)
 
     handle = module.register_forward_hook(hook)

@@ -12,16 +12,16 @@ The map is at the input's resolution; ``target_layer`` does not apply.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
-from eigencam.errors import NonFiniteActivationError, TargetError
-from eigencam.methods.base import CAMResult, Explainer, check_inputs
-from eigencam.methods.gradients import detach_tree, gradient_mode, score_tensor
+from eigencam.capture.tree import detach_tree
+from eigencam.errors import NonFiniteActivationError, TargetError, check_choice
+from eigencam.methods.base import Computed, Explainer
+from eigencam.methods.gradients import LayerGradients, gradient_mode, score_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, resolve_targets
 
@@ -63,28 +63,12 @@ class Saliency(Explainer):
         super().__init__(model, target_layer, eval_mode=eval_mode)
         self.reduction = reduction
 
-    def __call__(self, inputs: Tensor, targets: TargetSpec = None) -> CAMResult:
-        """Explain a batch.
+    def _check_options(self) -> None:
+        check_choice("reduction", self.reduction, REDUCTIONS)
 
-        Args:
-            inputs: (B, C, H, W) floating tensor on the model's device; not modified.
-            targets: class targets (default: the predicted class), see
-                :mod:`eigencam.methods.targets`.
-
-        Returns:
-            :class:`CAMResult` with maps and raw (B, k, H, W); ``layer`` is ``"input"``.
-        """
-        if self.target_layer not in ("auto", None):
-            raise ValueError(
-                f"saliency explains the input pixels and takes no target_layer, got "
-                f"{self.target_layer!r}; leave it as 'auto'"
-            )
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(
-                f"reduction must be one of {', '.join(REDUCTIONS)}; got {self.reduction!r}"
-            )
+    def _observe(self, inputs: Tensor, targets: TargetSpec) -> LayerGradients:
+        """One forward pass from a copy of the input, k backward passes down to it."""
         model = self._check_model()
-        inputs = check_inputs(inputs, model)
         batch = inputs.shape[0]
         with gradient_mode(model, eval_mode=self.eval_mode):
             x = inputs.detach().clone().requires_grad_(True)
@@ -97,29 +81,29 @@ class Saliency(Explainer):
                     "can follow (the model detaches or runs under no_grad)"
                 )
             k = scores.shape[1]
-            grads = []
-            for j in range(k):
-                (g,) = torch.autograd.grad(scores[:, j].sum(), x, retain_graph=j < k - 1)
-                grads.append(self._reduce(g.float()))
-        raw = torch.stack(grads, dim=1)
+            grads = [
+                torch.autograd.grad(scores[:, j].sum(), x, retain_graph=j < k - 1)[0]
+                for j in range(k)
+            ]
+        return LayerGradients(
+            output=detach_tree(output),
+            layer="input",
+            activations=x.detach(),
+            gradients=torch.stack(grads, dim=1),
+            targets=resolved,
+        )
+
+    def _compute(self, seen: LayerGradients, inputs: Tensor, targets: TargetSpec) -> Computed:
+        g = seen.gradients.float()  # (B, k, C, H, W)
+        if self.reduction == "max":
+            raw = g.abs().amax(dim=2)
+        elif self.reduction == "l2":
+            raw = g.square().sum(dim=2).sqrt()
+        else:
+            raw = g.abs().sum(dim=2)
         if not bool(torch.isfinite(raw).all()):
             raise NonFiniteActivationError(
                 "input gradients contain NaN or infinity; check the input for NaN and the model "
                 "for overflow"
             )
-        return CAMResult(
-            maps=self._finish(raw, inputs),
-            raw=raw,
-            layer="input",
-            method=self.name,
-            output=detach_tree(output),
-            targets=resolved.indices,
-            params=MappingProxyType({"reduction": self.reduction, "relu": False}),
-        )
-
-    def _reduce(self, g: Tensor) -> Tensor:
-        if self.reduction == "max":
-            return g.abs().amax(dim=1)
-        if self.reduction == "l2":
-            return g.square().sum(dim=1).sqrt()
-        return g.abs().sum(dim=1)
+        return Computed(raw, seen.targets.indices)

@@ -103,8 +103,11 @@ def resolve_targets(spec: TargetSpec, output: Any, batch_size: int) -> Targets:
     else:
         try:
             idx = torch.as_tensor(spec, device=device)
-        except (TypeError, ValueError) as err:
-            raise TargetError(f"targets could not be read as class indices: {err}") from None
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TargetError(
+                f"targets could not be read as class indices: {err}; pass class indices or one "
+                "callable score(output) -> (B,) (not one target object per image)"
+            ) from None
         if idx.is_floating_point() or idx.dtype == torch.bool:
             raise TargetError(f"class indices must be integers, got dtype {idx.dtype}")
         idx = idx.long()

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from eigencam.decomposition.solvers import SOLVERS, choose_solver, top_k_eigenpairs
-from eigencam.errors import NonFiniteActivationError, ShapeError
+from eigencam.errors import NonFiniteActivationError, ShapeError, check, check_choice
 
 _RELATIVE_ZERO = 1e-9
 
@@ -88,8 +88,10 @@ def eigen_cam(
     Returns:
         A :class:`Decomposition` (projections (B, k, h, w), ratios (B, k), sigmas (B, k)).
     """
-    if not isinstance(activations, Tensor):
-        raise TypeError(f"activations must be a torch.Tensor, got {type(activations).__name__}")
+    check(
+        isinstance(activations, Tensor),
+        f"activations must be a torch.Tensor, got {type(activations).__name__}",
+    )
     if activations.ndim != 4:
         raise ShapeError(
             "activations",
@@ -97,20 +99,23 @@ def eigen_cam(
             tuple(activations.shape),
             "Token outputs (B, N, C) need a reshape_transform, e.g. eigencam.tokens_to_grid.",
         )
-    if not activations.is_floating_point():
-        raise TypeError(f"activations must be floating point, got {activations.dtype}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+    check(
+        activations.is_floating_point(),
+        f"activations must be floating point, got {activations.dtype}",
+    )
+    check_choice("solver", solver, SOLVERS)
     batch, channels, h, w = activations.shape
     n = h * w
     rank = min(n, channels)
-    if not isinstance(n_components, int) or isinstance(n_components, bool) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
-    if n_components > rank:
-        raise ValueError(
-            f"n_components={n_components} but activations of shape {tuple(activations.shape)} "
-            f"have at most min(h*w, C) = {rank} principal components; use n_components <= {rank}"
-        )
+    check(
+        isinstance(n_components, int) and not isinstance(n_components, bool) and n_components >= 1,
+        f"n_components must be a positive integer, got {n_components!r}",
+    )
+    check(
+        n_components <= rank,
+        f"n_components={n_components} but activations of shape {tuple(activations.shape)} "
+        f"have at most min(h*w, C) = {rank} principal components; use n_components <= {rank}",
+    )
     k = n_components
     out_dtype = torch.float64 if activations.dtype == torch.float64 else torch.float32
 
