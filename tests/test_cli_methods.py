@@ -73,14 +73,21 @@ def test_explain_target_errors(tmp_path, capsys, sample_images):
     assert code == 2 and "--layer does not apply" in err
 
 
-def test_every_registered_method_is_an_explain_choice():
+def test_every_registered_method_is_an_explain_choice(capsys):
     from eigencam.cli.main import build_parser
     from eigencam.methods import available_methods
 
     parser = build_parser()
     explain = parser._subparsers._group_actions[0].choices["explain"]
     method = next(a for a in explain._actions if a.dest == "method")
-    assert list(method.choices) == available_methods()
+    assert f"one of {', '.join(available_methods())}" in method.help  # the registry feeds it
+    for name in available_methods():
+        assert parser.parse_args(["explain", "x.jpg", "--method", name]).method == name
+    spec = "eigencam:components=3:combine=energy"
+    assert parser.parse_args(["explain", "x.jpg", "--method", spec]).method == spec
+    with pytest.raises(SystemExit):
+        parser.parse_args(["explain", "x.jpg", "--method", "gradcamm"])
+    assert "gradcam" in capsys.readouterr().err
 
 
 def test_compare_end_to_end_with_top_k_rows(tmp_path, capsys, sample_images):
@@ -182,3 +189,58 @@ def test_compare_help_has_an_example():
         [sys.executable, "-m", "eigencam", "compare", "--help"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and "example" in proc.stdout and "--targets" in proc.stdout
+
+
+def test_method_specs_and_old_flags_name_the_same_explainer(tmp_path, capsys, sample_images):
+    spec_out, flag_out = tmp_path / "spec", tmp_path / "flags"
+    code, _, err = run(
+        capsys,
+        "explain",
+        sample_images[0],
+        "--method",
+        "eigencam:components=2:center=true",
+        "--out",
+        spec_out,
+        "--quiet",
+    )
+    assert code == 0, err
+    code, _, err = run(
+        capsys,
+        "explain",
+        sample_images[0],
+        "--components",
+        "2",
+        "--center",
+        "--out",
+        flag_out,
+        "--quiet",
+    )
+    assert code == 0, err
+    stem = sample_images[0].stem
+    a, b = np.load(spec_out / f"{stem}.npy"), np.load(flag_out / f"{stem}.npy")
+    assert a.shape[0] == 2 and np.array_equal(a, b)
+    code, _, err = run(
+        capsys,
+        "explain",
+        sample_images[0],
+        "--method",
+        "gradcam:components=2",
+        "--out",
+        tmp_path / "bad",
+        "--quiet",
+    )
+    assert code == 2 and "has no option(s) ['n_components']" in err
+
+
+def test_model_args_use_the_spec_value_grammar():
+    from eigencam.cli.common import parse_model_args
+
+    assert parse_model_args(["a=true", "b=None", "c=3", "d=0.5", "e=x", "f=(1, 2)", "g=1+2"]) == {
+        "a": True,
+        "b": None,
+        "c": 3,
+        "d": 0.5,
+        "e": "x",
+        "f": (1, 2),
+        "g": [1, 2],
+    }

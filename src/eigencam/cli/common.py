@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
-from eigencam.errors import InvalidParameterError
+from eigencam.errors import EigenCAMError, InvalidParameterError
+from eigencam.methods import (
+    Explainer,
+    MethodSpec,
+    build_explainer,
+    get_method,
+    parse_spec,
+    parse_value,
+)
+from eigencam.methods.base import param_names
 from eigencam.models import RandomWeightsWarning, load_model
 
 DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
@@ -97,9 +107,12 @@ def load_model_from_args(args: argparse.Namespace):
 
 
 def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
-    """``["image_size=64", "name=x"]`` -> ``{"image_size": 64, "name": "x"}`` (Python literals)."""
-    import ast
+    """``["image_size=64", "pretrained=true"]`` -> ``{"image_size": 64, "pretrained": True}``.
 
+    Values follow the one value grammar of specs (:func:`~eigencam.methods.parse_value`:
+    ``true``/``false``, ``none``, numbers, ``a+b`` lists); a value that starts as a Python
+    tuple, list, dict or quoted string is read as that literal.
+    """
     options: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -107,11 +120,78 @@ def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
             raise InvalidParameterError(
                 f"--model-arg takes KEY=VALUE with a Python name as KEY, got {item!r}"
             )
-        try:
-            options[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            options[key.strip()] = value.strip()
+        options[key.strip()] = _model_arg_value(value.strip())
     return options
+
+
+def _model_arg_value(text: str) -> Any:
+    if text[:1] in ("(", "[", "{", "'", '"'):
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            pass
+    return parse_value(text)
+
+
+#: The old method flags, kept as aliases of spec options: flag attribute -> (option, default).
+METHOD_FLAGS = {
+    "components": ("n_components", 1),
+    "center": ("center", False),
+    "solver": ("solver", "auto"),
+    "eigen_smooth": ("eigen_smooth", False),
+}
+
+
+def method_flags(args: argparse.Namespace, spec: MethodSpec) -> dict[str, Any]:
+    """The options the old flags (``--components``, ``--center``, ``--solver``,
+    ``--eigen-smooth``) set for one method: only flags given (not at their default), and a
+    flag the method does not take is refused."""
+    accepted = param_names(get_method(spec.name))
+    options = {}
+    for flag, (option, default) in METHOD_FLAGS.items():
+        value = getattr(args, flag, default)
+        if value == default:
+            continue
+        if option not in accepted:
+            raise InvalidParameterError(f"--{flag.replace('_', '-')} does not apply to {spec.name}")
+        options[option] = value
+    return options
+
+
+def explainers_from_args(
+    specs: Sequence[str], args: argparse.Namespace, loaded: Any
+) -> dict[str, Explainer]:
+    """Spec key -> explainer for ``--method`` / ``--methods`` specs (``name[:key=value...]``),
+    with ``--layer``, ``--reshape`` and the old method flags applied where they fit.
+
+    With one method, a flag or ``--layer``/``--reshape`` it cannot use is refused; with
+    several, each method takes what applies to it.
+    """
+    reshape = parse_reshape(getattr(args, "reshape", None))
+    layer = getattr(args, "layer", None)
+    single = len(specs) == 1
+    explainers: dict[str, Explainer] = {}
+    for text in specs:
+        spec = parse_spec(text)
+        cls = get_method(spec.name)
+        if spec.key in explainers:
+            raise InvalidParameterError(f"--methods lists {spec.key!r} twice")
+        flags = method_flags(args, spec) if single else {}
+        if single and not cls.uses_layer and layer not in (None, "auto"):
+            raise InvalidParameterError(
+                f"{spec.name} explains the input pixels; --layer does not apply"
+            )
+        if single and reshape is not None and "reshape_transform" not in param_names(cls):
+            raise InvalidParameterError(
+                f"{spec.name} does not take a reshape transform (--reshape)"
+            )
+        explainers[spec.key] = build_explainer(
+            MethodSpec(spec.key, spec.name, {**flags, **spec.options}),
+            loaded.model,
+            layer or loaded.target_layer,
+            reshape_transform=reshape,
+        )
+    return explainers
 
 
 def add_reshape_arg(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +236,15 @@ def add_resume_args(group: Any) -> None:
     how.add_argument(
         "--overwrite", action="store_true", help="discard the run already in --out and start again"
     )
+
+
+def method_spec(value: str) -> str:
+    """``--method``: a spec ``name[:key=value...]`` of a registered method (checked now)."""
+    try:
+        get_method(parse_spec(value).name)
+    except EigenCAMError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return value.strip()
 
 
 def comma_list(value: str) -> list[str]:

@@ -13,11 +13,11 @@ from eigencam.cli.common import (
     add_model_args,
     add_resume_args,
     comma_list,
+    explainers_from_args,
     load_model_from_args,
 )
 from eigencam.errors import InvalidParameterError
 from eigencam.io import expand_inputs
-from eigencam.methods import get_method
 from eigencam.pipeline.compare import CompareOptions, compare_files
 from eigencam.runs import RunOptions
 from eigencam.viz import colormap_lut
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--methods",
         type=comma_list,
         default=comma_list(DEFAULT_METHODS),
-        metavar="NAME,NAME...",
+        metavar="SPEC,SPEC...",
         help=f"methods in column order (default: {DEFAULT_METHODS}; list: eigencam methods)",
     )
     g.add_argument(
@@ -90,27 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_compare)
 
 
-def build_explainers(names: list[str], loaded, layer: str | None) -> dict:
-    """Method name -> explainer on ``loaded.model``, in the order given (validated)."""
-    import inspect
-
-    reshape = getattr(loaded, "reshape_transform", None)
-    explainers = {}
-    for name in names:
-        cls = get_method(name)
-        key = cls.name
-        if key in explainers:
-            raise InvalidParameterError(f"--methods lists {key!r} twice")
-        if not cls.uses_layer:
-            explainers[key] = cls(loaded.model)
-            continue
-        kwargs = {}
-        if reshape is not None and "reshape_transform" in inspect.signature(cls).parameters:
-            kwargs["reshape_transform"] = reshape
-        explainers[key] = cls(loaded.model, layer or loaded.target_layer, **kwargs)
-    return explainers
-
-
 def run_compare(args: argparse.Namespace) -> int:
 
     options = CompareOptions(
@@ -122,7 +101,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths, unmatched = expand_inputs(args.images)
     loaded, pre, device = load_model_from_args(args)
-    explainers = build_explainers(args.methods, loaded, args.layer)
+    explainers = explainers_from_args(args.methods, args, loaded)
     run_info = {
         "eigencam_version": __version__,
         "command": "compare",

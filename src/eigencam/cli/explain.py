@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,14 @@ from eigencam.cli.common import (
     add_reshape_arg,
     add_resume_args,
     comma_list,
+    explainers_from_args,
     load_model_from_args,
-    parse_reshape,
+    method_spec,
     resolve_device,
 )
 from eigencam.errors import InvalidParameterError
 from eigencam.io import expand_inputs
-from eigencam.methods import EigenCAM, available_methods, get_method
+from eigencam.methods import EigenCAM, Explainer, available_methods, parse_value
 from eigencam.models import load_model
 from eigencam.pipeline import OutputOptions, explain_files
 from eigencam.runs import RunOptions
@@ -55,8 +55,10 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--method",
         default="eigencam",
-        choices=available_methods(),
-        help="explanation method (default: %(default)s; list: eigencam methods)",
+        type=method_spec,
+        metavar="NAME[:KEY=VALUE...]",
+        help="explanation method and its options, e.g. eigencam:components=3:combine=energy "
+        f"(default: %(default)s; one of {', '.join(available_methods())})",
     )
     g.add_argument(
         "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
@@ -131,12 +133,13 @@ def add_output_args(parser: argparse.ArgumentParser, default_out: str) -> None:
 
 
 def target_spec(value: str) -> str | int:
-    """``--target``: ``predicted``, a class index or ``top<k>``."""
+    """``--target``: ``predicted``, a class index or ``top<k>`` (read as spec values are)."""
     value = value.strip()
+    parsed = parse_value(value)
     if value == "predicted":
         return value
-    if value.isdigit():
-        return int(value)
+    if isinstance(parsed, int) and not isinstance(parsed, bool) and parsed >= 0:
+        return parsed
     if value.startswith("top") and value[3:].isdigit() and int(value[3:]) >= 1:
         return value
     raise argparse.ArgumentTypeError(
@@ -195,39 +198,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(run=run_demo)
 
 
-def build_explainer(args: argparse.Namespace, loaded: Any):
-    """An explainer for ``args.method`` with the options its constructor accepts."""
-
-    cls = get_method(args.method)
-    accepted = inspect.signature(cls.__init__).parameters
-    options = {
-        "n_components": args.components,
-        "center": args.center,
-        "solver": args.solver,
-        "eigen_smooth": getattr(args, "eigen_smooth", False),
-    }
-    kwargs = {k: v for k, v in options.items() if k in accepted}
-    if args.components != 1 and "n_components" not in accepted:
-        raise InvalidParameterError(f"--components applies to eigencam only, not {args.method}")
-    if options["eigen_smooth"] and "eigen_smooth" not in accepted:
-        raise InvalidParameterError(f"--eigen-smooth does not apply to {args.method}")
-    if not cls.uses_layer:
-        if args.layer not in (None, "auto"):
-            raise InvalidParameterError(
-                f"{args.method} explains the input pixels; --layer does not apply"
-            )
-        return cls(loaded.model, **kwargs)
-    layer = args.layer or loaded.target_layer
-    reshape = parse_reshape(getattr(args, "reshape", None)) or getattr(
-        loaded, "reshape_transform", None
-    )
-    if reshape is not None:
-        if "reshape_transform" not in accepted:
-            raise InvalidParameterError(
-                f"{args.method} does not take a reshape transform (--reshape)"
-            )
-        kwargs["reshape_transform"] = reshape
-    return cls(loaded.model, layer, **kwargs)
+def build_explainer(args: argparse.Namespace, loaded: Any) -> Explainer:
+    """The explainer of ``--method`` (a spec: ``eigencam:components=3:combine=energy``)."""
+    return next(iter(explainers_from_args([args.method], args, loaded).values()))
 
 
 def run_explain(args: argparse.Namespace) -> int:
