@@ -24,7 +24,6 @@ Per image, the row records the top-5 classes, the explained variance, and:
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import time
@@ -44,7 +43,8 @@ from eigencam.capture.reshape import parse_reshape
 from eigencam.errors import InvalidParameterError, check
 from eigencam.io.images import DEFAULT_MAX_PIXELS, EncodedImage
 from eigencam.io.png import encode_png, write_png
-from eigencam.methods import get_method
+from eigencam.methods import MethodSpec, build_explainer, get_method
+from eigencam.methods.base import param_names
 from eigencam.models import RandomWeightsWarning, load_model
 from eigencam.pipeline.explain import slice_result, top_predictions
 from eigencam.postprocess import maps_at_original, normalize
@@ -159,18 +159,12 @@ class BatchSpec:
         if "overlays" in self.save:
             colormap_lut(self.colormap)
         cls = get_method(self.method)
-        accepted = inspect.signature(cls.__init__).parameters
-        unknown = sorted(k for k in self.method_options if k not in accepted or k == "model")
+        accepted = [k for k in param_names(cls) if k not in ("target_layer", "reshape_transform")]
+        unknown = sorted(k for k in self.method_options if k not in accepted)
         if unknown:
-            internal = ("self", "model", "target_layer", "reshape_transform")
-            options = [
-                k
-                for k, p in sorted(accepted.items())
-                if k not in internal and p.kind is not inspect.Parameter.VAR_KEYWORD
-            ]
             raise InvalidParameterError(
                 f"method {self.method!r} takes no option(s) {unknown}; its options: "
-                f"{', '.join(options) or 'none'}"
+                f"{', '.join(sorted(accepted)) or 'none'}"
             )
         check(
             self.target == "predicted" or cls.class_specific,
@@ -405,23 +399,11 @@ class ShardWorker:
 
 
 def _build_explainer(spec: BatchSpec, loaded: Any) -> Any:
-    """The explainer for ``spec.method`` on the loaded model, as ``eigencam explain`` builds it.
-
-    To be replaced by ``eigencam.methods.registry.build_explainer`` (issue 13 item 4).
-    """
-    cls = get_method(spec.method)
-    if not cls.uses_layer:
-        check(
-            spec.layer in (None, "auto"),
-            f"{spec.method} explains the input pixels; layer does not apply",
-        )
-        return cls(loaded.model, **spec.method_options)
-    kwargs = dict(spec.method_options)
-    reshape = parse_reshape(spec.reshape) or getattr(loaded, "reshape_transform", None)
-    if reshape is not None:
-        check(
-            "reshape_transform" in inspect.signature(cls.__init__).parameters,
-            f"{spec.method} does not take a reshape transform (reshape)",
-        )
-        kwargs["reshape_transform"] = reshape
-    return cls(loaded.model, spec.layer or loaded.target_layer, **kwargs)
+    """The explainer for ``spec.method`` on the loaded model, as ``eigencam explain`` builds it."""
+    method = MethodSpec(spec.method, spec.method, dict(spec.method_options))
+    return build_explainer(
+        method,
+        loaded.model,
+        spec.layer or loaded.target_layer,
+        reshape_transform=parse_reshape(spec.reshape),
+    )

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from eigencam.batch.engines import ENGINES
 from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS, plan_inputs
 from eigencam.batch.run import run_batch
 from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
 from eigencam.batch.worker import DEFAULT_THRESHOLD, BatchSpec
-from eigencam.cli.common import Progress, add_model_args, comma_list, parse_model_args
+from eigencam.cli.common import (
+    Progress,
+    add_model_args,
+    comma_list,
+    method_flags,
+    parse_model_args,
+)
 from eigencam.cli.explain import add_method_args
-from eigencam.errors import BatchError, InvalidParameterError, check
-from eigencam.methods import get_method
+from eigencam.errors import BatchError, check
+from eigencam.methods import parse_spec
 from eigencam.models import RandomWeightsWarning, model_entry
 
 BATCH_EXAMPLE = """\
@@ -166,28 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_batch_command)
 
 
-def method_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The method constructor options given on the command line (as ``eigencam explain``)."""
-    cls = get_method(args.method)
-    accepted = inspect.signature(cls.__init__).parameters
-    given = {
-        "n_components": (args.components, 1, "--components"),
-        "center": (args.center, False, "--center"),
-        "solver": (args.solver, "auto", "--solver"),
-        "eigen_smooth": (args.eigen_smooth, False, "--eigen-smooth"),
-    }
-    options = {}
-    for key, (value, default, flag) in given.items():
-        if value == default:
-            continue
-        if key not in accepted:
-            raise InvalidParameterError(f"{flag} does not apply to {args.method}")
-        options[key] = value
-    return options
-
-
 def build_spec(args: argparse.Namespace) -> BatchSpec:
     """The :class:`~eigencam.batch.BatchSpec` of the command line."""
+    spec = parse_spec(args.method)
     size = args.input_size
     check(
         size is None or len(size) in (1, 2),
@@ -198,7 +183,8 @@ def build_spec(args: argparse.Namespace) -> BatchSpec:
         "input_size": None if size is None else tuple((size * 2)[:2]),
         "mean": None if args.mean is None else tuple(args.mean),
         "std": None if args.std is None else tuple(args.std),
-        "method_options": method_options(args),
+        "method": spec.name,
+        "method_options": {**method_flags(args, spec), **spec.options},
         "save": tuple(args.save),
     }
     # Every other field is the option of the same name.
