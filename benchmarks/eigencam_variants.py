@@ -28,16 +28,16 @@ from eigencam.capture.hooks import capture_outputs, preserved_state
 from eigencam.capture.layers import resolve_named
 from eigencam.cli.common import Progress
 from eigencam.evaluation.datasets import open_dataset
-from eigencam.evaluation.localize import localize
-from eigencam.evaluation.protocols import parse_grid
-from eigencam.evaluation.runner import (
+from eigencam.evaluation.localization import (
     LocalizeSettings,
     build_explainer,
+    localize,
     parse_method,
-    recorded_keys,
 )
+from eigencam.evaluation.protocols import parse_grid
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models import load_model
+from eigencam.runs import RunOptions
 
 DEFAULT_VARIANTS = ",".join(
     [
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, part, calibrate, rescore in plan:
         out = args.out / name
         ds = dataset.part(part, 2)
-        done = recorded_keys(out) if (out / "run.json").is_file() else set()
-        progress = Progress(sum(s.key not in done for s in ds.samples), name)
+        progress = Progress(None, name)
         try:
             metrics = localize(
                 ds,
@@ -182,9 +181,11 @@ def main(argv: list[str] | None = None) -> int:
                 calibration=None if calibrate is None else args.out / calibrate,
                 run_info={**info, "name": name, "command": "benchmarks/eigencam_variants.py"},
                 labels=loaded.labels,
-                batch_size=args.batch_size,
-                resume=rescore or (out / "run.json").is_file(),
-                progress=progress,
+                run=RunOptions(
+                    batch_size=args.batch_size,
+                    resume=rescore or (out / "run.json").is_file(),
+                    progress=progress,
+                ),
             )
         finally:
             progress.close()

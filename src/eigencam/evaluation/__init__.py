@@ -9,7 +9,8 @@ Localization (maps as object localizers):
   functions over per-image IoUs;
 - :mod:`~eigencam.evaluation.datasets`: ILSVRC, PASCAL VOC, COCO, CUB and the dev set's
   ``annotations.json``;
-- :mod:`~eigencam.evaluation.runner`: batched, resumable runs that record boxes and IoUs;
+- :mod:`~eigencam.evaluation.localization`: ``eigencam localize`` on the run loop (settings,
+  task, summary, report): batched, resumable runs that record boxes and IoUs;
 - :mod:`~eigencam.evaluation.report`: ``metrics.json``, ``table.md``, ``per_image.csv``,
   ``report.html``.
 
