@@ -127,7 +127,7 @@ def localize(
     )
     methods, grid = list(explainers), settings.grid
     records = load_records(out, methods, len(grid)).restrict({s.key for s in dataset.samples})
-    class_specific = {k: bool(getattr(e, "class_specific", False)) for k, e in explainers.items()}
+    class_specific = {k: e.class_specific for k, e in explainers.items()}
     metrics: dict[str, Any] = {
         **info,
         "command": info.get("command", "localize"),

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from eigencam.errors import EigenCAMError, InvalidParameterError
+from eigencam.errors import EigenCAMError, check
 from eigencam.evaluation.localization.settings import LocalizeSettings
 from eigencam.evaluation.protocols import grid_columns, maxboxacc, maxboxacc_v2, paper_protocol
 from eigencam.evaluation.scoring import TOP_K
@@ -168,11 +168,11 @@ def summarize(
         "methods": {},
     }
     for mi, (key, class_specific) in enumerate(methods.items()):
-        cal = None if calibration is None else calibration.get(key)
-        if calibration is not None and cal is None:
-            raise InvalidParameterError(
-                f"the calibration run has no method {key!r}; calibrate with the same --methods"
-            )
+        cal = {} if calibration is None else calibration.get(key)
+        check(
+            cal is not None,
+            f"the calibration run has no method {key!r}; calibrate with the same --methods",
+        )
         iou_gt = records.iou[:, mi, 0].astype(np.float64)
         iou_top1 = records.iou[:, mi, 1].astype(np.float64)
         iou_all = records.iou_all[:, mi, 0].astype(np.float64)
@@ -188,21 +188,21 @@ def summarize(
                 settings.thresholds,
                 class_specific=class_specific,
                 iou_threshold=settings.iou_threshold,
-                calibrated=None if cal is None else cal["paper"],
+                calibrated=cal.get("paper"),
             ),
             "maxboxacc": maxboxacc(
                 iou_gt[:, choe_cols],
                 settings.box_grid,
                 iou_threshold=settings.iou_threshold,
                 mask=mask,
-                calibrated=None if cal is None else cal["maxboxacc"],
+                calibrated=cal.get("maxboxacc"),
             ),
             "maxboxacc_v2": maxboxacc_v2(
                 iou_all[:, choe_cols],
                 settings.box_grid,
                 iou_thresholds=settings.v2_ious,
                 mask=mask,
-                calibrated=None if cal is None else cal["maxboxacc_v2"],
+                calibrated=cal.get("maxboxacc_v2"),
             ),
         }
     return out

@@ -49,24 +49,6 @@ def preprocessing_dict(pre: Preprocessing) -> dict[str, Any]:
     }
 
 
-def run_identity(
-    dataset: Dataset,
-    methods: list[str],
-    settings: LocalizeSettings,
-    preprocessing: Preprocessing,
-    model_info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """What must not change between a run and its resumption."""
-    return {
-        "dataset": {"root": str(dataset.root), "format": dataset.format},
-        "methods": methods,
-        "grid": list(settings.grid),
-        "connectivity": settings.connectivity,
-        "preprocessing": preprocessing_dict(preprocessing),
-        "model": dict(model_info),
-    }
-
-
 @dataclass
 class Explained:
     """One image's explanation.
@@ -83,10 +65,6 @@ class Explained:
     prob: np.ndarray
     maps: list[tuple[np.ndarray, np.ndarray | None]]
     layers: list[str]
-
-
-def _class_specific(explainer: Explainer) -> bool:
-    return bool(getattr(explainer, "class_specific", False))
 
 
 def _logits(output: Any) -> Tensor | None:
@@ -106,13 +84,8 @@ class LocalizeTask:
         device: Any,
         score_workers: int = 1,
     ) -> None:
-        self.model, self.explainers, self.pre, self.settings = (
-            model,
-            explainers,
-            preprocessing,
-            settings,
-        )
-        self.device, self.methods = device, list(explainers)
+        self.model, self.explainers, self.pre = model, explainers, preprocessing
+        self.settings, self.device, self.methods = settings, device, list(explainers)
         self.scorer: Executor = (
             ProcessPoolExecutor(score_workers, mp_context=multiprocessing.get_context("spawn"))
             if score_workers > 1
@@ -129,7 +102,7 @@ class LocalizeTask:
         layers: dict[str, str] = {}
         logits = None
         for key, expl in self.explainers.items():
-            if not _class_specific(expl):
+            if not expl.class_specific:
                 res = expl(x)
                 maps[key], layers[key] = (bx.quantize(res.maps[:, 0]), {}), res.layer
                 logits = _logits(res.output) if logits is None else logits
@@ -152,7 +125,7 @@ class LocalizeTask:
         target0 = torch.where(labels >= 0, labels, top1)
         need = ((labels >= 0) & (labels != top1)).nonzero().flatten()
         for key, expl in self.explainers.items():
-            if _class_specific(expl):
+            if expl.class_specific:
                 res = expl(x, targets=target0)
                 maps[key], layers[key] = (bx.quantize(res.maps[:, 0]), {}), res.layer
                 if need.numel():  # the top-1 class's map where it is not the GT class
@@ -267,7 +240,14 @@ def run_localization(
     check_range("score_workers", score_workers, 1)
     settings = settings or LocalizeSettings()
     run = run or RunOptions(batch_size=16)
-    identity = run_identity(dataset, list(explainers), settings, preprocessing, model_info or {})
+    identity = {  # what must not change between a run and its resumption
+        "dataset": {"root": str(dataset.root), "format": dataset.format},
+        "methods": list(explainers),
+        "grid": list(settings.grid),
+        "connectivity": settings.connectivity,
+        "preprocessing": preprocessing_dict(preprocessing),
+        "model": dict(model_info or {}),
+    }
     folder = RunFolder(out_dir, identity, command="localize", codec="npz")
     task = LocalizeTask(
         model, explainers, preprocessing, settings, device=run.device, score_workers=score_workers
