@@ -25,8 +25,12 @@ from eigencam.cli.dataset_args import (
     read_dataset,
 )
 from eigencam.errors import InvalidParameterError, check, check_range
-from eigencam.evaluation.localization import LocalizeSettings, build_explainer, parse_method
-from eigencam.evaluation.localization.report import localize
+from eigencam.evaluation.localization import (
+    LocalizeSettings,
+    build_explainer,
+    localize,
+    parse_method,
+)
 from eigencam.evaluation.protocols import parse_grid
 from eigencam.evaluation.report import table_markdown
 from eigencam.io.outputs import atomic_write
