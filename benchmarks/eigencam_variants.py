@@ -28,12 +28,12 @@ from eigencam.capture.hooks import capture_outputs, preserved_state
 from eigencam.capture.layers import resolve_named
 from eigencam.cli.common import Progress
 from eigencam.evaluation.datasets import open_dataset
-from eigencam.evaluation.localize import localize
+from eigencam.evaluation.localization import LocalizeSettings, localize
 from eigencam.evaluation.metrics.protocols import parse_grid
-from eigencam.evaluation.runner import LocalizeSettings, recorded_keys
 from eigencam.methods import build_explainer
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models import load_model
+from eigencam.runs import RunOptions
 
 DEFAULT_VARIANTS = ",".join(
     [
@@ -165,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, part, calibrate, rescore in plan:
         out = args.out / name
         ds = dataset.part(part, 2)
-        done = recorded_keys(out) if (out / "run.json").is_file() else set()
-        progress = Progress(sum(s.key not in done for s in ds.samples), name)
+        progress = Progress(None, name)
         try:
             metrics = localize(
                 ds,
@@ -178,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
                 calibration=None if calibrate is None else args.out / calibrate,
                 run_info={**info, "name": name, "command": "benchmarks/eigencam_variants.py"},
                 labels=loaded.labels,
-                batch_size=args.batch_size,
-                resume=rescore or (out / "run.json").is_file(),
-                progress=progress,
+                run=RunOptions(
+                    batch_size=args.batch_size,
+                    resume=rescore or (out / "run.json").is_file(),
+                    progress=progress,
+                ),
             )
         finally:
             progress.close()

@@ -16,9 +16,9 @@ import localize_fixtures as fx
 from eigencam.cli.main import main
 from eigencam.errors import EigenCAMError
 from eigencam.evaluation.datasets import read_dev
-from eigencam.evaluation.localize import localize
-from eigencam.evaluation.runner import LocalizeSettings, load_records, recorded_keys
+from eigencam.evaluation.localization import LocalizeSettings, load_records, localize
 from eigencam.methods import build_explainer, parse_spec
+from eigencam.runs import RunFolder, RunOptions
 
 SETTINGS = LocalizeSettings(box_grid=(0.0, 0.3, 0.6, 0.9))
 
@@ -32,9 +32,14 @@ def run(data: Path, out: Path, **kw):
     expl = kw.pop("explainers", None) or fx.explainers()
     model = next(iter(expl.values())).model
     kw.setdefault("settings", SETTINGS)
-    kw.setdefault("batch_size", 4)
+    options = {k: kw.pop(k) for k in ("batch_size", "resume", "progress") if k in kw}
+    kw["run"] = RunOptions(**{"batch_size": 4, **options})
     ds = kw.pop("dataset", None) or read_dev(data)
     return localize(ds, model, fx.PRE, expl, out, **kw), expl
+
+
+def recorded_keys(out: Path) -> set[str]:
+    return RunFolder(out, {}, command="localize", codec="npz").done_keys()
 
 
 def check_expected(metrics: dict) -> None:
@@ -125,13 +130,17 @@ def test_resume_after_an_interrupted_run_recomputes_nothing(data, tmp_path):
     out = tmp_path / "out"
     calls = []
 
-    def interrupt(done, failed):
-        calls.append(done)
-        raise KeyboardInterrupt
+    class CtrlC(fx.GreenMap):  # Ctrl-C while the second batch is explained
+        def __call__(self, inputs, targets=None):
+            if self.calls == 1:
+                raise KeyboardInterrupt
+            return super().__call__(inputs, targets)
 
+    model = fx.CornerClassifier()
+    expl = {"green": CtrlC(model), "plane": fx.BluePlaneMap(model)}
     with pytest.raises(KeyboardInterrupt):
-        run(data, out, batch_size=2, progress=interrupt)
-    assert calls == [2]
+        run(data, out, batch_size=2, explainers=expl, progress=lambda s: calls.append(s.done))
+    assert calls == [0, 2]  # the first batch was written before the run stopped
     assert recorded_keys(out) == {"images/img0.png", "images/img1.png"}
     assert not (out / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="--resume"):

@@ -12,8 +12,7 @@ import pytest
 
 import localize_fixtures as fx
 from eigencam.evaluation.datasets import read_dev
-from eigencam.evaluation.localize import localize
-from eigencam.evaluation.runner import LocalizeSettings
+from eigencam.evaluation.localization import LocalizeSettings, localize
 
 CHROMIUM_ARGS = [
     "--headless",

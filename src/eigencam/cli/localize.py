@@ -4,16 +4,33 @@ benchmark (the paper's Table 1 and Choe et al.'s MaxBoxAcc) as commands."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
+from eigencam import __version__
+from eigencam.cli.common import (
+    Progress,
+    add_batch_args,
+    add_model_args,
+    add_resume_args,
+    comma_list,
+    load_model_from_args,
+    print_table,
+)
 from eigencam.cli.dataset_args import (
     add_dataset_args,
     add_methods_args,
     open_dataset_from_args,
     read_dataset,
 )
+from eigencam.errors import InvalidParameterError, check, check_range
+from eigencam.evaluation.localization import LocalizeSettings, localize
+from eigencam.evaluation.metrics.protocols import parse_grid
+from eigencam.evaluation.report import table_markdown
+from eigencam.io.outputs import atomic_write
+from eigencam.methods import build_explainer, parse_spec
+from eigencam.runs import RunOptions
 
 LOCALIZE_EXAMPLE = """\
 examples:
@@ -85,11 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="eigencam-localize", metavar="DIR", help="output folder")
-    o.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a killed run in --out without recomputing finished images",
-    )
+    add_resume_args(o)
     o.add_argument("--name", metavar="LABEL", help="column name in the tables (default: model)")
     o.add_argument(
         "--gallery",
@@ -128,52 +141,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(run=run_table)
 
 
-def _settings(args: argparse.Namespace):
-    from eigencam.evaluation.metrics.protocols import parse_grid
-    from eigencam.evaluation.runner import LocalizeSettings
-
-    ious = tuple(float(v) for v in comma_list(args.v2_ious))
+def _settings(args: argparse.Namespace) -> LocalizeSettings:
     return LocalizeSettings(
         thresholds=parse_grid(args.thresholds),
         box_grid=parse_grid(args.box_grid),
         iou_threshold=args.iou,
-        v2_ious=ious,
+        v2_ious=tuple(float(v) for v in comma_list(args.v2_ious)),
         connectivity=args.connectivity,
     )
 
 
 def build_explainers(args: argparse.Namespace, loaded) -> dict:
     """{method key: explainer} from ``--methods`` (each ``name[:option=value...]``)."""
-    from eigencam.methods import build_explainer, parse_spec
-
     specs = [parse_spec(text) for text in args.methods]
     keys = [s.key for s in specs]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
-    if dupes:
-        raise ValueError(f"--methods lists {dupes} twice")
+    check(not dupes, f"--methods lists {dupes} twice")
     layer = args.layer or loaded.target_layer
     explainers = {}
     for spec in specs:
         expl = build_explainer(spec, loaded.model, layer)
         k = getattr(expl, "n_components", 1)
-        if k != 1 and not getattr(expl, "combine", None):
-            raise ValueError(
-                f"method {spec.key!r}: localization scores one map per image; with "
-                f"n_components={k} add combine=sum or combine=energy"
-            )
+        check(
+            k == 1 or bool(getattr(expl, "combine", None)),
+            f"method {spec.key!r}: localization scores one map per image; with "
+            f"n_components={k} add combine=sum or combine=energy",
+        )
         explainers[spec.key] = expl
     return explainers
 
 
 def run_localize(args: argparse.Namespace) -> int:
-    from eigencam import __version__
-    from eigencam.cli.common import load_model_from_args
-    from eigencam.evaluation.localize import localize
-
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.gallery < 0:
-        raise ValueError(f"--gallery must be >= 0, got {args.gallery}")
+    check_range("--batch-size", args.batch_size, 1)
+    check_range("--gallery", args.gallery, 0)
     settings = _settings(args)
     dataset = open_dataset_from_args(args, "localize")
     loaded, pre, device = load_model_from_args(args)
@@ -197,16 +197,19 @@ def run_localize(args: argparse.Namespace) -> int:
         "limit": args.limit,
         "device": str(device),
     }
-    total = len(dataset.samples)
-    if args.resume:  # the bar counts what this call computes
-        from eigencam.evaluation.runner import recorded_keys
-
-        done = recorded_keys(args.out)
-        total -= sum(s.key in done for s in dataset.samples)
-    progress = Progress(total, "localize", enabled=not args.quiet)
+    progress = Progress(None, "localize", enabled=not args.quiet)
     cal_progress = None
     if calibration is not None and not isinstance(calibration, Path):
-        cal_progress = Progress(len(calibration.samples), "calibrate", enabled=not args.quiet)
+        cal_progress = Progress(None, "calibrate", enabled=not args.quiet)
+    run = RunOptions(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        progress=progress,
+    )
     try:
         metrics = localize(
             dataset,
@@ -218,15 +221,10 @@ def run_localize(args: argparse.Namespace) -> int:
             calibration=calibration,
             run_info=run_info,
             labels=loaded.labels,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=device,
-            resume=args.resume,
+            run=run,
             gallery=args.gallery,
             csv_thresholds=args.csv_thresholds,
-            progress=progress,
             calibration_progress=cal_progress,
-            max_pixels=args.max_pixels,
             score_workers=args.score_workers,
         )
     finally:
@@ -242,54 +240,45 @@ def run_localize(args: argparse.Namespace) -> int:
     return 1 if len(metrics["dataset"]["skipped"]) > len(dataset.skipped) else 0
 
 
+SUMMARY_HEADER = (
+    "method",
+    "top1 err",
+    "top5 err",
+    "GT-known err",
+    "class-indep err",
+    "MaxBoxAcc",
+    "MaxBoxAccV2",
+    "thr",
+)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
 def _print_summary(metrics: dict) -> None:
-    from eigencam.cli.common import print_table
-
-    def pct(v):
-        return "-" if v is None else f"{100 * v:.1f}"
-
     rows = []
     for key, m in metrics["methods"].items():
-        a = m["paper"]["at_chosen"]
+        a, chosen = m["paper"]["at_chosen"], m["paper"]["chosen_threshold"]
+        errors = ("top1_loc_error", "top5_loc_error", "gt_known_error", "class_independent_error")
         rows.append(
             [
                 key,
-                pct(a["top1_loc_error"]),
-                pct(a["top5_loc_error"]),
-                pct(a["gt_known_error"]),
-                pct(a["class_independent_error"]),
-                pct(m["maxboxacc"]["value"]),
-                pct(m["maxboxacc_v2"]["value"]),
-                "-"
-                if m["paper"]["chosen_threshold"] is None
-                else f"{m['paper']['chosen_threshold']:.2f}",
+                *(_pct(a[e]) for e in errors),
+                _pct(m["maxboxacc"]["value"]),
+                _pct(m["maxboxacc_v2"]["value"]),
+                "-" if chosen is None else f"{chosen:.2f}",
             ]
         )
     cls = metrics["classification"]
     print(
-        f"{cls['images']} images, top-1 accuracy {pct(cls['top1_acc'])}%, "
-        f"top-5 {pct(cls['top5_acc'])}%"
+        f"{cls['images']} images, top-1 accuracy {_pct(cls['top1_acc'])}%, "
+        f"top-5 {_pct(cls['top5_acc'])}%"
     )
-    print_table(
-        rows,
-        [
-            "method",
-            "top1 err",
-            "top5 err",
-            "GT-known err",
-            "class-indep err",
-            "MaxBoxAcc",
-            "MaxBoxAccV2",
-            "thr",
-        ],
-    )
+    print_table(rows, SUMMARY_HEADER)
 
 
 def run_table(args: argparse.Namespace) -> int:
-    import json
-
-    from eigencam.evaluation.report import table_markdown
-
     runs = []
     for d in args.runs:
         path = Path(d)
@@ -299,11 +288,9 @@ def run_table(args: argparse.Namespace) -> int:
         try:
             runs.append(json.loads(f.read_text()))
         except json.JSONDecodeError as err:
-            raise ValueError(f"{f}: not valid JSON ({err})") from None
+            raise InvalidParameterError(f"{f}: not valid JSON ({err})") from None
     text = table_markdown(runs)
     if args.out:
-        from eigencam.io.outputs import atomic_write
-
         atomic_write(args.out, lambda fh: fh.write(text), mode="w")
         print(f"-> {args.out}")
     else:

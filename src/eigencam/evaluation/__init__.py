@@ -2,17 +2,16 @@
 
 - :mod:`~eigencam.evaluation.datasets`: one reader per dataset format (ILSVRC, PASCAL VOC,
   COCO, CUB, the dev set's ``annotations.json``) behind ``READERS``, and stratified subsets;
-- :mod:`~eigencam.evaluation.metrics`: pure functions: maps -> boxes and IoU (``boxes``), the
-  localization protocols (``protocols``: the paper's top-1 / top-5 / GT-known /
-  class-independent error, Choe et al.'s MaxBoxAcc / MaxBoxAccV2), map similarity
-  (``similarity``), faithfulness (``faithfulness``), reference maps (``baselines``), medians
-  and paired comparisons (``stats``);
+- :mod:`~eigencam.evaluation.metrics`: pure functions: the localization protocols
+  (``protocols``: the paper's top-1 / top-5 / GT-known / class-independent error, Choe et al.'s
+  MaxBoxAcc / MaxBoxAccV2), map similarity (``similarity``), faithfulness (``faithfulness``),
+  reference maps (``baselines``), medians and paired comparisons (``stats``); maps -> boxes and
+  IoU are in :mod:`eigencam.postprocess.boxes`;
 - :mod:`~eigencam.evaluation.tables`: the markdown / CSV tables of every benchmark;
-- the benchmarks: :mod:`~eigencam.evaluation.runner` and :mod:`~eigencam.evaluation.report`
-  (``eigencam localize``, docs/localization.md), :mod:`~eigencam.evaluation.robustness`
-  (``eigencam attack``) and :mod:`~eigencam.evaluation.faithfulness_run`
-  (``eigencam faithfulness``, docs/robustness.md), on the resumable run folders of
-  :mod:`~eigencam.evaluation.runfiles`.
+- the benchmarks, each a task of the run loop (:mod:`eigencam.runs`):
+  :mod:`~eigencam.evaluation.localization` (``eigencam localize``, docs/localization.md),
+  :mod:`~eigencam.evaluation.robustness` (``eigencam attack``) and
+  :mod:`~eigencam.evaluation.faithfulness_run` (``eigencam faithfulness``, docs/robustness.md).
 """
 
 from eigencam.evaluation.datasets import Dataset, Sample, open_dataset

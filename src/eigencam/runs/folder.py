@@ -157,8 +157,8 @@ class RunFolder:
         against a second run until :meth:`close`.
 
         Raises:
-            FileExistsError (an :class:`~eigencam.errors.OutputError`): the folder holds a run
-                and ``resume`` is false.
+            RunExistsError (a ``FileExistsError``): the folder holds a run and ``resume`` is
+                false.
             RunMismatchError: the run in the folder has other settings, or was written by
                 another release's run format.
             OutputError: the folder cannot be created or written.
@@ -303,8 +303,9 @@ class RunFolder:
         )
 
 
-class RunExistsError(OutputError, FileExistsError):
-    """The output folder already holds a run and neither resume nor overwrite was asked for."""
+class RunExistsError(EigenCAMError, FileExistsError):
+    """The output folder already holds a run (or another run is writing into it) and neither
+    resume nor overwrite was asked for: a usage error."""
 
 
 def describe_os_error(err: OSError) -> str:
