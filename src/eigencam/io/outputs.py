@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -11,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from eigencam.errors import InvalidParameterError
+from eigencam.errors import InvalidParameterError, OutputError
 
 # mkstemp creates files readable by the owner only; outputs get the usual umask permissions.
 _UMASK = os.umask(0)
@@ -22,22 +24,45 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     """Write a file through ``write(fileobj)`` into a temp file, then rename it into place.
 
     A reader never sees a half-written file, and an interrupted run leaves no partial output.
+
+    Raises:
+        OutputError: the file cannot be written (disk full, read-only, a file in the way),
+            with the reason in one line.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as fh:
             write(fh)
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, OutputError):
+            raise OutputError(f"{describe_os_error(err)} writing {path}") from None
         raise
     return path
+
+
+def describe_os_error(err: OSError) -> str:
+    """A one-line reason for a failed write ("no space left on device (disk full)")."""
+    reasons = {
+        errno.ENOSPC: "no space left on device (disk full)",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.ENOTDIR: "a path component is a file, not a folder",
+        errno.EEXIST: "a file is in the way of a folder",
+        errno.EDQUOT: "disk quota exceeded",
+    }
+    if err.errno in reasons:
+        return reasons[err.errno]
+    if "requested and" in str(err) and "written" in str(err):  # numpy's short write
+        return reasons[errno.ENOSPC]
+    return (err.strerror or str(err)).lower()
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from eigencam.errors import OutputError, check, check_range
+from eigencam.errors import EigenCAMError, OutputError, check, check_range
 from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
@@ -280,7 +280,9 @@ def _write_grid(
 ) -> None:
     try:
         _render(img, results, record, out, pre, options)
-    except Exception as err:  # a write failure is this image's failure, not the run's
+    except OutputError:
+        raise  # the disk or folder failed: the run stops, keeping what it finished
+    except EigenCAMError as err:  # this image's own problem (an unusable map, say)
         record.update(status="error", error=f"writing the figure failed: {err}", outputs={})
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from eigencam.errors import check, check_range
+from eigencam.errors import EigenCAMError, OutputError, check, check_range
 from eigencam.io.outputs import UniqueStems, write_json, write_npy
 from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
@@ -429,7 +429,9 @@ def _write_outputs(
                 if options.caption:
                     rgb = add_caption(rgb, caption_lines(result, preds, j, record.get("targets")))
                 write_png(out / name, rgb)
-    except Exception as err:  # a write failure is this image's failure, not the run's
+    except OutputError:
+        raise  # the disk or folder failed: the run stops, keeping what it finished
+    except EigenCAMError as err:  # this image's own problem (an unusable map, say)
         record.update(status="error", error=f"writing outputs failed: {err}", outputs={})
 
 

@@ -10,7 +10,6 @@ run with other settings or one written by another release's run format.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 
 from eigencam import __version__
 from eigencam.errors import EigenCAMError, OutputError, RunMismatchError
-from eigencam.io.outputs import atomic_write, write_json
+from eigencam.io.outputs import atomic_write, describe_os_error, write_json
 
 RUN_FILE = "run.json"
 RECORDS = "records"
@@ -181,7 +180,7 @@ class RunFolder:
             if not resume:
                 raise RunExistsError(
                     f"{self.path} already holds a run of `eigencam {self.command}`; pass "
-                    "--resume to continue it, or choose another --out"
+                    "--resume to continue it, --overwrite to start again, or choose another --out"
                 )
             self._check(run_file)
         elif self.parts():
@@ -306,15 +305,3 @@ class RunFolder:
 class RunExistsError(EigenCAMError, FileExistsError):
     """The output folder already holds a run (or another run is writing into it) and neither
     resume nor overwrite was asked for: a usage error."""
-
-
-def describe_os_error(err: OSError) -> str:
-    """A one-line reason for a failed write ("no space left on device", "permission denied")."""
-    reasons = {
-        errno.ENOSPC: "no space left on device (disk full)",
-        errno.EACCES: "permission denied",
-        errno.EROFS: "read-only file system",
-        errno.ENOTDIR: "a path component is a file, not a folder",
-        errno.EDQUOT: "disk quota exceeded",
-    }
-    return reasons.get(err.errno, err.strerror or str(err)).lower()
