@@ -61,6 +61,7 @@ def within(seconds: float, fn, *args, **kwargs):
 # 7: a Ray address that answers nothing ------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::eigencam.models.RandomWeightsWarning")
 def test_ray_connection_times_out_with_one_line_error(tmp_path):
     pytest.importorskip("ray")
     pytest.importorskip("pyarrow")
