@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -37,6 +39,9 @@ from eigencam import errors
 from eigencam.batch.inputs import Shard, ShardData, read_shard
 from eigencam.batch.worker import ShardPart, ShardWorker
 from eigencam.errors import BatchError, EigenCAMError, MissingDependencyError, check
+
+DEFAULT_RAY_TIMEOUT = 60.0
+"""Seconds :class:`RayEngine` waits for a cluster given by address to accept a connection."""
 
 
 class LocalEngine:
@@ -102,9 +107,11 @@ class RayEngine:
             it is also the actor's torch threads unless the spec sets ``threads``.
         num_gpus_per_worker: GPUs per actor (fractions share a GPU); 0 runs on CPU.
         num_cpus: CPUs of the local Ray this starts.
+        ray_timeout: seconds to wait for the cluster at ``address`` to accept a connection.
 
     Raises:
         InvalidParameterError: a pool argument out of range (before Ray starts).
+        BatchError: (when the run starts) nothing answers at ``address`` in ``ray_timeout``.
     """
 
     name = "ray"
@@ -117,11 +124,15 @@ class RayEngine:
         num_cpus_per_worker: float = 1.0,
         num_gpus_per_worker: float = 0.0,
         num_cpus: int | None = None,
+        ray_timeout: float = DEFAULT_RAY_TIMEOUT,
     ) -> None:
         for name, value in (("num_cpus_per_worker", num_cpus_per_worker),
                             ("num_gpus_per_worker", num_gpus_per_worker)):  # fmt: skip
             ok = isinstance(value, (int, float)) and value >= 0
             check(ok, f"{name} must be a number >= 0, got {value!r}")
+        ok = isinstance(ray_timeout, (int, float)) and ray_timeout > 0
+        check(ok, f"ray_timeout must be a number of seconds > 0, got {ray_timeout!r}")
+        self.ray_timeout = float(ray_timeout)
         ok = num_workers is None or (isinstance(num_workers, int) and num_workers >= 1)
         check(ok, f"num_workers must be an integer >= 1, got {num_workers!r}")
         self.worker, self.address, self.num_workers = worker, address, num_workers
@@ -155,6 +166,8 @@ class RayEngine:
                 "include_dashboard": False,
                 "runtime_env": {"env_vars": worker_env()},
             }
+            if self.address:  # ray.init waits forever for a head that is not there
+                wait_for_cluster(self.address, self.ray_timeout)
             try:
                 ray.init(
                     **({"address": self.address} if self.address else local),
@@ -235,6 +248,47 @@ class RayEngine:
 
 
 ENGINES = {"local": LocalEngine, "ray": RayEngine}
+
+
+def wait_for_cluster(address: str, timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for the Ray head at ``address`` to accept a connection.
+
+    Raises:
+        BatchError: nothing accepted one in time (one line: the address and the fix).
+    """
+    endpoint = _endpoint(address)
+    if endpoint is None:  # no host:port to try: Ray reports it itself
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection(endpoint, timeout=max(0.05, min(left, 5.0))):
+                return
+        except OSError as err:
+            reason = os.strerror(err.errno) if err.errno else "no answer"
+        if left <= 0:
+            raise BatchError(
+                f"no Ray cluster answered at {address} within {timeout:g} s ({reason}); start "
+                "one there (ray start --head), fix --ray-address, or wait longer with "
+                "--ray-timeout SECONDS"
+            )
+        time.sleep(min(0.2, max(left, 0.0)))
+
+
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (``host:6379``, ``ray://host:10001``, ``auto``)."""
+    if address.startswith("ray://"):
+        address = address[len("ray://") :]
+    elif address == "auto":  # the running cluster Ray would pick, if it records one
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except Exception:
+            return None
+    host, sep, port = address.rpartition(":")
+    return (host.strip("[]"), int(port)) if sep and host and port.isdigit() else None
 
 
 def default_workers(resources: dict[str, float], cpus: float, gpus: float) -> int:

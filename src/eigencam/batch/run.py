@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from eigencam import __version__
-from eigencam.batch.engines import ENGINES, LocalEngine, RayEngine
+from eigencam.batch.engines import DEFAULT_RAY_TIMEOUT, ENGINES, LocalEngine, RayEngine
 from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, Shard, plan_inputs
 from eigencam.batch.shards import MANIFEST, remove_stale_temp, shard_folder
 from eigencam.batch.worker import BatchSpec, ShardPart, ShardSummary, ShardWorker
@@ -95,6 +95,7 @@ def run_batch(
     num_workers: int | None = None,
     num_cpus_per_worker: float = 1.0,
     num_gpus_per_worker: float = 0.0,
+    ray_timeout: float = DEFAULT_RAY_TIMEOUT,
     progress: Callable[[ShardSummary], None] | None = None,
     command: Sequence[str] | None = None,
 ) -> BatchReport:
@@ -111,6 +112,7 @@ def run_batch(
             :func:`~eigencam.batch.inputs.plan_inputs`.
         ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker: the Ray engine's
             cluster and actor pool (:class:`~eigencam.batch.engines.RayEngine`).
+        ray_timeout: seconds to wait for the cluster at ``ray_address`` to answer.
         progress: called with each finished shard's summary.
         command: the command line, recorded in the manifest.
 
@@ -136,9 +138,12 @@ def run_batch(
         plan = inputs
     else:
         plan = plan_inputs(
-            inputs, input_format=input_format, shard_size=shard_size, column=column,
+            inputs,
+            input_format=input_format,
+            shard_size=shard_size,
+            column=column,
             id_column=id_column,
-        )  # fmt: skip
+        )
     entry = model_entry(spec.model)  # an unknown model fails here, before any work starts
     pretrained = bool(entry.pretrained or spec.weights)
     if not pretrained:
@@ -156,7 +161,14 @@ def run_batch(
     pool = (
         LocalEngine(worker)
         if engine == "local"
-        else RayEngine(worker, ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker)
+        else RayEngine(
+            worker,
+            ray_address,
+            num_workers,
+            num_cpus_per_worker,
+            num_gpus_per_worker,
+            ray_timeout=ray_timeout,
+        )
     )
     base = {
         "eigencam_version": __version__,

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from eigencam.batch.engines import ENGINES
+from eigencam.batch.engines import DEFAULT_RAY_TIMEOUT, ENGINES
 from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS, plan_inputs
 from eigencam.batch.run import run_batch
 from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
@@ -19,6 +19,7 @@ from eigencam.cli.common import (
     comma_list,
     method_flags,
     parse_model_args,
+    pixel_limit,
 )
 from eigencam.cli.explain import add_method_args
 from eigencam.errors import BatchError, check
@@ -122,6 +123,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "local Ray for the run",
     )
     e.add_argument(
+        "--ray-timeout",
+        type=float,
+        default=DEFAULT_RAY_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the cluster at --ray-address to answer (default: %(default)s)",
+    )
+    e.add_argument(
         "--num-workers",
         type=int,
         metavar="N",
@@ -162,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--max-pixels",
-        type=int,
+        type=pixel_limit,
         default=89_478_485,
         help="refuse larger images, a decompression-bomb guard (default: %(default)s)",
     )
@@ -234,6 +242,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 spec,
                 engine=args.engine,
                 ray_address=args.ray_address,
+                ray_timeout=args.ray_timeout,
                 num_workers=args.num_workers,
                 num_cpus_per_worker=args.num_cpus_per_worker,
                 num_gpus_per_worker=args.num_gpus_per_worker,

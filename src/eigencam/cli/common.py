@@ -11,6 +11,7 @@ from typing import Any
 
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
 from eigencam.errors import EigenCAMError, InvalidParameterError
+from eigencam.io.images import DEFAULT_MAX_PIXELS
 from eigencam.methods import (
     Explainer,
     MethodSpec,
@@ -218,11 +219,23 @@ def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None
     )
     g.add_argument(
         "--max-pixels",
-        type=int,
-        default=89_478_485,
-        help="refuse larger images, a decompression-bomb guard (default: %(default)s)",
+        type=pixel_limit,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse larger images, a decompression-bomb guard; replaces Pillow's own limit "
+        "(default: %(default)s)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def pixel_limit(value: str) -> int:
+    """``--max-pixels``: a whole number of pixels >= 1 (argparse reports a usage error)."""
+    try:
+        pixels = int(value)
+    except ValueError:
+        pixels = 0
+    if pixels < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 1, got {value!r}")
+    return pixels
 
 
 def add_resume_args(group: Any) -> None:

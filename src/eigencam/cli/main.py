@@ -16,7 +16,6 @@ from eigencam import __version__
 from eigencam.errors import (
     BatchError,
     EigenCAMError,
-    MissingDependencyError,
     ModelForwardError,
     OutputError,
 )
@@ -95,7 +94,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 #: Exit code 3: the machine, the disk or the model failed, not the command line.
-ENVIRONMENT_ERRORS = (OutputError, MissingDependencyError, ModelForwardError, BatchError)
+ENVIRONMENT_ERRORS = (OutputError, ModelForwardError, BatchError)
 
 
 def _report(args: argparse.Namespace, err: BaseException, code: int) -> int:

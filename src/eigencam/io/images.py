@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import io
+import os
+import stat
+import threading
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,11 +15,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eigencam.errors import ImageReadError, InvalidParameterError
+from eigencam.errors import ImageReadError, InvalidParameterError, check_range
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 # Pillow's own default limit (about 89.5 megapixels); larger images may be decompression bombs.
 DEFAULT_MAX_PIXELS = 89_478_485
+_PILLOW_LIMIT = threading.Lock()  # guards Pillow's global limit while eigencam opens an image
+_OS_REASONS = {
+    errno.ENOENT: "no such file",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ELOOP: "symlink loop (too many levels of symbolic links)",
+}
 
 
 class EncodedImage(NamedTuple):
@@ -47,11 +58,23 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
         ImageReadError: missing, unreadable, corrupt or too large, naming the file and cause.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "no such file")
-    if path.is_dir():
-        raise ImageReadError(path, "is a directory, not an image")
-    return _open_rgb(path, path, max_pixels)
+    try:  # non-blocking: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as err:
+        raise ImageReadError(path, os_reason(err)) from err
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "is a directory" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device...)"
+        raise ImageReadError(path, f"{kind}, not an image")
+    with os.fdopen(fd, "rb") as file:
+        return _open_rgb(file, path, max_pixels)
+
+
+def os_reason(err: OSError) -> str:
+    """What an ``OSError`` says about a file, in words (``permission denied``, ``symlink
+    loop``...)."""
+    return _OS_REASONS.get(err.errno, err.strerror or str(err))
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS):
@@ -78,26 +101,37 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DE
 def _open_rgb(source, name, max_pixels: int | None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if max_pixels is not None:
+        check_range("max_pixels", max_pixels, 1)
     try:
+        with _PILLOW_LIMIT:  # max_pixels is the only guard: Pillow's is off while it opens
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageReadError(
+                name,
+                f"image is {width} x {height} = {width * height:,} pixels, above the limit of "
+                f"{max_pixels:,} (decompression-bomb protection); raise it with --max-pixels "
+                "if you trust this file",
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageReadError(
-                    name,
-                    f"image is {width} x {height} = {width * height:,} pixels, above the limit of "
-                    f"{max_pixels:,} (decompression-bomb protection); raise it with --max-pixels "
-                    "if you trust this file",
-                )
             image.load()
     except ImageReadError:
         raise
-    except Image.DecompressionBombError as err:
-        raise ImageReadError(name, f"refused as a possible decompression bomb ({err})") from err
     except UnidentifiedImageError as err:
         raise ImageReadError(name, "not an image, or a format Pillow cannot read") from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:  # Pillow's guard, outside eigencam's open
+        raise ImageReadError(name, f"refused as a possible decompression bomb ({err})") from err
+    except OSError as err:
+        if err.errno is None:  # Pillow's own: truncated data, a broken decoder
+            raise ImageReadError(name, f"corrupt or truncated image data ({err})") from err
+        raise ImageReadError(name, f"cannot read the file: {os_reason(err)}") from err
+    except (SyntaxError, ValueError) as err:
         raise ImageReadError(name, f"corrupt or truncated image data ({err})") from err
     try:
         image = ImageOps.exif_transpose(image)
@@ -129,10 +163,13 @@ def to_rgb(image):
 def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files, folders (recursively, image extensions only) and glob patterns.
 
+    Folders reached through symbolic links are followed; a folder reached twice (a link loop,
+    two links to one folder) is expanded once.
+
     Returns:
         (image paths in a stable order without duplicates, [(item, reason)] for items that
-        matched nothing). Explicit file paths are kept even if missing or of another
-        extension: reading them reports the precise error.
+        matched nothing and folders that cannot be read). Explicit file paths are kept even if
+        missing or of another extension: reading them reports the precise error.
     """
     paths: list[Path] = []
     seen: set[Path] = set()
@@ -148,14 +185,14 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[s
         text = str(item)
         p = Path(text)
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not found:
+            found: list[Path] = []
+            unreadable = _walk(p, set(), found)
+            unmatched.extend(unreadable)
+            if not found and not (unreadable and unreadable[0][0] == text):
                 unmatched.append(
                     (text, "folder holds no images (" + ", ".join(IMAGE_EXTENSIONS) + ")")
                 )
-            for f in found:
+            for f in sorted(found):
                 add(f)
         elif any(ch in text for ch in "*?[") and not p.exists():
             found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
@@ -166,3 +203,24 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[s
         else:
             add(p)
     return paths, unmatched
+
+
+def _walk(folder: Path, visited: set[tuple[int, int]], found: list[Path]) -> list[tuple[str, str]]:
+    """Add the images under ``folder`` to ``found``, following links to folders once each;
+    returns [(folder, reason)] for the folders that cannot be read."""
+    try:
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in visited:
+            return []
+        visited.add((info.st_dev, info.st_ino))
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError as err:
+        return [(str(folder), f"cannot read folder: {os_reason(err)}")]
+    unreadable = []
+    for entry in entries:
+        if entry.is_dir():  # follows symbolic links
+            unreadable += _walk(Path(entry.path), visited, found)
+        elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            found.append(Path(entry.path))
+    return unreadable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.errors import WeightsError
+from eigencam.io.images import os_reason
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
 
 
@@ -21,6 +24,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     ``DataParallel`` prefixes (``module.``) are unwrapped.
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"{path}: a directory, not a weights file (give the .pt/.pth file)")
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found")
     if path.suffix == ".safetensors":
@@ -38,13 +43,25 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+        except OSError as err:
+            raise WeightsError(f"{path}: cannot read the file: {os_reason(err)}") from err
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WeightsError(
-                f"{path}: cannot be read as a state dict with weights_only=True ({first}); "
-                "save weights with torch.save(model.state_dict(), path) or as .safetensors"
+                f"{path}: cannot be read as a state dict with weights_only=True "
+                f"({_torch_reason(err)}); save weights with torch.save(model.state_dict(), "
+                "path) or as .safetensors"
             ) from err
     return _unwrap(state, path)
+
+
+def _torch_reason(err: BaseException) -> str:
+    """The cause in torch's load error, without its advice (``weights_only=False``, allowlists)
+    and without terminal escapes."""
+    text = _ANSI.sub("", str(err))
+    text = text.split("WeightsUnpickler error:", 1)[-1].split(". Please use")[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    plain = [ln for ln in lines if "weights_only" not in ln and "two options" not in ln]
+    return plain[0] if plain else type(err).__name__
 
 
 def _unwrap(state: object, path: Path) -> dict[str, Tensor]:
