@@ -19,7 +19,7 @@ from eigencam.errors import ModelNotFoundError, ShapeError
 from eigencam.models import RandomWeightsWarning, load_model
 from eigencam.models.sources.yolo import coco80, import_ultralytics, yolo_detections
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def quiet_load(name: str, **kw):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from eigencam.cli.main import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def run(capsys, *argv):

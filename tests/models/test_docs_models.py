@@ -11,7 +11,7 @@ import pytest
 
 from test_model_matrix import ROWS
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
 def table_rows() -> dict[str, list[str]]:

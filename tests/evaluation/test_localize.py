@@ -245,7 +245,7 @@ def cli_data(tmp_path: Path) -> Path:
     return root
 
 
-TINY = str(Path(__file__).parent / "tiny_models.py") + ":TinyCNN"
+TINY = str(Path(__file__).parents[1] / "tiny_models.py") + ":TinyCNN"
 
 
 def test_cli_localize_and_table(tmp_path, capsys):
@@ -261,7 +261,7 @@ def test_cli_localize_and_table(tmp_path, capsys):
     assert main(["localize-table", str(tmp_path / "r1"), str(tmp_path / "r2")]) == 0
     table = capsys.readouterr().out
     assert "| Method | tests/tiny_models.py:TinyCNN | second |" in table.replace(
-        str(Path(__file__).parent) + "/", "tests/"
+        str(Path(__file__).parents[1]) + "/", "tests/"
     )
     assert "### MaxBoxAccV2 (%)" in table
     # Errors are usage errors (exit 2) with a message.
