@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from test_model_matrix import ROWS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"

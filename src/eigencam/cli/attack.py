@@ -16,6 +16,7 @@ from eigencam.cli.dataset_args import (
     open_dataset_from_args,
     pending_count,
 )
+from eigencam.errors import InvalidParameterError
 
 DEFAULT_METHODS = "eigencam,gradcam,cnnfixations"
 
@@ -128,7 +129,7 @@ def thresholds_from(path: str | Path) -> dict[str, float]:
             if m["paper"]["chosen_threshold"] is not None
         }
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(
+        raise InvalidParameterError(
             f"--thresholds-from {path}: not a finished `eigencam localize` run ({err})"
         ) from None
 
@@ -139,9 +140,9 @@ def run_attack_command(args: argparse.Namespace) -> int:
     from eigencam.evaluation.robustness import AttackSettings, run_attack
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 16 <= args.tile <= 2048:
-        raise ValueError(f"--tile must be in [16, 2048] pixels, got {args.tile}")
+        raise InvalidParameterError(f"--tile must be in [16, 2048] pixels, got {args.tile}")
     settings = AttackSettings(
         candidates=args.candidates,
         overshoot=args.overshoot,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from eigencam.errors import InvalidParameterError
+
 
 def add_dataset_args(
     p: argparse.ArgumentParser,
@@ -86,11 +88,11 @@ def open_dataset_from_args(args: argparse.Namespace, command: str):
         try:
             i, n = (int(v) for v in args.part.split("/"))
         except ValueError:
-            raise ValueError(f"--part takes I/N (e.g. 1/2), got {args.part!r}") from None
+            raise InvalidParameterError(f"--part takes I/N (e.g. 1/2), got {args.part!r}") from None
         dataset = dataset.part(i, n)
     dataset = dataset.head(args.limit)
     if not dataset.samples:
-        raise ValueError(f"{args.data}: no images to evaluate")
+        raise InvalidParameterError(f"{args.data}: no images to evaluate")
     for source, reason in dataset.skipped:
         print(f"eigencam {command}: skipped {source}: {reason}", file=sys.stderr)
     return dataset

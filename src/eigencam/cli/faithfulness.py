@@ -15,6 +15,7 @@ from eigencam.cli.dataset_args import (
     open_dataset_from_args,
     pending_count,
 )
+from eigencam.errors import InvalidParameterError
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
 
@@ -101,11 +102,11 @@ def run_faithfulness_command(args: argparse.Namespace) -> int:
     from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         fractions = tuple(float(v) for v in comma_list(args.road_fractions))
     except (ValueError, argparse.ArgumentTypeError):
-        raise ValueError(
+        raise InvalidParameterError(
             "--road-fractions takes numbers in (0, 1) like 0.1,0.5,0.9, "
             f"got {args.road_fractions!r}"
         ) from None

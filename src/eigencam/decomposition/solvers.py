@@ -3,8 +3,8 @@
 Every solver takes ``gram`` of shape (B, m, m), float64, and returns ``(values, vectors)``:
 ``values`` (B, k) in descending order and ``vectors`` (B, m, k) with orthonormal columns. They
 differ only in speed and in where they synchronise with the host; all of them are exact to
-float64 round-off on the matrices eigencam feeds them (``tests/decomposition/test_decomposition.py`` checks
-each one against a float64 SVD).
+float64 round-off on the matrices eigencam feeds them
+(``tests/decomposition/test_decomposition.py`` checks each one against a float64 SVD).
 
 - ``eigh``: LAPACK / cuSOLVER symmetric eigendecomposition. The reference; fastest on CPU for
   m below about 128. On CUDA it reads an error flag back to the host (a synchronisation).

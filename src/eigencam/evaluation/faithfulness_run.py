@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eigencam.errors import InvalidParameterError
 from eigencam.evaluation.datasets import Dataset, Sample
 from eigencam.evaluation.metrics.baselines import center_gaussian, random_maps
 from eigencam.evaluation.metrics.faithfulness import (
@@ -103,21 +104,27 @@ class FaithfulnessSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+            raise InvalidParameterError(f"steps must be >= 1, got {self.steps}")
         if self.baseline not in ("blur", "constant"):
-            raise ValueError(f"baseline must be 'blur' or 'constant', got {self.baseline!r}")
+            raise InvalidParameterError(
+                f"baseline must be 'blur' or 'constant', got {self.baseline!r}"
+            )
         if not 0.0 <= self.constant <= 1.0:
-            raise ValueError(f"constant must be a pixel value in [0, 1], got {self.constant}")
+            raise InvalidParameterError(
+                f"constant must be a pixel value in [0, 1], got {self.constant}"
+            )
         if self.blur_sigma is not None and not self.blur_sigma > 0:
-            raise ValueError(f"blur_sigma must be > 0, got {self.blur_sigma}")
+            raise InvalidParameterError(f"blur_sigma must be > 0, got {self.blur_sigma}")
         if not self.road_fractions or not all(0 < f < 1 for f in self.road_fractions):
-            raise ValueError(f"road_fractions must be in (0, 1), got {self.road_fractions}")
+            raise InvalidParameterError(
+                f"road_fractions must be in (0, 1), got {self.road_fractions}"
+            )
         if self.road_noise < 0:
-            raise ValueError(f"road_noise must be >= 0, got {self.road_noise}")
+            raise InvalidParameterError(f"road_noise must be >= 0, got {self.road_noise}")
         if not self.gaussian_sigma > 0:
-            raise ValueError(f"gaussian_sigma must be > 0, got {self.gaussian_sigma}")
+            raise InvalidParameterError(f"gaussian_sigma must be > 0, got {self.gaussian_sigma}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def _num(x: Any) -> float | None:
@@ -357,10 +364,12 @@ def run_faithfulness(
         The ``metrics.json`` content.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
     clash = [k for k in explainers if k in BASELINE_KEYS]
     if clash:
-        raise ValueError(f"method key(s) {clash} are reserved for the built-in baselines")
+        raise InvalidParameterError(
+            f"method key(s) {clash} are reserved for the built-in baselines"
+        )
     settings = settings or FaithfulnessSettings()
     out = Path(out_dir)
     info = dict(run_info or {})

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.attacks.deepfool import DeepFoolResult, deepfool, input_bounds
-from eigencam.errors import TargetError, UnsupportedModelError
+from eigencam.errors import InvalidParameterError, TargetError, UnsupportedModelError
 from eigencam.evaluation.datasets import Dataset, Sample
 from eigencam.evaluation.metrics.similarity import pearson, ssim, top_region_iou
 from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
@@ -110,18 +110,20 @@ class AttackSettings:
 
     def __post_init__(self) -> None:
         if self.candidates < 2:
-            raise ValueError(f"candidates must be >= 2, got {self.candidates}")
+            raise InvalidParameterError(f"candidates must be >= 2, got {self.candidates}")
         if self.overshoot < 0:
-            raise ValueError(f"overshoot must be >= 0, got {self.overshoot}")
+            raise InvalidParameterError(f"overshoot must be >= 0, got {self.overshoot}")
         if self.max_iter < 1:
-            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+            raise InvalidParameterError(f"max_iter must be >= 1, got {self.max_iter}")
         for name, v in (("box_threshold", self.box_threshold), *self.method_thresholds.items()):
             if not 0.0 <= float(v) < 1.0:
-                raise ValueError(f"threshold of {name} must be in [0, 1), got {v}")
+                raise InvalidParameterError(f"threshold of {name} must be in [0, 1), got {v}")
         if not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
+            raise InvalidParameterError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
         if not 0.0 < self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+            raise InvalidParameterError(
+                f"iou_threshold must be in (0, 1], got {self.iou_threshold}"
+            )
         bx.structure(self.connectivity)
 
     def threshold(self, method: str) -> float:
@@ -555,9 +557,9 @@ def run_attack(
         The ``metrics.json`` content.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
     if not explainers:
-        raise ValueError("attack needs at least one method")
+        raise InvalidParameterError("attack needs at least one method")
     settings = settings or AttackSettings()
     out = Path(out_dir)
     info = dict(run_info or {})
