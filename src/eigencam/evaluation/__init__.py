@@ -22,9 +22,9 @@ Robustness and faithfulness benchmarks (docs/robustness.md):
 - :mod:`~eigencam.evaluation.robustness`: ``eigencam attack`` (DeepFool, clean vs adversarial);
 - :mod:`~eigencam.evaluation.faithfulness_run`: ``eigencam faithfulness``, with the random and
   centre-Gaussian baselines of :mod:`~eigencam.evaluation.baselines`;
-- :mod:`~eigencam.evaluation.runfiles`, :mod:`~eigencam.evaluation.stats`,
-  :mod:`~eigencam.evaluation.sampling`: resumable run folders, medians / paired comparisons,
-  stratified subsets.
+- :mod:`~eigencam.evaluation.benchmark`, :mod:`~eigencam.evaluation.stats`,
+  :mod:`~eigencam.evaluation.sampling`: what the two share on the run loop, medians / paired
+  comparisons, stratified subsets.
 """
 
 from eigencam.evaluation.boxes import box_iou, connected_components, quantize
