@@ -205,6 +205,9 @@ def test_cli_faithfulness(tmp_path, capsys):
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["eigencam", "gradcam", "random", "center_gaussian"]
     assert metrics["settings"]["steps"] == 3 and metrics["settings"]["baseline"] == "blur"
+    assert main([*args, "--out", str(tmp_path / "f")]) == 2  # a run is there: --resume?
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "f"), "--overwrite"]) == 1
     assert main([*args, "--out", str(tmp_path / "g"), "--road-fractions", "0.5,x"]) == 2
     assert "--road-fractions" in capsys.readouterr().err
     with pytest.raises(SystemExit):
