@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from eigencam.evaluation.metrics.stats import paired_difference
-from eigencam.evaluation.runfiles import load_records
+from eigencam.runs import RunFolder
 
 # (record key, column title, True when higher is better)
 METRICS = (
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="an `eigencam faithfulness` --out folder")
     p.add_argument("--reference", default="eigencam")
     args = p.parse_args(argv)
-    rows = load_records(args.run).rows
+    rows = RunFolder(args.run, {}, command="faithfulness").records().rows
     if not rows:
         raise SystemExit(f"{args.run}: no finished images")
     methods = [m for m in rows[0]["methods"] if m != args.reference]

@@ -14,12 +14,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from eigencam.cli.main import main
+from eigencam.errors import EigenCAMError
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.robustness import AttackSettings, figure_name, run_attack
 from eigencam.methods import EigenCAM, GradCAM
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.postprocess.maps import normalize
+from eigencam.runs import RunOptions
 from tiny_models import TinyCNN
 
 SIZE = 32
@@ -85,7 +87,7 @@ class PickyMap(Explainer):
         x = check_inputs(inputs, self.model)
         self.calls += 1
         if bool((x[:, 0].mean((1, 2)) > self.limit).any()):
-            raise RuntimeError("cannot explain this image")
+            raise EigenCAMError("cannot explain this image")
         raw = x[:, :1]
         t = torch.as_tensor(targets).reshape(x.shape[0], -1)
         raw = raw.expand(-1, t.shape[1], -1, -1)
@@ -115,7 +117,9 @@ def test_attack_end_to_end_on_synthetic_data(tmp_path):
     expl = explainers(model)
     settings = AttackSettings(box_threshold=0.5, noise_control=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    metrics = run_attack(ds, model, PRE, expl, tmp_path / "out", settings=settings, batch_size=3)
+    metrics = run_attack(
+        ds, model, PRE, expl, tmp_path / "out", settings=settings, run=RunOptions(batch_size=3)
+    )
     out = tmp_path / "out"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     # failures: the corrupt file and the size mismatch, recorded with their reasons
@@ -170,16 +174,57 @@ def test_attack_resumes_without_recomputing(tmp_path):
     model = tiny_model()
     ds = read_dev(data)
     expl = explainers(model, limit=1e9)
-    run_attack(ds.head(2), model, PRE, expl, tmp_path / "out", batch_size=2)
+    run_attack(ds.head(2), model, PRE, expl, tmp_path / "out", run=RunOptions(batch_size=2))
     calls = expl["picky"].calls
-    metrics = run_attack(ds, model, PRE, expl, tmp_path / "out", batch_size=2, resume=True)
+    metrics = run_attack(
+        ds, model, PRE, expl, tmp_path / "out", run=RunOptions(batch_size=2, resume=True)
+    )
     assert expl["picky"].calls == calls + 2  # only the third image: clean + adversarial
     assert metrics["attack"]["images"] == 3 and metrics["timing"]["resumed_images"] == 2
     with pytest.raises(FileExistsError, match="--resume"):
         run_attack(ds, model, PRE, expl, tmp_path / "out")
     with pytest.raises(ValueError, match="other settings"):
         changed = AttackSettings(overshoot=0.1)
-        run_attack(ds, model, PRE, expl, tmp_path / "out", resume=True, settings=changed)
+        run_attack(
+            ds, model, PRE, expl, tmp_path / "out", run=RunOptions(resume=True), settings=changed
+        )
+
+
+class StopAfter(BoxMap):
+    """BoxMap that raises ``error`` from its ``calls``-th call on."""
+
+    def __init__(self, model, calls: int, error: BaseException) -> None:
+        super().__init__(model)
+        self.left, self.error = calls, error
+
+    def __call__(self, inputs: Tensor, targets=None) -> CAMResult:
+        self.left -= 1
+        if self.left < 0:
+            raise self.error
+        return super().__call__(inputs, targets)
+
+
+def test_an_interrupt_writes_the_outputs_of_what_finished_and_resume_completes(tmp_path):
+    ds = read_dev(make_data(tmp_path / "data", n=3, bad=False))
+    model = tiny_model()
+    stop = {"boxmap": StopAfter(model, 2, KeyboardInterrupt())}  # clean + adversarial of batch 1
+    with pytest.raises(KeyboardInterrupt):
+        run_attack(ds, model, PRE, stop, tmp_path / "out", run=RunOptions(batch_size=2))
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["attack"]["images"] == 2
+    assert len((tmp_path / "out" / "per_image.csv").read_text().splitlines()) == 1 + 2
+    resumed = run_attack(
+        ds, model, PRE, {"boxmap": BoxMap(model)}, tmp_path / "out", run=RunOptions(resume=True)
+    )
+    assert resumed["attack"]["images"] == 3 and resumed["timing"]["resumed_images"] == 2
+
+
+def test_a_bug_in_a_method_stops_the_run(tmp_path):
+    ds = read_dev(make_data(tmp_path / "data", n=2, bad=False))
+    model = tiny_model()
+    bug = {"boxmap": StopAfter(model, 0, ZeroDivisionError("a bug"))}
+    with pytest.raises(ZeroDivisionError):
+        run_attack(ds, model, PRE, bug, tmp_path / "out", figures=False)
 
 
 def test_same_class_variant_of_a_class_method_differs_from_the_adversarial_one(tmp_path):

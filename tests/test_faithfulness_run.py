@@ -15,11 +15,13 @@ from PIL import Image
 from torch import Tensor, nn
 
 from eigencam.cli.main import main
+from eigencam.errors import EigenCAMError
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
 from eigencam.methods.base import CAMResult, Explainer, check_inputs
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.postprocess.maps import normalize
+from eigencam.runs import RunOptions
 
 H = W = 24
 SQUARE = (slice(6, 14), slice(8, 18))
@@ -75,7 +77,7 @@ class Broken(Explainer):
     def __call__(self, inputs: Tensor, targets=None) -> CAMResult:
         x = check_inputs(inputs, self.model)
         if bool((x[:, :, 0, 0] > 0.99).all(1).any()):
-            raise RuntimeError("white corner")
+            raise EigenCAMError("white corner")
         raw = x[:, :1]
         return CAMResult(normalize(raw), raw, "input", self.name)
 
@@ -112,7 +114,13 @@ def test_faithfulness_end_to_end(tmp_path):
     model = RegionModel()
     ds = read_dev(make_data(tmp_path / "data"))
     metrics = run_faithfulness(
-        ds, model, PRE, explainers(model), tmp_path / "out", settings=SETTINGS, batch_size=3
+        ds,
+        model,
+        PRE,
+        explainers(model),
+        tmp_path / "out",
+        settings=SETTINGS,
+        run=RunOptions(batch_size=3),
     )
     m = metrics["methods"]
     assert list(m) == ["square", "inverted", "broken", "random", "center_gaussian"]
@@ -150,7 +158,13 @@ def test_faithfulness_scores_do_not_depend_on_the_batch(tmp_path):
     ds = read_dev(make_data(tmp_path / "data", corrupt=False))
     a = run_faithfulness(ds, model, PRE, explainers(model), tmp_path / "a", settings=SETTINGS)
     b = run_faithfulness(
-        ds, model, PRE, explainers(model), tmp_path / "b", settings=SETTINGS, batch_size=1
+        ds,
+        model,
+        PRE,
+        explainers(model),
+        tmp_path / "b",
+        settings=SETTINGS,
+        run=RunOptions(batch_size=1),
     )
     for key in a["methods"]:
         for metric in ("deletion_auc", "insertion_auc", "road_morf", "road_lerf"):
@@ -164,7 +178,13 @@ def test_faithfulness_resume_and_reserved_names(tmp_path):
     ds = read_dev(make_data(tmp_path / "data", corrupt=False))
     run_faithfulness(ds.head(2), model, PRE, explainers(model), tmp_path / "o", settings=SETTINGS)
     metrics = run_faithfulness(
-        ds, model, PRE, explainers(model), tmp_path / "o", settings=SETTINGS, resume=True
+        ds,
+        model,
+        PRE,
+        explainers(model),
+        tmp_path / "o",
+        settings=SETTINGS,
+        run=RunOptions(resume=True),
     )
     assert metrics["timing"]["resumed_images"] == 2 and metrics["images"] == 4
     with pytest.raises(ValueError, match="reserved"):
@@ -185,6 +205,9 @@ def test_cli_faithfulness(tmp_path, capsys):
     metrics = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert list(metrics["methods"]) == ["eigencam", "gradcam", "random", "center_gaussian"]
     assert metrics["settings"]["steps"] == 3 and metrics["settings"]["baseline"] == "blur"
+    assert main([*args, "--out", str(tmp_path / "f")]) == 2  # a run is there: --resume?
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "f"), "--overwrite"]) == 1
     assert main([*args, "--out", str(tmp_path / "g"), "--road-fractions", "0.5,x"]) == 2
     assert "--road-fractions" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -3,7 +3,6 @@ summary statistics, the run folders and the stratified subsets of the per-image 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ from eigencam.evaluation.metrics.similarity import (
     top_region_iou,
 )
 from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
-from eigencam.evaluation.runfiles import load_records, open_run, write_part
 
 
 def rand(*shape, seed=0):
@@ -193,30 +191,6 @@ def test_paired_difference():
     assert paired_difference(a, a)["wilcoxon_p"] is None  # every difference is zero
     with pytest.raises(ValueError, match="one value per image"):
         paired_difference([1.0], [1.0, 2.0])
-
-
-# -- run folders -----------------------------------------------------------------------------
-def test_run_folder_resume_rules(tmp_path):
-    ident = {"command": "attack", "methods": ["eigencam"], "settings": {"k": 1}}
-    open_run(tmp_path / "r", ident, resume=False)
-    with pytest.raises(FileExistsError, match="--resume"):
-        open_run(tmp_path / "r", ident, resume=False)
-    with pytest.raises(ValueError, match="settings"):
-        open_run(tmp_path / "r", {**ident, "settings": {"k": 2}}, resume=True)
-    open_run(tmp_path / "r", ident, resume=True)
-    write_part(tmp_path / "r", [{"key": "a", "v": 1}], [{"key": "b", "file": "b", "error": "x"}])
-    write_part(tmp_path / "r", [{"key": "b", "v": 2}, {"key": "a", "v": 3}], [])
-    rec = load_records(tmp_path / "r")
-    assert [(r["key"], r["v"]) for r in rec.rows] == [("a", 3), ("b", 2)]  # later parts win
-    assert rec.failures == [] and rec.keys() == {"a", "b"}
-    (tmp_path / "r" / "records" / "part-000002.json").write_text("{broken")
-    with pytest.raises(Exception, match="unreadable"):
-        load_records(tmp_path / "r")
-
-
-def test_run_file_is_plain_json(tmp_path):
-    open_run(tmp_path, {"command": "faithfulness", "x": (1, 2)}, resume=False)
-    assert json.loads((tmp_path / "run.json").read_text())["x"] == [1, 2]
 
 
 # -- stratified subsets ----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from eigencam.errors import OutputError, RunMismatchError
+from eigencam.errors import EigenCAMError, OutputError, RunMismatchError
 from eigencam.runs.folder import RUN_FORMAT, RunExistsError, RunFolder
 
 
@@ -66,3 +66,28 @@ def test_npz_parts_record_evaluated_and_skipped_keys(tmp_path):
     assert folder.done_keys() == {"a", "b", "c"}
     assert folder.read()[0]["keys"].tolist() == ["a", "b"]
     folder.close()
+
+
+def test_json_records_later_parts_win_and_an_unreadable_part_is_named(tmp_path):
+    ident = {"methods": ["eigencam"], "settings": {"k": 1}}
+    RunFolder(tmp_path / "r", ident, command="attack").open(resume=False).close()
+    with pytest.raises(ValueError, match="settings"):
+        RunFolder(tmp_path / "r", {**ident, "settings": {"k": 2}}, command="attack").open(
+            resume=True
+        )
+    folder = RunFolder(tmp_path / "r", ident, command="attack").open(resume=True)
+    folder.write({"rows": [{"key": "a", "v": 1}], "failures": [{"key": "b", "error": "x"}]})
+    folder.write({"rows": [{"key": "b", "v": 2}, {"key": "a", "v": 3}], "failures": []})
+    rec = folder.records()
+    assert [(r["key"], r["v"]) for r in rec.rows] == [("a", 3), ("b", 2)]  # later parts win
+    assert rec.failures == [] and rec.keys() == {"a", "b"}
+    assert rec.restrict({"b"}).keys() == {"b"}
+    (folder.records_dir / "part-000002.json").write_text("{broken")
+    with pytest.raises(EigenCAMError, match="unreadable"):
+        folder.records()
+    folder.close()
+
+
+def test_the_run_file_is_plain_json(tmp_path):
+    RunFolder(tmp_path, {"x": (1, 2)}, command="faithfulness").open(resume=False).close()
+    assert json.loads((tmp_path / "run.json").read_text())["x"] == [1, 2]

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+from dataclasses import replace
 from pathlib import Path
 
-from eigencam.cli.common import Progress, add_batch_args, add_model_args
+from eigencam.cli.common import (
+    add_batch_args,
+    add_model_args,
+    add_resume_args,
+    load_model_from_args,
+)
 from eigencam.cli.dataset_args import (
     add_dataset_args,
     add_methods_args,
-    benchmark_run_info,
     open_dataset_from_args,
-    pending_count,
+    run_benchmark,
 )
-from eigencam.errors import InvalidParameterError
+from eigencam.cli.localize import build_explainers
+from eigencam.errors import InvalidParameterError, check_range
+from eigencam.evaluation.robustness import AttackSettings, run_attack
 
 DEFAULT_METHODS = "eigencam,gradcam,cnnfixations"
 
@@ -108,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="eigencam-attack", metavar="DIR", help="output folder")
-    o.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    add_resume_args(o)
     o.add_argument("--no-figures", action="store_true", help="do not write figures/")
     o.add_argument(
         "--tile", type=int, default=224, help="cell size of the figures (default: %(default)s)"
@@ -117,38 +123,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_attack_command)
 
 
-def thresholds_from(path: str | Path) -> dict[str, float]:
-    """{method key: chosen paper-protocol threshold} of a finished ``localize`` run."""
-    path = Path(path)
-    f = path / "metrics.json" if path.is_dir() else path
-    try:
-        data = json.loads(f.read_text())
-        return {
-            key: float(m["paper"]["chosen_threshold"])
-            for key, m in data["methods"].items()
-            if m["paper"]["chosen_threshold"] is not None
-        }
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise InvalidParameterError(
-            f"--thresholds-from {path}: not a finished `eigencam localize` run ({err})"
-        ) from None
+def thresholds_from(runs: list[str | Path]) -> dict[str, float]:
+    """{method key: chosen paper-protocol threshold} of finished ``localize`` runs (their
+    folders or metrics.json; the first run naming a method wins)."""
+    merged: dict[str, float] = {}
+    for run in map(Path, runs):
+        f = run / "metrics.json" if run.is_dir() else run
+        try:
+            for key, m in json.loads(f.read_text())["methods"].items():
+                if m["paper"]["chosen_threshold"] is not None:
+                    merged.setdefault(key, float(m["paper"]["chosen_threshold"]))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InvalidParameterError(
+                f"--thresholds-from {run}: not a finished `eigencam localize` run ({err})"
+            ) from None
+    return merged
 
 
 def run_attack_command(args: argparse.Namespace) -> int:
-    from eigencam.cli.common import load_model_from_args
-    from eigencam.cli.localize import build_explainers
-    from eigencam.evaluation.robustness import AttackSettings, run_attack
-
-    if args.batch_size < 1:
-        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if not 16 <= args.tile <= 2048:
-        raise InvalidParameterError(f"--tile must be in [16, 2048] pixels, got {args.tile}")
+    check_range("--batch-size", args.batch_size, 1)
+    check_range("--tile", args.tile, 16, 2048)
     settings = AttackSettings(
         candidates=args.candidates,
         overshoot=args.overshoot,
         max_iter=args.max_iter,
         box_threshold=args.box_threshold,
-        method_thresholds=_merged_thresholds(args.thresholds_from),
+        method_thresholds=thresholds_from(args.thresholds_from),
         top_fraction=args.top_fraction,
         iou_threshold=args.iou,
         same_class=not args.no_same_class,
@@ -158,51 +158,18 @@ def run_attack_command(args: argparse.Namespace) -> int:
     dataset = open_dataset_from_args(args, "attack")
     loaded, pre, device = load_model_from_args(args)
     explainers = build_explainers(args, loaded)
-    settings = _only_listed(settings, list(explainers))
-    run_info = benchmark_run_info(args, "attack", loaded, device)
-    total = pending_count(args, dataset)
-    progress = Progress(total, "attack", enabled=not args.quiet, min_items=2)
-    try:
-        metrics = run_attack(
-            dataset,
-            loaded.model,
-            pre,
-            explainers,
-            args.out,
-            settings=settings,
-            run_info=run_info,
-            labels=loaded.labels,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=device,
-            resume=args.resume,
-            figures=not args.no_figures,
-            tile=args.tile,
-            max_pixels=args.max_pixels,
-            reference=args.reference,
-            progress=progress,
-        )
-    finally:
-        progress.close()
-    out = Path(args.out)
-    sys.stdout.write((out / "table.md").read_text())
-    print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'per_image.csv'}")
-    for fail in metrics["failures"]:
-        print(f"eigencam attack: {fail['key']}: {fail['error']}", file=sys.stderr)
-    return 1 if metrics["failures"] else 0
-
-
-def _merged_thresholds(runs: list[str]) -> dict[str, float]:
-    merged: dict[str, float] = {}
-    for run in runs:
-        for key, value in thresholds_from(run).items():
-            merged.setdefault(key, value)
-    return merged
-
-
-def _only_listed(settings, methods: list[str]):
-    """Keep the thresholds of the methods evaluated (a localize run may list others)."""
-    from dataclasses import replace
-
-    kept = {k: v for k, v in settings.method_thresholds.items() if k in methods}
-    return replace(settings, method_thresholds=kept)
+    kept = {k: v for k, v in settings.method_thresholds.items() if k in explainers}
+    return run_benchmark(
+        args,
+        "attack",
+        loaded,
+        device,
+        run_attack,
+        dataset,
+        pre,
+        explainers,
+        settings=replace(settings, method_thresholds=kept),  # a localize run may list others
+        figures=not args.no_figures,
+        tile=args.tile,
+        reference=args.reference,
+    )

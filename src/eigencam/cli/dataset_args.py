@@ -6,8 +6,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from eigencam.errors import InvalidParameterError
+from eigencam import __version__
+from eigencam.cli.common import Progress, comma_list
+from eigencam.errors import InvalidParameterError, check
+from eigencam.evaluation.datasets import Dataset, open_dataset, read_class_map, stratified
+from eigencam.methods import available_methods
+from eigencam.runs import RunOptions
 
 
 def add_dataset_args(
@@ -60,10 +68,8 @@ def add_dataset_args(
     )
 
 
-def read_dataset(args: argparse.Namespace, path: str):
+def read_dataset(args: argparse.Namespace, path: str) -> Dataset:
     """The whole dataset at ``path``, read with the layout options of the arguments."""
-    from eigencam.evaluation.datasets import open_dataset, read_class_map
-
     class_map = read_class_map(args.class_map) if args.class_map else None
     return open_dataset(
         path,
@@ -77,10 +83,8 @@ def read_dataset(args: argparse.Namespace, path: str):
     )
 
 
-def open_dataset_from_args(args: argparse.Namespace, command: str):
+def open_dataset_from_args(args: argparse.Namespace, command: str) -> Dataset:
     """The dataset the arguments select: read, stratified, split, limited."""
-    from eigencam.evaluation.datasets import stratified
-
     dataset = read_dataset(args, args.data)
     if getattr(args, "per_class", None) is not None:
         dataset = stratified(dataset, args.per_class, seed=args.seed)
@@ -91,50 +95,73 @@ def open_dataset_from_args(args: argparse.Namespace, command: str):
             raise InvalidParameterError(f"--part takes I/N (e.g. 1/2), got {args.part!r}") from None
         dataset = dataset.part(i, n)
     dataset = dataset.head(args.limit)
-    if not dataset.samples:
-        raise InvalidParameterError(f"{args.data}: no images to evaluate")
+    check(bool(dataset.samples), f"{args.data}: no images to evaluate")
     for source, reason in dataset.skipped:
         print(f"eigencam {command}: skipped {source}: {reason}", file=sys.stderr)
     return dataset
 
 
-def benchmark_run_info(args: argparse.Namespace, command: str, loaded, device) -> dict:
-    """What a per-image benchmark run records about itself in ``run.json`` (its identity)."""
-    from eigencam import __version__
+def run_benchmark(
+    args: argparse.Namespace,
+    command: str,
+    loaded: Any,
+    device: Any,
+    evaluate: Callable[..., dict[str, Any]],
+    dataset: Dataset,
+    pre: Any,
+    explainers: dict,
+    **options: Any,
+) -> int:
+    """Run a per-image benchmark (``run_attack``, ``run_faithfulness``) with the run options,
+    progress bar and provenance of the arguments; print its table and failures.
 
-    return {
+    Returns:
+        The exit code: 1 when some image failed, else 0.
+    """
+    run_info = {
         "eigencam_version": __version__,
         "command": command,
         "argv": sys.argv[1:],
         "model": loaded.name,
         "weights": args.weights,
         "pretrained": loaded.pretrained,
-        "subset": {
-            "per_class": args.per_class,
-            "seed": args.seed,
-            "part": args.part,
-            "limit": args.limit,
-        },
+        "subset": {k: getattr(args, k) for k in ("per_class", "seed", "part", "limit")},
         "device": str(device),
     }
-
-
-def pending_count(args: argparse.Namespace, dataset) -> int:
-    """Images still to evaluate: all of them, less those recorded by a run being resumed."""
-    total = len(dataset.samples)
-    if args.resume:
-        from eigencam.evaluation.runfiles import load_records
-
-        done = load_records(args.out).keys()
-        total -= sum(s.key in done for s in dataset.samples)
-    return total
+    progress = Progress(None, command, enabled=not args.quiet, min_items=2)
+    run = RunOptions(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        progress=progress,
+    )
+    try:
+        metrics = evaluate(
+            dataset,
+            loaded.model,
+            pre,
+            explainers,
+            args.out,
+            run_info=run_info,
+            labels=loaded.labels,
+            run=run,
+            **options,
+        )
+    finally:
+        progress.close()
+    out = Path(args.out)
+    sys.stdout.write((out / "table.md").read_text())
+    print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'per_image.csv'}")
+    for fail in metrics["failures"]:
+        print(f"eigencam {command}: {fail['key']}: {fail['error']}", file=sys.stderr)
+    return 1 if metrics["failures"] else 0
 
 
 def add_methods_args(p: argparse.ArgumentParser, default: str, note: str = "") -> None:
     """The ``methods`` group shared by the benchmarks: ``--methods LIST`` and ``--layer``."""
-    from eigencam.cli.common import comma_list
-    from eigencam.methods import available_methods
-
     m = p.add_argument_group("methods")
     m.add_argument(
         "--methods",

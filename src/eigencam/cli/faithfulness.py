@@ -4,18 +4,23 @@ method on a dataset, next to a random map and a centred Gaussian."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-from eigencam.cli.common import Progress, add_batch_args, add_model_args, comma_list
+from eigencam.cli.common import (
+    add_batch_args,
+    add_model_args,
+    add_resume_args,
+    comma_list,
+    load_model_from_args,
+)
 from eigencam.cli.dataset_args import (
     add_dataset_args,
     add_methods_args,
-    benchmark_run_info,
     open_dataset_from_args,
-    pending_count,
+    run_benchmark,
 )
-from eigencam.errors import InvalidParameterError
+from eigencam.cli.localize import build_explainers
+from eigencam.errors import InvalidParameterError, check_range
+from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
 
@@ -91,18 +96,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="eigencam-faithfulness", metavar="DIR", help="output folder")
-    o.add_argument("--resume", action="store_true", help="continue a killed run in --out")
+    add_resume_args(o)
     add_batch_args(p, batch_size=8)
     p.set_defaults(run=run_faithfulness_command)
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> int:
-    from eigencam.cli.common import load_model_from_args
-    from eigencam.cli.localize import build_explainers
-    from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
-
-    if args.batch_size < 1:
-        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_range("--batch-size", args.batch_size, 1)
     try:
         fractions = tuple(float(v) for v in comma_list(args.road_fractions))
     except (ValueError, argparse.ArgumentTypeError):
@@ -123,31 +123,14 @@ def run_faithfulness_command(args: argparse.Namespace) -> int:
     dataset = open_dataset_from_args(args, "faithfulness")
     loaded, pre, device = load_model_from_args(args)
     explainers = build_explainers(args, loaded)
-    run_info = benchmark_run_info(args, "faithfulness", loaded, device)
-    total = pending_count(args, dataset)
-    progress = Progress(total, "faithfulness", enabled=not args.quiet, min_items=2)
-    try:
-        metrics = run_faithfulness(
-            dataset,
-            loaded.model,
-            pre,
-            explainers,
-            args.out,
-            settings=settings,
-            run_info=run_info,
-            labels=loaded.labels,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            device=device,
-            resume=args.resume,
-            max_pixels=args.max_pixels,
-            progress=progress,
-        )
-    finally:
-        progress.close()
-    out = Path(args.out)
-    sys.stdout.write((out / "table.md").read_text())
-    print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'per_image.csv'}")
-    for fail in metrics["failures"]:
-        print(f"eigencam faithfulness: {fail['key']}: {fail['error']}", file=sys.stderr)
-    return 1 if metrics["failures"] else 0
+    return run_benchmark(
+        args,
+        "faithfulness",
+        loaded,
+        device,
+        run_faithfulness,
+        dataset,
+        pre,
+        explainers,
+        settings=settings,
+    )

@@ -1,5 +1,5 @@
 r"""``faithfulness``: do the maps point at what the classifier uses? Every faithfulness metric of
-:mod:`eigencam.evaluation.faithfulness`, for every method, on a dataset.
+:mod:`eigencam.evaluation.metrics.faithfulness`, for every method, on a dataset.
 
 Each method explains each image's top-1 predicted class (class-agnostic methods: their one
 map), and the maps are scored with:
@@ -19,18 +19,18 @@ Two maps that know nothing of the model are always scored too (:mod:`eigencam.ev
 informative where it beats both.
 
 Outputs: ``metrics.json`` (per method: mean, median, quartiles of every metric; the mean
-deletion / insertion / ROAD curves), ``table.md``, ``per_image.csv``, ``curves.png``. Runs are
-resumable (:mod:`eigencam.evaluation.runfiles`); an unreadable image is a recorded failure, a
-method failing on an image leaves that method's cells empty.
+deletion / insertion / ROAD curves), ``table.md``, ``per_image.csv``, ``curves.png``.
+:func:`run_faithfulness` runs a :class:`FaithfulnessTask` on the run loop
+(:func:`~eigencam.runs.run_task`): runs are resumable, and an interrupted run still writes the
+outputs of what finished. An unreadable image is a recorded failure; a method failing on an
+image (an :class:`~eigencam.errors.EigenCAMError`) leaves that method's cells empty.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eigencam.errors import InvalidParameterError
-from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.metrics.baselines import center_gaussian, random_maps
+from eigencam.errors import check, check_choice, check_range
+from eigencam.evaluation import benchmark as bm
+from eigencam.evaluation.datasets import Dataset
+from eigencam.evaluation.metrics.baselines import center_gaussian, key_seed, random_maps
 from eigencam.evaluation.metrics.faithfulness import (
     Curve,
     average_drop_increase,
@@ -48,18 +49,14 @@ from eigencam.evaluation.metrics.faithfulness import (
     road,
 )
 from eigencam.evaluation.metrics.stats import describe
-from eigencam.evaluation.runfiles import (
-    RunRecords,
-    load_records,
-    open_run,
-    pending_batches,
-    write_part,
-)
-from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import atomic_write, write_json
+from eigencam.io.outputs import atomic_write
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.runs.source import LoadedImage
+from eigencam.runs.folder import RunFolder, RunRecords
+from eigencam.runs.loop import Part, RunStats, run_task
+from eigencam.runs.options import RunOptions
+from eigencam.runs.source import Batch, image_batches
+from eigencam.runs.step import to_batch
 
 BASELINE_KEYS = {"random": "random (baseline)", "center_gaussian": "centre Gaussian (baseline)"}
 # (key, title, higher is better, shown as percent)
@@ -75,6 +72,7 @@ METRICS: tuple[tuple[str, str, bool, bool], ...] = (
 CURVES = ("deletion", "insertion", "road_morf", "road_lerf")
 
 
+# -- settings -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FaithfulnessSettings:
     """What is measured.
@@ -103,62 +101,24 @@ class FaithfulnessSettings:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise InvalidParameterError(f"steps must be >= 1, got {self.steps}")
-        if self.baseline not in ("blur", "constant"):
-            raise InvalidParameterError(
-                f"baseline must be 'blur' or 'constant', got {self.baseline!r}"
-            )
-        if not 0.0 <= self.constant <= 1.0:
-            raise InvalidParameterError(
-                f"constant must be a pixel value in [0, 1], got {self.constant}"
-            )
-        if self.blur_sigma is not None and not self.blur_sigma > 0:
-            raise InvalidParameterError(f"blur_sigma must be > 0, got {self.blur_sigma}")
-        if not self.road_fractions or not all(0 < f < 1 for f in self.road_fractions):
-            raise InvalidParameterError(
-                f"road_fractions must be in (0, 1), got {self.road_fractions}"
-            )
-        if self.road_noise < 0:
-            raise InvalidParameterError(f"road_noise must be >= 0, got {self.road_noise}")
-        if not self.gaussian_sigma > 0:
-            raise InvalidParameterError(f"gaussian_sigma must be > 0, got {self.gaussian_sigma}")
-        if self.batch_size < 1:
-            raise InvalidParameterError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_range("steps", self.steps, 1)
+        check_choice("baseline", self.baseline, ("blur", "constant"))
+        check_range("constant", self.constant, 0.0, 1.0)
+        check(
+            self.blur_sigma is None or self.blur_sigma > 0,
+            f"blur_sigma must be > 0, got {self.blur_sigma}",
+        )
+        fractions = self.road_fractions
+        check(
+            bool(fractions) and all(0 < f < 1 for f in fractions),
+            f"road_fractions must be in (0, 1), got {fractions}",
+        )
+        check_range("road_noise", self.road_noise, 0)
+        check(self.gaussian_sigma > 0, f"gaussian_sigma must be > 0, got {self.gaussian_sigma}")
+        check_range("batch_size", self.batch_size, 1)
 
 
-def _num(x: Any) -> float | None:
-    v = float(x)
-    return None if not np.isfinite(v) else v
-
-
-def _classify(model: nn.Module, x: Tensor) -> Tensor:
-    from eigencam.capture.hooks import preserved_state
-    from eigencam.methods.targets import logits_of
-
-    with torch.inference_mode(), preserved_state(model):
-        return logits_of(model(x)).float()
-
-
-def _maps(expl: Explainer, x: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[int, str]]:
-    """(B, H, W) maps of one call; rows of images where the method failed are NaN."""
-    try:
-        res = expl(x) if targets is None else expl(x, targets=targets)
-        return res.maps[:, 0].detach().float(), {}
-    except Exception as err:  # recorded per image
-        if x.shape[0] == 1:
-            return torch.full((1, *x.shape[-2:]), float("nan"), device=x.device), {
-                0: f"{type(err).__name__}: {err}"
-            }
-    rows, errors = [], {}
-    for i in range(x.shape[0]):
-        m, e = _maps(expl, x[i : i + 1], None if targets is None else targets[i : i + 1])
-        rows.append(m)
-        if e:
-            errors[i] = e[0]
-    return torch.cat(rows), errors
-
-
+# -- scoring --------------------------------------------------------------------------------
 def score_maps(
     model: nn.Module,
     x: Tensor,
@@ -199,12 +159,6 @@ def score_maps(
             "road_morf": morf.probs.numpy(),
             "road_lerf": lerf.probs.numpy(),
         },
-        "fractions": {
-            "deletion": dele.fractions.tolist(),
-            "insertion": ins.fractions.tolist(),
-            "road_morf": [float(f) for f in settings.road_fractions],
-            "road_lerf": [float(f) for f in settings.road_fractions],
-        },
     }
 
 
@@ -224,8 +178,6 @@ def _road_per_key(
     seed drawn from the key makes an image's score independent of the batch it falls in (and of
     a resumed run's batching). The sparse imputation, not the model call, dominates its cost.
     """
-    from eigencam.evaluation.metrics.baselines import key_seed
-
     curves = [
         road(
             model,
@@ -245,75 +197,6 @@ def _road_per_key(
     )
 
 
-@dataclass
-class _Batch:
-    rows: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
-
-
-def faithfulness_batch(
-    items: Sequence[tuple[LoadedImage, Sample]],
-    model: nn.Module,
-    explainers: Mapping[str, Explainer],
-    pre: Preprocessing,
-    settings: FaithfulnessSettings,
-    *,
-    device: str | torch.device = "cpu",
-    labels: Sequence[str] | None = None,
-) -> _Batch:
-    """Explain a batch with every method, add the baselines, score every map; one row per image."""
-    if not items:
-        return _Batch([], [])
-    pixels = torch.from_numpy(np.stack([img.pixels for img, _ in items])).to(device)
-    x = pre.normalize_batch(pixels)
-    keys = [s.key for _, s in items]
-    probs = _classify(model, x).softmax(1)
-    pred = probs.argmax(1)
-    size = tuple(x.shape[-2:])
-    all_maps: dict[str, tuple[Tensor, dict[int, str]]] = {}
-    for key, expl in explainers.items():
-        specific = bool(getattr(expl, "class_specific", False))
-        all_maps[key] = _maps(expl, x, pred[:, None] if specific else None)
-    all_maps["random"] = (random_maps(keys, size, seed=settings.seed, device=x.device), {})
-    all_maps["center_gaussian"] = (
-        center_gaussian(len(keys), size, sigma=settings.gaussian_sigma, device=x.device),
-        {},
-    )
-    per_method: dict[str, dict[int, dict[str, Any]]] = {}
-    for key, (maps, errors) in all_maps.items():
-        ok = [i for i in range(len(keys)) if i not in errors]
-        entries: dict[int, dict[str, Any]] = {i: {"error": errors[i]} for i in errors}
-        if ok:
-            idx = torch.tensor(ok, device=x.device)
-            scored = score_maps(
-                model, x[idx], maps[idx], pred[idx], [keys[i] for i in ok], pre, settings
-            )
-            for j, i in enumerate(ok):
-                entries[i] = {
-                    "error": None,
-                    **{k: _num(v[j]) for k, v in scored["values"].items()},
-                    "curves": {
-                        k: [round(float(p), 5) for p in v[j]] for k, v in scored["curves"].items()
-                    },
-                }
-        per_method[key] = entries
-    rows = []
-    for i, (img, s) in enumerate(items):
-        c = int(pred[i])
-        rows.append(
-            {
-                "key": s.key,
-                "file": str(img.path),
-                "label": s.label,
-                "predicted": c,
-                "predicted_name": labels[c] if labels is not None and c < len(labels) else str(c),
-                "prob": _num(probs[i, c]),
-                "methods": {k: v[i] for k, v in per_method.items()},
-            }
-        )
-    return _Batch(rows, [])
-
-
 def curve_fractions(settings: FaithfulnessSettings) -> dict[str, list[float]]:
     """The x values of the recorded curves."""
     counts = torch.linspace(0, 1, settings.steps + 1)
@@ -323,6 +206,90 @@ def curve_fractions(settings: FaithfulnessSettings) -> dict[str, list[float]]:
         "road_morf": [float(f) for f in settings.road_fractions],
         "road_lerf": [float(f) for f in settings.road_fractions],
     }
+
+
+# -- the task -------------------------------------------------------------------------------
+@dataclass
+class FaithfulnessTask:
+    """``eigencam faithfulness`` on the run loop: one part of rows and failures per batch; the
+    outputs from the folder's records."""
+
+    dataset: Dataset
+    model: nn.Module
+    pre: Preprocessing
+    explainers: Mapping[str, Explainer]
+    settings: FaithfulnessSettings
+    run_info: Mapping[str, Any]
+    labels: Sequence[str] | None
+    device: Any
+
+    def process(self, batch: Batch) -> Part:
+        """Explain the batch with every method, add the baselines, score every map."""
+        if not batch.items:
+            return Part({"rows": [], "failures": batch.failures}, 0, len(batch.failures))
+        items, pre, settings = batch.items, self.pre, self.settings
+        x = to_batch([img.pixels for img, _ in items], pre, self.device)
+        keys = [s.key for _, s in items]
+        probs = bm.logits(self.model, x).softmax(1)
+        pred = probs.argmax(1)
+        size = tuple(x.shape[-2:])
+        all_maps: dict[str, tuple[Tensor, dict[int, str]]] = {}
+        for key, expl in self.explainers.items():
+            specific = bool(getattr(expl, "class_specific", False))
+            maps, errors = bm.method_maps(expl, x, pred[:, None] if specific else None)
+            all_maps[key] = maps[:, 0], errors
+        all_maps["random"] = (random_maps(keys, size, seed=settings.seed, device=x.device), {})
+        all_maps["center_gaussian"] = (
+            center_gaussian(len(keys), size, sigma=settings.gaussian_sigma, device=x.device),
+            {},
+        )
+        per_method: dict[str, dict[int, dict[str, Any]]] = {}
+        for key, (maps, errors) in all_maps.items():
+            ok = [i for i in range(len(keys)) if i not in errors]
+            entries: dict[int, dict[str, Any]] = {i: {"error": errors[i]} for i in errors}
+            if ok:
+                idx = torch.tensor(ok, device=x.device)
+                scored = score_maps(
+                    self.model, x[idx], maps[idx], pred[idx], [keys[i] for i in ok], pre, settings
+                )
+                for j, i in enumerate(ok):
+                    entries[i] = {
+                        "error": None,
+                        **{k: bm.num(v[j]) for k, v in scored["values"].items()},
+                        "curves": {
+                            k: [round(float(p), 5) for p in v[j]]
+                            for k, v in scored["curves"].items()
+                        },
+                    }
+            per_method[key] = entries
+        rows = []
+        for i, (img, s) in enumerate(items):
+            c = int(pred[i])
+            rows.append(
+                {
+                    "key": s.key,
+                    "file": str(img.path),
+                    "label": s.label,
+                    "predicted": c,
+                    "predicted_name": bm.class_name(self.labels, c),
+                    "prob": bm.num(probs[i, c]),
+                    "methods": {k: v[i] for k, v in per_method.items()},
+                }
+            )
+        return Part({"rows": rows, "failures": batch.failures}, len(rows), len(batch.failures))
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> dict[str, Any]:
+        records = folder.records().restrict({s.key for s in self.dataset.samples})
+        methods = [*self.explainers, *BASELINE_KEYS]
+        metrics = bm.metrics_head(self.run_info, "faithfulness", self.settings, self.dataset, stats)
+        metrics.update(summarize(records, methods, self.settings))
+        header, rows = per_image_table(records, methods)
+        bm.write_outputs(
+            folder.path, metrics, table_markdown(metrics), header, rows, records.failures
+        )
+        if records.rows:
+            curves_plot(folder.path / "curves.png", metrics)
+        return metrics
 
 
 def run_faithfulness(
@@ -335,12 +302,7 @@ def run_faithfulness(
     settings: FaithfulnessSettings | None = None,
     run_info: Mapping[str, Any] | None = None,
     labels: Sequence[str] | None = None,
-    batch_size: int = 8,
-    workers: int = 2,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int, int], None] | None = None,
+    run: RunOptions | None = None,
 ) -> dict[str, Any]:
     """Score every method's maps (and the two baselines) on ``dataset``; write every output.
 
@@ -353,105 +315,32 @@ def run_faithfulness(
         settings: :class:`FaithfulnessSettings`.
         run_info: provenance for ``metrics.json``.
         labels: class names.
-        batch_size: images per batch.
-        workers: decoding threads.
-        device: the model's device.
-        resume: continue a killed run in ``out_dir``.
-        max_pixels: decompression-bomb guard.
-        progress: ``progress(done, failed)`` after each batch.
+        run: batch size, workers, device, resume/overwrite, max_pixels, progress (default
+            :class:`~eigencam.runs.RunOptions`).
 
     Returns:
-        The ``metrics.json`` content.
+        The ``metrics.json`` content (written also when the run is interrupted).
     """
-    if batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
     clash = [k for k in explainers if k in BASELINE_KEYS]
-    if clash:
-        raise InvalidParameterError(
-            f"method key(s) {clash} are reserved for the built-in baselines"
-        )
+    check(not clash, f"method key(s) {clash} are reserved for the built-in baselines")
     settings = settings or FaithfulnessSettings()
-    out = Path(out_dir)
+    run = run or RunOptions()
     info = dict(run_info or {})
-    methods = list(explainers)
-    identity = {
-        "command": "faithfulness",
-        "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
-        "methods": methods,
-        "settings": _settings_dict(settings),
-        "preprocessing": {
-            "input_size": list(preprocessing.input_size),
-            "mean": list(preprocessing.mean),
-            "std": list(preprocessing.std),
-            "resize": preprocessing.resize,
-        },
-        "model": {k: info.get(k) for k in ("model", "weights")},
-    }
-    open_run(out, identity, resume=resume)
-    done = load_records(out).keys() if resume else set()
-    start = time.perf_counter()
-    n_done = n_failed = 0
-    for pairs, fails in pending_batches(
-        dataset,
-        preprocessing,
-        done=done,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
-    ):
-        batch = faithfulness_batch(
-            pairs,
-            model,
-            explainers,
-            preprocessing,
-            settings,
-            device=device,
-            labels=labels,
-        )
-        write_part(out, batch.rows, fails + batch.failures)
-        n_done += len(batch.rows) + len(fails)
-        n_failed += len(fails)
-        if progress is not None:
-            progress(n_done, n_failed)
-    seconds = time.perf_counter() - start
-    records = load_records(out).restrict({s.key for s in dataset.samples})
-    all_keys = [*methods, *BASELINE_KEYS]
-    metrics: dict[str, Any] = {
-        **info,
-        "command": info.get("command", "faithfulness"),
-        "settings": _settings_dict(settings),
-        "dataset": {
-            "root": str(dataset.root),
-            "format": dataset.format,
-            "images": len(dataset.samples),
-        },
-        "timing": {
-            "seconds_this_call": round(seconds, 2),
-            "images_this_call": n_done,
-            "seconds_per_image": round(seconds / n_done, 3) if n_done else None,
-            "resumed_images": sum(s.key in done for s in dataset.samples),
-        },
-    }
-    metrics.update(summarize(records, all_keys, settings))
-    write_json(out / "metrics.json", metrics)
-    text = table_markdown(metrics)
-    atomic_write(out / "table.md", lambda fh: fh.write(text), mode="w")
-    write_per_image_csv(out / "per_image.csv", records, all_keys)
-    if records.rows:
-        curves_plot(out / "curves.png", metrics)
-    return metrics
+    identity = bm.run_identity(dataset, list(explainers), settings, preprocessing, info)
+    folder = RunFolder(out_dir, identity, command="faithfulness")
+    task = FaithfulnessTask(
+        dataset, model, preprocessing, explainers, settings, info, labels, run.device
+    )
+    return run_task(
+        task, folder, dataset.samples, run, lambda todo: image_batches(todo, preprocessing, run)
+    )
 
 
-def _settings_dict(settings: FaithfulnessSettings) -> dict[str, Any]:
-    d = asdict(settings)
-    d["road_fractions"] = list(settings.road_fractions)
-    return d
-
-
+# -- summary --------------------------------------------------------------------------------
 def summarize(
     records: RunRecords, methods: Sequence[str], settings: FaithfulnessSettings
 ) -> dict[str, Any]:
-    """Per method: :func:`~eigencam.evaluation.stats.describe` of every metric and the mean
+    """Per method: :func:`~eigencam.evaluation.metrics.stats.describe` of every metric and the mean
     curves, over the images where the method ran."""
     rows = records.rows
     out: dict[str, Any] = {}
@@ -489,6 +378,7 @@ def summarize(
     }
 
 
+# -- report ---------------------------------------------------------------------------------
 def table_markdown(metrics: Mapping[str, Any]) -> str:
     """``table.md``: means, then medians [interquartile range]."""
     s = metrics["settings"]
@@ -505,31 +395,15 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
     lines.append("| Method | " + " | ".join(titles) + " | n |")
     lines.append("|---|" + "---:|" * (len(titles) + 1))
     for m in metrics["methods"].values():
-        cells = []
-        for metric, _t, _hi, pct in METRICS:
-            v = m[metric]["mean"]
-            cells.append("-" if v is None else (f"{v:.1f}" if pct else f"{v:.3f}"))
+        means = [(m[metric]["mean"], pct) for metric, _t, _hi, pct in METRICS]
+        cells = ["-" if v is None else (f"{v:.1f}" if pct else f"{v:.3f}") for v, pct in means]
         lines.append(f"| {m['title']} | " + " | ".join(cells) + f" | {m['images']} |")
     lines += ["", "### Faithfulness (median [interquartile range])", ""]
     shown = [(k, t, p) for k, t, _h, p in METRICS if k != "increase"]
     lines.append("| Method | " + " | ".join(t for _, t, _ in shown) + " |")
     lines.append("|---|" + "---:|" * len(shown))
     for m in metrics["methods"].values():
-        cells = []
-        for metric, _t, pct in shown:
-            d = m[metric]
-            if d["median"] is None:
-                cells.append("-")
-            else:
-                f = "{:.1f}" if pct else "{:.3f}"
-                cells.append(
-                    f.format(d["median"])
-                    + " ["
-                    + f.format(d["q25"])
-                    + ", "
-                    + f.format(d["q75"])
-                    + "]"
-                )
+        cells = [bm.cell(m[metric], 1 if pct else 3) for metric, _t, pct in shown]
         lines.append(f"| {m['title']} | " + " | ".join(cells) + " |")
     lines.append("")
     if metrics.get("failures"):
@@ -537,35 +411,20 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_per_image_csv(path: str | Path, records: RunRecords, methods: Sequence[str]) -> Path:
-    """One row per image and method (baselines included), one per failed image."""
+def per_image_table(
+    records: RunRecords, methods: Sequence[str]
+) -> tuple[list[str], list[list[Any]]]:
+    """``per_image.csv``: its header and one row per image and method, baselines included (the
+    failed images are added by :func:`~eigencam.evaluation.benchmark.write_outputs`)."""
     names = [k for k, *_ in METRICS]
     header = ["file", "method", "label", "predicted", "prob", *names, "error"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-
-    def f(v: Any) -> str:
-        return "" if v is None else (f"{v:.5g}" if isinstance(v, float) else str(v))
-
+    rows = []
     for r in records.rows:
         for key in methods:
             m = r["methods"].get(key) or {"error": "not recorded"}
-            w.writerow(
-                [
-                    f(r["key"]),
-                    key,
-                    f(r.get("label")),
-                    f(r["predicted"]),
-                    f(r["prob"]),
-                    *(f(m.get(n)) for n in names),
-                    f(m.get("error")),
-                ]
-            )
-    for fail in records.failures:
-        w.writerow([fail["key"]] + [""] * (len(header) - 2) + [fail["error"]])
-    text = buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+            head = [r["key"], key, r.get("label"), r["predicted"], r["prob"]]
+            rows.append([*head, *(m.get(n) for n in names), m.get("error")])
+    return header, rows
 
 
 def curves_plot(path: str | Path, metrics: Mapping[str, Any]) -> Path:

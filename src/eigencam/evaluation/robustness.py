@@ -17,26 +17,27 @@ explains the clean image and the adversarial one. What a user would see is compa
   due to the perturbation being adversarial rather than merely present.
 
 Per image and method: Pearson correlation, SSIM and IoU of the top-15% regions of the two maps
-(:mod:`eigencam.evaluation.similarity`, on the maps at the model's input resolution, where the
+(:mod:`eigencam.evaluation.metrics.similarity`, on the maps at the model's input resolution,
+where the
 adversarial image lives), the IoU of the two localization boxes (the paper's protocol: the
 largest connected component of the map thresholded at a stated fraction of its maximum,
-:mod:`eigencam.postprocess.boxes`), and whether each box localizes the object (IoU >= 0.5 with
+:mod:`eigencam.evaluation.boxes`), and whether each box localizes the object (IoU >= 0.5 with
 a ground-truth box). Aggregates (median and interquartile range over the images whose attack
 succeeded, paired comparisons with a reference method) go to ``metrics.json`` and
 ``table.md``, every number to ``per_image.csv``, and one figure per image in the layout of
-Figure 4 to ``figures/``. Runs are resumable (:mod:`eigencam.evaluation.runfiles`); an image
-that cannot be read or attacked is a recorded failure, a method failing on an image leaves that
-method's cells of the image empty.
+Figure 4 to ``figures/``.
+
+:func:`run_attack` runs an :class:`AttackTask` on the run loop (:func:`~eigencam.runs.run_task`):
+runs are resumable, and an interrupted run still writes the outputs of what finished. An image
+that cannot be read or attacked is a recorded failure; a method failing on an image (an
+:class:`~eigencam.errors.EigenCAMError`) leaves that method's cells of the image empty.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +46,22 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.attacks.deepfool import DeepFoolResult, deepfool, input_bounds
-from eigencam.errors import InvalidParameterError, TargetError, UnsupportedModelError
+from eigencam.errors import TargetError, check, check_range
+from eigencam.evaluation import benchmark as bm
 from eigencam.evaluation.datasets import Dataset, Sample
+from eigencam.evaluation.metrics.baselines import key_seed
 from eigencam.evaluation.metrics.similarity import pearson, ssim, top_region_iou
 from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
-from eigencam.evaluation.runfiles import (
-    RunRecords,
-    load_records,
-    open_run,
-    pending_batches,
-    write_part,
-)
-from eigencam.io.images import DEFAULT_MAX_PIXELS
-from eigencam.io.outputs import atomic_write, write_json
 from eigencam.io.png import write_png
 from eigencam.methods.base import Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.postprocess import boxes as bx
-from eigencam.runs.source import LoadedImage
+from eigencam.runs.folder import RunFolder, RunRecords
+from eigencam.runs.loop import Part, RunStats, run_task
+from eigencam.runs.options import RunOptions
+from eigencam.runs.source import Batch, LoadedImage, image_batches, size_mismatch
+from eigencam.runs.step import RUN_ERRORS, isolate, to_batch
+from eigencam.viz.adversarial import MethodCells, adversarial_figure
 
 VARIANTS = ("adversarial", "same_class", "noise")
 MEASURES = ("pearson", "ssim", "top_iou", "box_iou")
@@ -74,9 +73,10 @@ MEASURE_TITLES = {
 }
 # Errors that say the model cannot be attacked at all: they stop the run instead of being
 # recorded for every image.
-_FATAL = (TargetError, UnsupportedModelError)
+_ATTACK_RUN_ERRORS = (*RUN_ERRORS, TargetError)
 
 
+# -- settings -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AttackSettings:
     """What is attacked and measured.
@@ -109,21 +109,14 @@ class AttackSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.candidates < 2:
-            raise InvalidParameterError(f"candidates must be >= 2, got {self.candidates}")
-        if self.overshoot < 0:
-            raise InvalidParameterError(f"overshoot must be >= 0, got {self.overshoot}")
-        if self.max_iter < 1:
-            raise InvalidParameterError(f"max_iter must be >= 1, got {self.max_iter}")
+        check_range("candidates", self.candidates, 2)
+        check_range("overshoot", self.overshoot, 0)
+        check_range("max_iter", self.max_iter, 1)
         for name, v in (("box_threshold", self.box_threshold), *self.method_thresholds.items()):
-            if not 0.0 <= float(v) < 1.0:
-                raise InvalidParameterError(f"threshold of {name} must be in [0, 1), got {v}")
-        if not 0.0 < self.top_fraction <= 1.0:
-            raise InvalidParameterError(f"top_fraction must be in (0, 1], got {self.top_fraction}")
-        if not 0.0 < self.iou_threshold <= 1.0:
-            raise InvalidParameterError(
-                f"iou_threshold must be in (0, 1], got {self.iou_threshold}"
-            )
+            check(0.0 <= float(v) < 1.0, f"threshold of {name} must be in [0, 1), got {v}")
+        for name in ("top_fraction", "iou_threshold"):
+            v = getattr(self, name)
+            check(0.0 < v <= 1.0, f"{name} must be in (0, 1], got {v}")
         bx.structure(self.connectivity)
 
     def threshold(self, method: str) -> float:
@@ -132,92 +125,50 @@ class AttackSettings:
 
     def variants(self) -> tuple[str, ...]:
         """The variants measured, in table order."""
-        out = ["adversarial"]
-        if self.same_class:
-            out.append("same_class")
-        if self.noise_control:
-            out.append("noise")
-        return tuple(out)
+        return variants_of({"same_class": self.same_class, "noise_control": self.noise_control})
 
 
-def settings_dict(settings: AttackSettings) -> dict[str, Any]:
-    """The settings as JSON."""
-    d = asdict(settings)
-    d["method_thresholds"] = dict(settings.method_thresholds)
-    return d
+def variants_of(settings: Mapping[str, Any]) -> tuple[str, ...]:
+    """The variants of a run from its settings dict."""
+    out = ["adversarial"]
+    if settings.get("same_class"):
+        out.append("same_class")
+    if settings.get("noise_control"):
+        out.append("noise")
+    return tuple(out)
 
 
 # -- per-batch work -------------------------------------------------------------------------
-def _num(x: Any) -> float | None:
-    v = float(x)
-    return None if not np.isfinite(v) else v
-
-
-def _error_text(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"
-
-
 def _attack(
     model: nn.Module, x: Tensor, settings: AttackSettings, pre: Preprocessing
 ) -> tuple[DeepFoolResult | None, list[int], dict[int, str]]:
-    """DeepFool on the batch; on an error, image by image. Returns (result of the images that
+    """DeepFool on the batch under the isolation policy. Returns (result of the images that
     were attacked, their indices, {index: error})."""
     bounds = input_bounds(pre.mean, pre.std, x.device)
     scale = torch.tensor(pre.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
 
-    def run(xs: Tensor) -> DeepFoolResult:
-        return deepfool(
+    def attack(rows: list[int]) -> list[tuple[DeepFoolResult, int]]:
+        res = deepfool(
             model,
-            xs,
+            x[rows],
             candidates=settings.candidates,
             overshoot=settings.overshoot,
             max_iter=settings.max_iter,
             bounds=bounds,
             pixel_scale=scale,
         )
+        return [(res, j) for j in range(len(rows))]
 
-    try:
-        return run(x), list(range(x.shape[0])), {}
-    except _FATAL:
-        raise
-    except Exception as err:
-        if x.shape[0] == 1:
-            return None, [], {0: _error_text(err)}
-    parts, kept, errors = [], [], {}
-    for i in range(x.shape[0]):
-        try:
-            parts.append(run(x[i : i + 1]))
-            kept.append(i)
-        except _FATAL:
-            raise
-        except Exception as err:  # recorded as this image's failure
-            errors[i] = _error_text(err)
-    if not parts:
+    outcomes = isolate(attack, list(range(x.shape[0])), _ATTACK_RUN_ERRORS)
+    done = [(i, res) for i, res, err in outcomes if err is None]
+    errors = {i: bm.error_text(err) for i, _, err in outcomes if err is not None}
+    if not done:
         return None, [], errors
     merged = {
-        f: torch.cat([getattr(p, f) for p in parts]) for f in DeepFoolResult.__dataclass_fields__
+        f: torch.cat([getattr(r, f)[j : j + 1] for _, (r, j) in done])
+        for f in DeepFoolResult.__dataclass_fields__
     }
-    return DeepFoolResult(**merged), kept, errors
-
-
-def _maps(expl: Explainer, x: Tensor, targets: Tensor | None) -> tuple[Tensor, dict[int, str]]:
-    """(B, k, H, W) maps of a call, rows of images where the method failed filled with NaN."""
-    try:
-        res = expl(x) if targets is None else expl(x, targets=targets)
-        return res.maps.detach().float(), {}
-    except Exception as err:
-        if x.shape[0] == 1:
-            k = 1 if targets is None else targets.shape[1]
-            return torch.full((1, k, *x.shape[-2:]), float("nan"), device=x.device), {
-                0: _error_text(err)
-            }
-    rows, errors = [], {}
-    for i in range(x.shape[0]):
-        m, e = _maps(expl, x[i : i + 1], None if targets is None else targets[i : i + 1])
-        rows.append(m)
-        if e:
-            errors[i] = e[0]
-    return torch.cat(rows), errors
+    return DeepFoolResult(**merged), [i for i, _ in done], errors
 
 
 def _boxes(
@@ -235,8 +186,6 @@ def _noise_images(
     x: Tensor, l2: Tensor, keys: Sequence[str], pre: Preprocessing, seed: int
 ) -> Tensor:
     """x plus Gaussian noise whose L2 norm in [0, 1] pixel units is ``l2``, kept in range."""
-    from eigencam.evaluation.metrics.baselines import key_seed
-
     std = torch.tensor(pre.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     noise = torch.empty_like(x)
     for i, key in enumerate(keys):
@@ -248,144 +197,35 @@ def _noise_images(
     return torch.maximum(torch.minimum(x + noise, high), low)
 
 
-def _classify(model: nn.Module, x: Tensor) -> Tensor:
-    from eigencam.capture.hooks import preserved_state
-    from eigencam.methods.targets import logits_of
-
-    with torch.inference_mode(), preserved_state(model):
-        return logits_of(model(x)).float()
+def _prediction(labels: Sequence[str] | None, c: int, p: Tensor) -> dict[str, Any]:
+    return {"class": c, "name": bm.class_name(labels, c), "prob": bm.num(p[c])}
 
 
-def _name(labels: Sequence[str] | None, c: int) -> str:
-    return labels[c] if labels is not None and 0 <= c < len(labels) else str(c)
-
-
-@dataclass
-class _Batch:
-    """What one batch produced: records, failures, figure inputs."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    figures: list[dict[str, Any]] = field(default_factory=list)
-
-
-def attack_batch(
-    items: Sequence[tuple[LoadedImage, Sample]],
-    model: nn.Module,
-    explainers: Mapping[str, Explainer],
-    pre: Preprocessing,
+def _variant_maps(
+    expl: Explainer,
     settings: AttackSettings,
-    *,
-    device: str | torch.device = "cpu",
-    labels: Sequence[str] | None = None,
-    keep_figures: bool = True,
-) -> _Batch:
-    """Attack a batch, explain both versions with every method, measure; one row per image."""
-    out = _Batch()
-    if not items:
-        return out
-    pixels = torch.from_numpy(np.stack([img.pixels for img, _ in items])).to(device)
-    x = pre.normalize_batch(pixels)
-    adv, kept, errors = _attack(model, x, settings, pre)
-    for i, err in errors.items():
-        img, s = items[i]
-        out.failures.append({"key": s.key, "file": str(img.path), "error": f"attack: {err}"})
-    if adv is None:
-        return out
-    items = [items[i] for i in kept]
-    x = x[kept]
-    keys = [s.key for _, s in items]
-    clean_p = adv.clean_logits.softmax(1)
-    adv_p = adv.adversarial_logits.softmax(1)
-    clean_c, adv_c = adv.clean_label, adv.adversarial_label
-    x_adv = adv.adversarial
-    regions = np.array([pre.crop_region(*img.size) for img, _ in items], dtype=np.float64)
-    gt = bx.clip_to_region(bx.pad_boxes([s.boxes for _, s in items]), regions)
-    variants = settings.variants()
-    x_noise = noise_c = noise_p = None
-    if "noise" in variants:
-        x_noise = _noise_images(x, adv.l2, keys, pre, settings.seed)
-        noise_p = _classify(model, x_noise).softmax(1)
-        noise_c = noise_p.argmax(1)
-    h, w = x.shape[-2:]
-    per_method: dict[str, dict[str, Any]] = {}
-    for key, expl in explainers.items():
-        specific = bool(getattr(expl, "class_specific", False))
-        maps: dict[str, Tensor] = {}
-        errs: dict[int, str] = {}
-        m, e = _maps(expl, x, clean_c[:, None] if specific else None)
-        maps["clean"] = m[:, 0]
-        errs.update(e)
-        if specific:
-            targets = torch.stack([adv_c, clean_c], 1) if settings.same_class else adv_c[:, None]
-            m, e = _maps(expl, x_adv, targets)
-            maps["adversarial"] = m[:, 0]
-            if settings.same_class:
-                maps["same_class"] = m[:, 1]
-        else:
-            m, e = _maps(expl, x_adv, None)
-            maps["adversarial"] = m[:, 0]
-        errs.update(e)
-        if x_noise is not None:
-            m, e = _maps(expl, x_noise, noise_c[:, None] if specific else None)
-            maps["noise"] = m[:, 0]
-            errs.update(e)
-        per_method[key] = _measure(maps, errs, regions, gt, settings, settings.threshold(key))
-        per_method[key]["class_specific"] = specific
-    for i, (img, s) in enumerate(items):
-        row: dict[str, Any] = {
-            "key": s.key,
-            "file": str(img.path),
-            "label": s.label,
-            "label_name": None if s.label is None else _name(labels, s.label),
-            "width": int(img.size[0]),
-            "height": int(img.size[1]),
-            "clean": {
-                "class": int(clean_c[i]),
-                "name": _name(labels, int(clean_c[i])),
-                "prob": _num(clean_p[i, clean_c[i]]),
-            },
-            "adversarial": {
-                "class": int(adv_c[i]),
-                "name": _name(labels, int(adv_c[i])),
-                "prob": _num(adv_p[i, adv_c[i]]),
-                "prob_of_clean_class": _num(adv_p[i, clean_c[i]]),
-            },
-            "attack": {
-                "success": bool(adv.success[i]),
-                "iterations": int(adv.iterations[i]),
-                "l2": _num(adv.l2[i]),
-                "linf": _num(adv.linf[i]),
-                "rho": _num(adv.rho[i]),
-            },
-            "methods": {k: v["rows"][i] for k, v in per_method.items()},
-        }
-        if noise_c is not None and noise_p is not None:
-            row["noise"] = {
-                "class": int(noise_c[i]),
-                "name": _name(labels, int(noise_c[i])),
-                "prob": _num(noise_p[i, noise_c[i]]),
-            }
-        out.rows.append(row)
-        if keep_figures:
-            out.figures.append(
-                {
-                    "row": row,
-                    "clean": img.pixels,
-                    "adversarial": _to_uint8(x_adv[i], pre),
-                    "gt": _to_input(gt[i], regions[i], (h, w)),
-                    "maps": {
-                        k: (v["maps"]["clean"][i], v["maps"]["adversarial"][i])
-                        for k, v in per_method.items()
-                    },
-                    "boxes": {
-                        k: (v["local"]["clean"][i], v["local"]["adversarial"][i])
-                        for k, v in per_method.items()
-                    },
-                    "class_specific": {k: v["class_specific"] for k, v in per_method.items()},
-                }
-            )
-    return out
+    x: Tensor,
+    x_adv: Tensor,
+    x_noise: Tensor | None,
+    clean_c: Tensor,
+    adv_c: Tensor,
+    noise_c: Tensor | None,
+) -> tuple[dict[str, Tensor], dict[int, str]]:
+    """One method's (N, H, W) maps of the clean image and of each variant, and its errors."""
+    specific = bool(getattr(expl, "class_specific", False))
+    adv_targets = torch.stack([adv_c, clean_c], 1) if settings.same_class else adv_c[:, None]
+    calls = [("clean", x, clean_c[:, None]), ("adversarial", x_adv, adv_targets)]
+    if x_noise is not None and noise_c is not None:
+        calls.append(("noise", x_noise, noise_c[:, None]))
+    maps: dict[str, Tensor] = {}
+    errors: dict[int, str] = {}
+    for name, xs, targets in calls:
+        m, e = bm.method_maps(expl, xs, targets if specific else None)
+        maps[name] = m[:, 0]
+        if name == "adversarial" and specific and settings.same_class:
+            maps["same_class"] = m[:, 1]
+        errors.update(e)
+    return maps, errors
 
 
 def _measure(
@@ -398,7 +238,6 @@ def _measure(
 ) -> dict[str, Any]:
     """Similarities of each variant's maps with the clean maps, boxes and localization."""
     clean = maps["clean"]
-    n = clean.shape[0]
     local, original, loc = {}, {}, {}
     for name, m in maps.items():
         local[name], original[name] = _boxes(m, threshold, settings.connectivity, regions)
@@ -414,17 +253,17 @@ def _measure(
             "box_iou": bx.box_iou(original["clean"], original[name]),
         }
     rows = []
-    for i in range(n):
+    for i in range(clean.shape[0]):
         if i in errors:
             rows.append({"error": errors[i]})
             continue
         r: dict[str, Any] = {
             "error": None,
-            "clean": {"box": _box(original["clean"][i]), "loc_iou": _num(loc["clean"][i])},
+            "clean": {"box": _box(original["clean"][i]), "loc_iou": bm.num(loc["clean"][i])},
         }
         for name, vals in values.items():
-            r[name] = {k: _num(v[i]) for k, v in vals.items()}
-            r[name].update(box=_box(original[name][i]), loc_iou=_num(loc[name][i]))
+            r[name] = {k: bm.num(v[i]) for k, v in vals.items()}
+            r[name].update(box=_box(original[name][i]), loc_iou=bm.num(loc[name][i]))
         rows.append(r)
     np_maps = {k: v.cpu().numpy() for k, v in maps.items()}
     return {"rows": rows, "maps": np_maps, "local": local}
@@ -447,69 +286,132 @@ def _to_input(boxes: np.ndarray, region: np.ndarray, size: tuple[int, int]) -> n
     x0, y0, x1, y1 = (float(v) for v in region)
     sx, sy = w / (x1 - x0), h / (y1 - y0)
     out = np.asarray(boxes, dtype=np.float64).copy()
-    out[..., 0] = (out[..., 0] - x0) * sx
-    out[..., 2] = (out[..., 2] - x0) * sx
-    out[..., 1] = (out[..., 1] - y0) * sy
-    out[..., 3] = (out[..., 3] - y0) * sy
+    out[..., 0::2] = (out[..., 0::2] - x0) * sx
+    out[..., 1::2] = (out[..., 1::2] - y0) * sy
     return out
 
 
-def figure_name(key: str) -> str:
-    """File name of an image's figure in ``figures/`` (from its dataset key)."""
-    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") + ".png"
+# -- the task -------------------------------------------------------------------------------
+@dataclass
+class AttackTask:
+    """``eigencam attack`` on the run loop: one part of rows and failures per batch, figures
+    written before their part; the outputs from the folder's records."""
 
+    dataset: Dataset
+    model: nn.Module
+    pre: Preprocessing
+    explainers: Mapping[str, Explainer]
+    out: Path
+    settings: AttackSettings
+    run_info: Mapping[str, Any]
+    labels: Sequence[str] | None
+    device: Any
+    figures: bool
+    tile: int
+    reference: str | None
 
-def render_figure(job: Mapping[str, Any], out_dir: Path, tile: int = 224) -> Path:
-    """Draw one image's Figure-4 layout into ``out_dir/figures/``."""
-    from eigencam.viz.adversarial import MethodCells, adversarial_figure
+    def process(self, batch: Batch) -> Part:
+        items = []
+        for img, sample in batch.items:
+            why = size_mismatch(img, sample)
+            if why is None:
+                items.append((img, sample))
+            else:
+                batch.fail(sample, why)
+        rows = self._measure_batch(items, batch) if items else []
+        return Part({"rows": rows, "failures": batch.failures}, len(rows), len(batch.failures))
 
-    row = job["row"]
-    cells = []
-    for key, (mc, ma) in job["maps"].items():
-        r = row["methods"][key]
-        if r.get("error"):
-            cells.append(MethodCells(key, None, None))
-            continue
-        a = r["adversarial"]
-        specific = job["class_specific"][key]
-        cells.append(
-            MethodCells(
-                key,
-                mc,
-                ma,
-                job["boxes"][key][0],
-                job["boxes"][key][1],
-                clean_caption=f"class: {row['clean']['name']}" if specific else "class-agnostic",
-                adversarial_caption=f"SSIM {_fmt(a['ssim'])} · r {_fmt(a['pearson'])}",
-            )
+    def _measure_batch(self, items: list[tuple[LoadedImage, Sample]], batch: Batch) -> list:
+        """Attack the images, explain both versions with every method, measure, draw the
+        figures; one row per image (the images that cannot be attacked fail in ``batch``)."""
+        model, pre, settings, labels = self.model, self.pre, self.settings, self.labels
+        x = to_batch([img.pixels for img, _ in items], pre, self.device)
+        adv, kept, errors = _attack(model, x, settings, pre)
+        for i, err in errors.items():
+            batch.fail(items[i][1], f"attack: {err}")
+        if adv is None:
+            return []
+        items = [items[i] for i in kept]
+        x = x[kept]
+        keys = [s.key for _, s in items]
+        clean_p = adv.clean_logits.softmax(1)
+        adv_p = adv.adversarial_logits.softmax(1)
+        clean_c, adv_c = adv.clean_label, adv.adversarial_label
+        x_adv = adv.adversarial
+        regions = np.array([pre.crop_region(*img.size) for img, _ in items], dtype=np.float64)
+        gt = bx.clip_to_region(bx.pad_boxes([s.boxes for _, s in items]), regions)
+        x_noise = noise_c = noise_p = None
+        if settings.noise_control:
+            x_noise = _noise_images(x, adv.l2, keys, pre, settings.seed)
+            noise_p = bm.logits(model, x_noise).softmax(1)
+            noise_c = noise_p.argmax(1)
+        per_method: dict[str, dict[str, Any]] = {}
+        for key, expl in self.explainers.items():
+            maps, errs = _variant_maps(expl, settings, x, x_adv, x_noise, clean_c, adv_c, noise_c)
+            per_method[key] = _measure(maps, errs, regions, gt, settings, settings.threshold(key))
+            per_method[key]["class_specific"] = bool(getattr(expl, "class_specific", False))
+        rows = []
+        for i, (img, s) in enumerate(items):
+            c, a = int(clean_c[i]), int(adv_c[i])
+            row: dict[str, Any] = {
+                "key": s.key,
+                "file": str(img.path),
+                "label": s.label,
+                "label_name": None if s.label is None else bm.class_name(labels, s.label),
+                "width": int(img.size[0]),
+                "height": int(img.size[1]),
+                "clean": _prediction(labels, c, clean_p[i]),
+                "adversarial": {
+                    **_prediction(labels, a, adv_p[i]),
+                    "prob_of_clean_class": bm.num(adv_p[i, c]),
+                },
+                "attack": {
+                    "success": bool(adv.success[i]),
+                    "iterations": int(adv.iterations[i]),
+                    "l2": bm.num(adv.l2[i]),
+                    "linf": bm.num(adv.linf[i]),
+                    "rho": bm.num(adv.rho[i]),
+                },
+                "methods": {k: v["rows"][i] for k, v in per_method.items()},
+            }
+            if noise_c is not None and noise_p is not None:
+                row["noise"] = _prediction(labels, int(noise_c[i]), noise_p[i])
+            rows.append(row)
+            if self.figures:  # before the part: a resumed run never lacks a figure
+                job = {
+                    "row": row,
+                    "clean": img.pixels,
+                    "adversarial": _to_uint8(x_adv[i], pre),
+                    "gt": _to_input(gt[i], regions[i], tuple(x.shape[-2:])),
+                    "maps": {
+                        k: (v["maps"]["clean"][i], v["maps"]["adversarial"][i])
+                        for k, v in per_method.items()
+                    },
+                    "boxes": {
+                        k: (v["local"]["clean"][i], v["local"]["adversarial"][i])
+                        for k, v in per_method.items()
+                    },
+                    "class_specific": {k: v["class_specific"] for k, v in per_method.items()},
+                }
+                render_figure(job, self.out, self.tile)
+        return rows
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> dict[str, Any]:
+        records = folder.records().restrict({s.key for s in self.dataset.samples})
+        metrics = bm.metrics_head(
+            self.run_info, "attack", self.settings, self.dataset, stats, preprocessing=self.pre
         )
-    truth = f"true: {row['label_name']}" if row.get("label_name") else "true class unknown"
-    att = row["attack"]
-    rgb = adversarial_figure(
-        job["clean"],
-        job["adversarial"],
-        job["gt"],
-        cells,
-        clean_caption=f"{row['clean']['name']} {row['clean']['prob']:.2f}",
-        adversarial_caption=f"{row['adversarial']['name']} {row['adversarial']['prob']:.2f}",
-        adversarial_tag=row["adversarial"]["name"],
-        title=[
-            f"{row['key']} · {truth}",
-            f"DeepFool: {row['clean']['name']} -> {row['adversarial']['name']} "
-            f"({'flipped' if att['success'] else 'not flipped'}, L2 {att['l2']:.3f}, "
-            f"Linf {att['linf']:.4f}, {att['iterations']} steps)",
-        ],
-        tile=tile,
-    )
-    return write_png(out_dir / "figures" / figure_name(row["key"]), rgb)
+        specific = {
+            k: bool(getattr(e, "class_specific", False)) for k, e in self.explainers.items()
+        }
+        metrics.update(summarize(records, specific, self.settings, reference=self.reference))
+        header, rows = per_image_table(records, list(self.explainers), self.settings)
+        bm.write_outputs(
+            folder.path, metrics, table_markdown(metrics), header, rows, records.failures
+        )
+        return metrics
 
 
-def _fmt(v: float | None, digits: int = 2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
-
-
-# -- the run --------------------------------------------------------------------------------
 def run_attack(
     dataset: Dataset,
     model: nn.Module,
@@ -520,15 +422,10 @@ def run_attack(
     settings: AttackSettings | None = None,
     run_info: Mapping[str, Any] | None = None,
     labels: Sequence[str] | None = None,
-    batch_size: int = 8,
-    workers: int = 2,
-    device: str | torch.device = "cpu",
-    resume: bool = False,
+    run: RunOptions | None = None,
     figures: bool = True,
     tile: int = 224,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
     reference: str | None = "eigencam",
-    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Attack every image of ``dataset`` and compare every method's clean and adversarial maps.
 
@@ -542,109 +439,42 @@ def run_attack(
         settings: the attack and the measures (default :class:`AttackSettings`).
         run_info: provenance for ``metrics.json`` (model, weights, command...).
         labels: class names.
-        batch_size: images attacked and explained together.
-        workers: image decoding threads.
-        device: where the batches go (the model's device).
-        resume: continue a killed run in ``out_dir``.
+        run: batch size (images attacked and explained together), workers, device,
+            resume/overwrite, max_pixels, progress (default :class:`~eigencam.runs.RunOptions`).
         figures: write ``figures/<image>.png``.
         tile: cell size of the figures.
-        max_pixels: refuse larger images (decompression-bomb guard).
         reference: the method the others are compared with (paired differences); skipped when
             it is not among the explainers.
-        progress: ``progress(done, failed)`` after each batch (this call's images).
 
     Returns:
-        The ``metrics.json`` content.
+        The ``metrics.json`` content (written also when the run is interrupted).
     """
-    if batch_size < 1:
-        raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
-    if not explainers:
-        raise InvalidParameterError("attack needs at least one method")
+    check(bool(explainers), "attack needs at least one method")
     settings = settings or AttackSettings()
-    out = Path(out_dir)
+    run = run or RunOptions()
     info = dict(run_info or {})
-    methods = list(explainers)
-    identity = {
-        "command": "attack",
-        "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
-        "methods": methods,
-        "settings": settings_dict(settings),
-        "preprocessing": preprocessing.describe(),
-        "model": {k: info.get(k) for k in ("model", "weights")},
-    }
-    open_run(out, identity, resume=resume)
-    done = load_records(out).keys() if resume else set()
-    start = time.perf_counter()
-    n_done = n_failed = 0
-    for pairs, fails in pending_batches(
+    identity = bm.run_identity(dataset, list(explainers), settings, preprocessing, info)
+    folder = RunFolder(out_dir, identity, command="attack")
+    task = AttackTask(
         dataset,
+        model,
         preprocessing,
-        done=done,
-        batch_size=batch_size,
-        workers=workers,
-        max_pixels=max_pixels,
-    ):
-        good = []
-        for img, s in pairs:
-            if s.size is not None and tuple(s.size) != tuple(img.size):
-                fails.append(
-                    {
-                        "key": s.key,
-                        "file": str(img.path),
-                        "error": f"the annotation is for a {s.size[0]} x {s.size[1]} image but "
-                        f"the file is {img.size[0]} x {img.size[1]}",
-                    }
-                )
-            else:
-                good.append((img, s))
-        batch = attack_batch(
-            good,
-            model,
-            explainers,
-            preprocessing,
-            settings,
-            device=device,
-            labels=labels,
-            keep_figures=figures,
-        )
-        fails += batch.failures
-        for job in batch.figures:  # before the part: a resumed run never lacks a figure
-            render_figure(job, out, tile)
-        write_part(out, batch.rows, fails)
-        n_done += len(batch.rows) + len(fails)
-        n_failed += len(fails)
-        if progress is not None:
-            progress(n_done, n_failed)
-    seconds = time.perf_counter() - start
-    records = load_records(out).restrict({s.key for s in dataset.samples})
-    class_specific = {k: bool(getattr(e, "class_specific", False)) for k, e in explainers.items()}
-    metrics: dict[str, Any] = {
-        **info,
-        "command": info.get("command", "attack"),
-        "settings": settings_dict(settings),
-        "preprocessing": preprocessing.describe(),
-        "dataset": {
-            "root": str(dataset.root),
-            "format": dataset.format,
-            "images": len(dataset.samples),
-            "skipped_annotations": [list(s) for s in dataset.skipped],
-        },
-        "timing": {
-            "seconds_this_call": round(seconds, 2),
-            "images_this_call": n_done,
-            "seconds_per_image": round(seconds / n_done, 3) if n_done else None,
-            "resumed_images": sum(s.key in done for s in dataset.samples),
-        },
-    }
-    metrics.update(summarize(records, class_specific, settings, reference=reference))
-    write_json(out / "metrics.json", metrics)
-    text = table_markdown(metrics)
-    atomic_write(out / "table.md", lambda fh: fh.write(text), mode="w")
-    write_per_image_csv(out / "per_image.csv", records, methods, settings)
-    return metrics
+        explainers,
+        out=folder.path,
+        settings=settings,
+        run_info=info,
+        labels=labels,
+        device=run.device,
+        figures=figures,
+        tile=tile,
+        reference=reference,
+    )
+    return run_task(
+        task, folder, dataset.samples, run, lambda todo: image_batches(todo, preprocessing, run)
+    )
 
 
-# -- aggregates -----------------------------------------------------------------------------
+# -- summary --------------------------------------------------------------------------------
 def _values(rows: Sequence[Mapping[str, Any]], method: str, variant: str, measure: str) -> list:
     out = []
     for r in rows:
@@ -749,17 +579,22 @@ def summarize(
     }
 
 
-# -- outputs --------------------------------------------------------------------------------
-def _cell(d: Mapping[str, Any] | None, digits: int = 2) -> str:
-    if not d or d.get("median") is None:
-        return "-"
-    return f"{d['median']:.{digits}f} [{d['q25']:.{digits}f}, {d['q75']:.{digits}f}]"
-
-
+# -- report ---------------------------------------------------------------------------------
 def _pct(r: Mapping[str, Any] | None) -> str:
     if not r or r.get("rate") is None:
         return "-"
     return f"{100 * r['rate']:.0f}% ({r['count']}/{r['n']})"
+
+
+def _fmt(v: float | None, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _diff(d: Mapping[str, Any]) -> str:
+    if d["median_difference"] is None:
+        return "-"
+    lo, hi = d["ci95"]
+    return f"{d['median_difference']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
 def table_markdown(metrics: Mapping[str, Any]) -> str:
@@ -776,8 +611,8 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
         "",
         "| images | success | L2 | Linf | rho | steps | top-1 acc clean -> adversarial |",
         "|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {a['images']} | {_pct(a['success'])} | {_cell(a['l2'], 3)} | {_cell(a['linf'], 4)} "
-        f"| {_cell(a['rho'], 4)} | {_cell(a['iterations'], 0)} | "
+        f"| {a['images']} | {_pct(a['success'])} | {bm.cell(a['l2'], 3)} | {bm.cell(a['linf'], 4)} "
+        f"| {bm.cell(a['rho'], 4)} | {bm.cell(a['iterations'], 0)} | "
         f"{_pct(a['clean_top1_acc'])} -> {_pct(a['adversarial_top1_acc'])} |",
         "",
     ]
@@ -810,7 +645,7 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
             loc = v["localization"]
             lines.append(
                 f"| {key} | "
-                + " | ".join(_cell(v[x]) for x in MEASURES)
+                + " | ".join(bm.cell(v[x]) for x in MEASURES)
                 + f" | {_pct(loc['clean'])} | {_pct(loc[variant])} | {_pct(loc['kept'])} | "
                 f"{m['box_threshold']:.2f} | {v['ssim']['n']} |"
             )
@@ -829,18 +664,11 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for key, c in metrics["comparisons"].items():
-
-            def diff(d: Mapping[str, Any]) -> str:
-                if d["median_difference"] is None:
-                    return "-"
-                lo, hi = d["ci95"]
-                return f"{d['median_difference']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
             sp = c["ssim"]
             share = "-" if sp["a_greater"] is None else f"{100 * sp['a_greater']:.0f}%"
             p = "-" if sp["wilcoxon_p"] is None else f"{sp['wilcoxon_p']:.1g}"
             lines.append(
-                f"| {key} | {diff(c['pearson'])} | {diff(sp)} | {diff(c['top_iou'])} | "
+                f"| {key} | {_diff(c['pearson'])} | {_diff(sp)} | {_diff(c['top_iou'])} | "
                 f"{share} | {p} | {sp['n']} |"
             )
         lines.append("")
@@ -849,88 +677,82 @@ def table_markdown(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def variants_of(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    """The variants of a run from its settings dict."""
-    out = ["adversarial"]
-    if settings.get("same_class"):
-        out.append("same_class")
-    if settings.get("noise_control"):
-        out.append("noise")
-    return tuple(out)
-
-
-def write_per_image_csv(
-    path: str | Path, records: RunRecords, methods: Sequence[str], settings: AttackSettings
-) -> Path:
-    """One row per image and method (and one per failed image, with its error).
+def per_image_table(
+    records: RunRecords, methods: Sequence[str], settings: AttackSettings
+) -> tuple[list[str], list[list[Any]]]:
+    """``per_image.csv``: its header and one row per image and method (the failed images are
+    added by :func:`~eigencam.evaluation.benchmark.write_outputs`).
 
     Columns: the image and its classes before and after the attack, the perturbation norms,
     then for the clean map its box and IoU with the ground truth, and for each variant the four
     similarities, its box and IoU with the ground truth.
     """
     variants = settings.variants()
-    header = [
-        "file",
-        "method",
-        "label",
-        "clean_class",
-        "clean_prob",
-        "adv_class",
-        "adv_prob",
-        "success",
-        "iterations",
-        "l2",
-        "linf",
-        "rho",
-        "clean_box",
-        "clean_loc_iou",
-    ]
+    header = ["file", "method", "label", "clean_class", "clean_prob", "adv_class", "adv_prob"]
+    header += ["success", "iterations", "l2", "linf", "rho", "clean_box", "clean_loc_iou"]
     for v in variants:
         header += [f"{v}_{m}" for m in MEASURES] + [f"{v}_box", f"{v}_loc_iou"]
     header.append("error")
-
-    def f(v: Any) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, bool):
-            return str(int(v))
-        if isinstance(v, float):
-            return f"{v:.5g}"
-        if isinstance(v, list):
-            return " ".join(f"{x:.1f}" for x in v)
-        return str(v)
-
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
+    rows = []
     for r in records.rows:
-        a = r["attack"]
-        base = [
-            r["key"],
-            None,
-            r.get("label"),
-            r["clean"]["class"],
-            r["clean"]["prob"],
-            r["adversarial"]["class"],
-            r["adversarial"]["prob"],
-            a["success"],
-            a["iterations"],
-            a["l2"],
-            a["linf"],
-            a["rho"],
-        ]
+        a, clean_c, adv_c = r["attack"], r["clean"], r["adversarial"]
+        base = [r.get("label"), clean_c["class"], clean_c["prob"], adv_c["class"], adv_c["prob"]]
+        base += [a["success"], a["iterations"], a["l2"], a["linf"], a["rho"]]
         for key in methods:
             m = r["methods"].get(key) or {"error": "not recorded"}
-            cells = list(base)
-            cells[1] = key
             clean = m.get("clean") or {}
-            cells += [clean.get("box"), clean.get("loc_iou")]
+            cells = [r["key"], key, *base, clean.get("box"), clean.get("loc_iou")]
             for v in variants:
                 d = m.get(v) or (m.get("adversarial") if v == "same_class" else None) or {}
                 cells += [d.get(x) for x in MEASURES] + [d.get("box"), d.get("loc_iou")]
-            cells.append(m.get("error"))
-            w.writerow([f(c) for c in cells])
-    for fail in records.failures:
-        w.writerow([fail["key"]] + [""] * (len(header) - 2) + [fail["error"]])
-    text = buf.getvalue()
-    return atomic_write(path, lambda fh: fh.write(text), mode="w")
+            rows.append([*cells, m.get("error")])
+    return header, rows
+
+
+def figure_name(key: str) -> str:
+    """File name of an image's figure in ``figures/`` (from its dataset key)."""
+    stem = key.rsplit(".", 1)[0] if "." in key.rsplit("/", 1)[-1] else key
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_") + ".png"
+
+
+def render_figure(job: Mapping[str, Any], out_dir: Path, tile: int = 224) -> Path:
+    """Draw one image's Figure-4 layout into ``out_dir/figures/``."""
+    row = job["row"]
+    cells = []
+    for key, (mc, ma) in job["maps"].items():
+        r = row["methods"][key]
+        if r.get("error"):
+            cells.append(MethodCells(key, None, None))
+            continue
+        a = r["adversarial"]
+        specific = job["class_specific"][key]
+        cells.append(
+            MethodCells(
+                key,
+                mc,
+                ma,
+                job["boxes"][key][0],
+                job["boxes"][key][1],
+                clean_caption=f"class: {row['clean']['name']}" if specific else "class-agnostic",
+                adversarial_caption=f"SSIM {_fmt(a['ssim'])} · r {_fmt(a['pearson'])}",
+            )
+        )
+    truth = f"true: {row['label_name']}" if row.get("label_name") else "true class unknown"
+    att = row["attack"]
+    rgb = adversarial_figure(
+        job["clean"],
+        job["adversarial"],
+        job["gt"],
+        cells,
+        clean_caption=f"{row['clean']['name']} {row['clean']['prob']:.2f}",
+        adversarial_caption=f"{row['adversarial']['name']} {row['adversarial']['prob']:.2f}",
+        adversarial_tag=row["adversarial"]["name"],
+        title=[
+            f"{row['key']} · {truth}",
+            f"DeepFool: {row['clean']['name']} -> {row['adversarial']['name']} "
+            f"({'flipped' if att['success'] else 'not flipped'}, L2 {att['l2']:.3f}, "
+            f"Linf {att['linf']:.4f}, {att['iterations']} steps)",
+        ],
+        tile=tile,
+    )
+    return write_png(out_dir / "figures" / figure_name(row["key"]), rgb)
