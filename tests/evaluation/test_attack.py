@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from eigencam.cli.main import main
-from eigencam.errors import EigenCAMError
+from eigencam.errors import EigenCAMError, ModelForwardError
 from eigencam.evaluation.datasets import read_dev
 from eigencam.evaluation.robustness import AttackSettings, figure_name, run_attack
 from eigencam.methods import EigenCAM, GradCAM
@@ -27,7 +27,7 @@ from tiny_models import TinyCNN
 SIZE = 32
 GT = [6, 8, 22, 26]  # x0, y0, x1, y1
 PRE = Preprocessing((SIZE, SIZE), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-TINY = str(Path(__file__).parent / "tiny_models.py") + ":TinyCNN"
+TINY = str(Path(__file__).parents[1] / "tiny_models.py") + ":TinyCNN"
 
 
 def make_data(root: Path, n: int = 4, bad: bool = True) -> Path:
@@ -223,8 +223,9 @@ def test_a_bug_in_a_method_stops_the_run(tmp_path):
     ds = read_dev(make_data(tmp_path / "data", n=2, bad=False))
     model = tiny_model()
     bug = {"boxmap": StopAfter(model, 0, ZeroDivisionError("a bug"))}
-    with pytest.raises(ZeroDivisionError):
+    with pytest.raises(ModelForwardError, match="ZeroDivisionError: a bug") as info:
         run_attack(ds, model, PRE, bug, tmp_path / "out", figures=False)
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
 
 
 def test_same_class_variant_of_a_class_method_differs_from_the_adversarial_one(tmp_path):

@@ -26,7 +26,7 @@ from eigencam.runs import RunOptions
 H = W = 24
 SQUARE = (slice(6, 14), slice(8, 18))
 PRE = Preprocessing((H, W), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-TINY = str(Path(__file__).parent / "tiny_models.py") + ":TinyCNN"
+TINY = str(Path(__file__).parents[1] / "tiny_models.py") + ":TinyCNN"
 SETTINGS = FaithfulnessSettings(steps=6, road_fractions=(0.2, 0.6))
 
 
