@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from eigencam.errors import ShapeError, check
+from eigencam.errors import InvalidParameterError, ShapeError, check
 from eigencam.postprocess.maps import gaussian_kernel1d
 
 SSIM_K1 = 0.01
@@ -83,9 +83,9 @@ def pearson(a: Tensor, b: Tensor) -> Tensor:
 def gaussian_window(sigma: float = 1.5, size: int = 11) -> Tensor:
     """The normalised 1-D Gaussian window (size,) used by :func:`ssim` (float64)."""
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"window size must be a positive odd number, got {size}")
+        raise InvalidParameterError(f"window size must be a positive odd number, got {size}")
     if not sigma > 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
+        raise InvalidParameterError(f"sigma must be > 0, got {sigma}")
     return gaussian_kernel1d(float(sigma), size // 2, dtype=torch.float64)
 
 
