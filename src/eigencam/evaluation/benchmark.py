@@ -35,17 +35,6 @@ from eigencam.runs.step import classify, isolate
 METHOD_RUN_ERRORS: tuple[type[Exception], ...] = (OutputError,)
 
 
-def preprocessing_dict(pre: Preprocessing) -> dict[str, Any]:
-    """The preprocessing as JSON (run identity and ``metrics.json``)."""
-    return {
-        "input_size": list(pre.input_size),
-        "mean": list(pre.mean),
-        "std": list(pre.std),
-        "resize": pre.resize,
-        "crop_fraction": pre.crop_fraction,
-    }
-
-
 def settings_dict(settings: Any) -> dict[str, Any]:
     """A settings dataclass as JSON (tuples as lists, mappings as dicts)."""
     raw = {f.name: getattr(settings, f.name) for f in fields(settings)}
@@ -64,7 +53,7 @@ def run_identity(
         "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
         "methods": list(methods),
         "settings": settings_dict(settings),
-        "preprocessing": preprocessing_dict(preprocessing),
+        "preprocessing": preprocessing.describe(),
         "model": {k: model_info.get(k) for k in ("model", "weights")},
     }
 
@@ -124,7 +113,7 @@ def metrics_head(
     head = {**run_info, "command": run_info.get("command", command)}
     head["settings"] = settings_dict(settings)
     if preprocessing is not None:
-        head["preprocessing"] = preprocessing_dict(preprocessing)
+        head["preprocessing"] = preprocessing.describe()
     head["dataset"] = {
         "root": str(dataset.root),
         "format": dataset.format,
