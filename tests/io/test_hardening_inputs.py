@@ -103,7 +103,7 @@ def test_cli_ray_timeout_flag(tmp_path, capsys):
     argv += ["--model", TINY, "--input-size", "32", "--threads", "1"]
     code = within(30, main, argv)
     err = capsys.readouterr().err
-    assert code != 0 and "127.0.0.1:1" in err and "Traceback" not in err
+    assert code == 3 and "127.0.0.1:1" in err and "Traceback" not in err
 
 
 # 8: a FIFO is not an image -------------------------------------------------------------------

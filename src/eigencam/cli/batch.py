@@ -249,9 +249,9 @@ def run_batch_command(args: argparse.Namespace) -> int:
                 progress=progress,
                 command=["eigencam", *sys.argv[1:]] if sys.argv else None,
             )
-    except BatchError as err:
+    except BatchError as err:  # the model, the cluster or the disk: an environment failure
         print(f"eigencam batch: error: {err}", file=sys.stderr)
-        return 1
+        return 3
     finally:
         bar.close()
     counts = report.counts
