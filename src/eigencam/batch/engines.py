@@ -1,21 +1,13 @@
 """The two engines of ``eigencam batch``: where the run loop's ``process`` step runs.
 
-A batch run is :func:`eigencam.runs.run_task` over the plan's shards (one shard is one batch
-of the loop); an engine supplies the loop's ``batches`` and ``process``. Both call
-:meth:`ShardWorker.process <eigencam.batch.worker.ShardWorker.process>` on the same shards,
-so they write the same files:
-
-- **local** (:class:`LocalEngine`): one worker in this process; the next shard is read by a
-  background thread while the current one is explained, and each shard's images are decoded
-  by ``decode_threads`` threads (:func:`eigencam.runs.source.iter_batches`).
-- **ray** (:class:`RayEngine`): a pool of Ray actors, each holding one worker (the model
-  loaded once, on its GPU with ``num_gpus_per_worker``). ``process`` sends a shard to the
-  least busy actor and returns a future: a read task (I/O, no CPU reserved, scheduled anywhere
-  in the cluster) reads the shard's images, the actor explains the whole shard and writes the
-  shard file atomically itself, and only its summary travels back to the driver. The engine
-  keeps two shards per actor in flight, so reading overlaps explaining. The driver starts a
-  local Ray (no dashboard, no usage statistics) unless it is given a cluster address or Ray is
-  already initialised, and shuts down only what it started.
+A batch run is :func:`eigencam.runs.run_task` over the plan's shards (one shard per batch); an
+engine supplies the loop's ``batches`` and ``process``, and both call
+:meth:`ShardWorker.process <eigencam.batch.worker.ShardWorker.process>` on the same shards, so
+they write the same files. **local** (:class:`LocalEngine`): one worker in this process, the
+next shard read by a background thread while the current one is explained. **ray**
+(:class:`RayEngine`): a pool of Ray actors, each holding one worker; a shard goes to the least
+busy actor with a read task (I/O, no CPU reserved) that reads its images, the actor explains
+and writes the whole shard, and only its summary travels back (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -39,6 +31,7 @@ from eigencam import errors
 from eigencam.batch.inputs import Shard, ShardData, read_shard
 from eigencam.batch.worker import ShardPart, ShardWorker
 from eigencam.errors import BatchError, EigenCAMError, MissingDependencyError, check
+from eigencam.runs.loop import gather
 
 DEFAULT_RAY_TIMEOUT = 60.0
 """Seconds :class:`RayEngine` waits for a cluster given by address to accept a connection."""
@@ -77,12 +70,9 @@ class LocalEngine:
 
 
 class ShardActor:
-    """A Ray actor: one :class:`~eigencam.batch.worker.ShardWorker`, whole shards in.
-
-    An eigencam error (a wrong layer name, a missing weights file) does not cross Ray's process
-    boundary as itself, so it is returned as ``(class name, message)`` and re-raised by the
-    driver (:func:`rebuild_error`).
-    """
+    """A Ray actor holding one :class:`~eigencam.batch.worker.ShardWorker`. An eigencam error
+    does not cross Ray's process boundary as itself: it comes back as ``(class name, message)``,
+    re-raised by the driver (:func:`rebuild_error`)."""
 
     def __init__(self, worker: ShardWorker) -> None:
         self.worker = worker
@@ -100,13 +90,13 @@ class RayEngine:
     Args:
         worker: the run's worker (not loaded: each actor loads its copy).
         address: a Ray cluster (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
-            local Ray with ``num_cpus`` CPUs (default: all) unless Ray is already initialised.
+            local Ray with all CPUs (no dashboard, no usage statistics) unless Ray is already
+            initialised. Only a Ray started here is shut down.
         num_workers: actors (None: as many as the cluster's CPUs, or GPUs with
             ``num_gpus_per_worker``, allow).
         num_cpus_per_worker: CPUs reserved per actor (decoding and, on CPU, the model); on CPU
             it is also the actor's torch threads unless the spec sets ``threads``.
         num_gpus_per_worker: GPUs per actor (fractions share a GPU); 0 runs on CPU.
-        num_cpus: CPUs of the local Ray this starts.
         ray_timeout: seconds to wait for the cluster at ``address`` to accept a connection.
 
     Raises:
@@ -123,7 +113,6 @@ class RayEngine:
         num_workers: int | None = None,
         num_cpus_per_worker: float = 1.0,
         num_gpus_per_worker: float = 0.0,
-        num_cpus: int | None = None,
         ray_timeout: float = DEFAULT_RAY_TIMEOUT,
     ) -> None:
         for name, value in (("num_cpus_per_worker", num_cpus_per_worker),
@@ -136,7 +125,6 @@ class RayEngine:
         ok = num_workers is None or (isinstance(num_workers, int) and num_workers >= 1)
         check(ok, f"num_workers must be an integer >= 1, got {num_workers!r}")
         self.worker, self.address, self.num_workers = worker, address, num_workers
-        self.num_cpus = num_cpus
         self.cpus, self.gpus = num_cpus_per_worker, num_gpus_per_worker
         self.info: dict[str, Any] = {"engine": "ray", "address": address}
         self.ray: Any = None
@@ -162,7 +150,7 @@ class RayEngine:
             level = quiet.level
             quiet.setLevel(logging.ERROR)  # Ray's start-up notices would garble the progress bar
             local = {
-                "num_cpus": self.num_cpus or os.cpu_count() or 1,
+                "num_cpus": os.cpu_count() or 1,
                 "include_dashboard": False,
                 "runtime_env": {"env_vars": worker_env()},
             }
@@ -211,22 +199,14 @@ class RayEngine:
             self.lock.wait_for(lambda: min(self.busy) < 2)
             k = self.busy.index(min(self.busy))
             self.busy[k] += 1
-        part: Future[ShardPart] = Future()
+        sent = self.actors[k].process.remote(self.read.remote(shard)).future()
+        sent.add_done_callback(lambda _: self._release(k))
+        return gather([sent], lambda: _shard_part(sent.result()))
 
-        def done(result: Future) -> None:
-            with self.lock:
-                self.busy[k] -= 1
-                self.lock.notify_all()
-            try:
-                value = result.result()
-                if isinstance(value, tuple):
-                    raise rebuild_error(*value)
-                part.set_result(value)
-            except BaseException as err:
-                part.set_exception(err)
-
-        self.actors[k].process.remote(self.read.remote(shard)).future().add_done_callback(done)
-        return part
+    def _release(self, k: int) -> None:
+        with self.lock:
+            self.busy[k] -= 1
+            self.lock.notify_all()
 
     def error(self, err: BaseException) -> BaseException:
         """The error the driver raises for ``err``: an eigencam error (an actor's is rebuilt by
@@ -309,6 +289,12 @@ def default_workers(resources: dict[str, float], cpus: float, gpus: float) -> in
     return max(1, int(total // cpus)) if cpus else max(1, int(total))
 
 
+def _shard_part(value: ShardPart | tuple[str, str]) -> ShardPart:
+    if isinstance(value, tuple):
+        raise rebuild_error(*value)
+    return value
+
+
 def rebuild_error(name: str, message: str) -> EigenCAMError:
     """An eigencam error of the named class carrying ``message`` (it came from an actor)."""
     cls = getattr(errors, name, None)
@@ -331,11 +317,9 @@ def _root_message(err: BaseException) -> str:
 
 
 def worker_env() -> dict[str, str]:
-    """PYTHONPATH for the workers of a local Ray: this eigencam first, then the driver's path.
-
-    Local Ray workers start in another folder; without this they could import another
-    installed eigencam, or fail to import a model factory that sits beside the command.
-    """
+    """PYTHONPATH for the workers of a local Ray, which start in another folder: this eigencam
+    first (not another installed one), then the driver's folder (a model factory beside the
+    command) and path."""
     parts = [str(Path(eigencam.__file__).resolve().parents[1]), os.getcwd()]
     if os.environ.get("PYTHONPATH"):
         parts.append(os.environ["PYTHONPATH"])

@@ -1,28 +1,17 @@
 """What ``eigencam batch`` reads: the input kinds, the deterministic shard plan, one shard's bytes.
 
-Input kinds (``input_format="auto"`` recognises them from the names):
+Input kinds (``input_format="auto"`` recognises them from the names; docs/scale.md): ``images``
+(files, folders, globs, in the order of :func:`eigencam.io.expand_inputs`), ``list`` (a text
+file of paths, relative to its folder; blank lines and ``#`` comments skipped), ``parquet`` (a
+column of paths, of encoded bytes, or of Hugging Face ``Image`` structs ``{bytes, path}``) and
+``webdataset`` (tars, brace patterns expanded; a sample is the run of consecutive members
+sharing a key, the name up to the first dot of its base name).
 
-- ``images``: image files, folders (recursive, image extensions) and glob patterns, in the
-  order :func:`eigencam.io.expand_inputs` gives (sorted within each folder or pattern);
-- ``list``: a text file of image paths, one per line (blank lines and ``#`` comments skipped;
-  relative paths are relative to the list file's folder);
-- ``parquet``: Parquet files with a column of image paths (string), of encoded image bytes
-  (binary), or of Hugging Face ``Image`` structs (``{bytes, path}``);
-- ``webdataset``: WebDataset tar shards (``.tar``, ``.tar.gz``, ``.tgz``; brace patterns such as
-  ``train-{0000..0099}.tar`` are expanded): each sample is the run of consecutive members that
-  share a key (the member name up to the first dot of its base name), its image the member
-  with an image extension.
-
-The plan cuts the items into shards, deterministically: ``shard_size`` consecutive images for
-paths (loose files, lists, Parquet path columns), ``shard_size`` consecutive rows of one file
-for Parquet bytes (a shard never spans two files), and one shard per tar for WebDataset (tars
-are already the dataset's shards, and their sample count is only known by reading them). The
-same inputs and shard size always give the same shards, which is what makes a run resumable
-and the two engines comparable.
-
-:func:`read_shard` reads one shard's encoded images into memory (:class:`ShardData`); an item
-that cannot be read becomes an error string in its slot, never an exception, so a bad file
-costs one row, not the shard.
+A shard is ``shard_size`` consecutive paths, ``shard_size`` consecutive rows of one Parquet
+file of bytes, or one tar (already the dataset's shard). The same inputs and shard size always
+give the same shards: that makes a run resumable and the two engines comparable.
+:func:`read_shard` reads one shard's encoded images; an item that cannot be read becomes an
+error string in its slot, never an exception, so a bad file costs one row, not the shard.
 """
 
 from __future__ import annotations
@@ -96,15 +85,14 @@ class Shard:
     def describe(self) -> dict[str, Any]:
         """What identifies the shard's content, for the run fingerprint (JSON-serialisable)."""
         if self.kind == "files":
-            digest = hashlib.sha256(json.dumps(self.items).encode()).hexdigest()
-            return {"kind": self.kind, "items": len(self.items), "sha256": digest}
+            return {"kind": self.kind, "items": len(self.items), "sha256": digest(self.items)}
         return {
             "kind": self.kind,
             "source": self.source,
             "rows": list(self.rows),
             "column": self.column,
             "id_column": self.id_column,
-            "bytes": _file_size(self.source),
+            "bytes": file_identity(self.source).get("bytes"),
         }
 
 
@@ -154,12 +142,8 @@ class InputPlan:
 
     def fingerprint(self) -> str:
         """sha256 of what the shards hold: equal plans have equal fingerprints."""
-        payload = {
-            "kind": self.kind,
-            "shard_size": self.shard_size,
-            "shards": [s.describe() for s in self.shards],
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+        shards = [s.describe() for s in self.shards]
+        return digest({"kind": self.kind, "shard_size": self.shard_size, "shards": shards})
 
 
 @dataclass
@@ -386,8 +370,6 @@ def _parquet_plan(
             )
         chosen, ctype = name, this
         counts.append(meta.num_rows)
-    if chosen is None:  # unreachable: _expand_files raises rather than return no file
-        raise BatchInputError(f"no Parquet file in {', '.join(texts)}")
     extra = {"column": chosen, "column_type": ctype, "id_column": id_column or ""}
     if ctype == "path":
         items = []
@@ -461,11 +443,18 @@ def _webdataset_plan(texts: list[str], column: str | None) -> InputPlan:
     return InputPlan("webdataset", tuple(texts), shards, 0, column=ext)
 
 
-def _file_size(path: str) -> int | None:
+def digest(payload: Any) -> str:
+    """sha256 of a JSON-ready value (keys sorted)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    """A file's path, size and modification time (the path only when it cannot be read)."""
     try:
-        return os.stat(path).st_size
+        st = os.stat(path)
+        return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     except OSError:
-        return None
+        return {"path": str(path)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,20 +1,16 @@
 """A batch run from start to finish: plan, check the folder, run the loop, write the manifest.
 
-:func:`run_batch` is what ``eigencam batch`` runs: :func:`eigencam.runs.run_task` over the
-plan's shards with :class:`BatchTask`, whose ``process`` is the engine's. It is resumable and
-idempotent. The run's fingerprint is a hash of the shards and of the settings that decide the
-rows' content (:meth:`BatchSpec.identity`); an output folder holding another run is refused,
-naming what differs; the shard files already present with this fingerprint are finished work
-and are skipped (the keys of the :class:`~eigencam.batch.shards.ParquetCodec`), and temporary
-files a killed run left are removed. ``manifest.json`` is written at the start (``status:
-running``) and at the end from the shard files themselves, also after an error or an
-interrupt: its counts and failures are those of the whole run, however many times it was
-resumed, and the same for both engines.
+:func:`run_batch` is :func:`eigencam.runs.run_task` over the plan's shards with
+:class:`BatchTask`, whose ``process`` is the engine's. The run's fingerprint hashes the shards
+and the settings that decide the rows (:meth:`BatchSpec.identity`): a folder holding another run
+is refused, naming what differs, and the shard files of this run are finished work, skipped.
+``manifest.json`` is written at the start (``status: running``) and at the end from the shard
+files themselves, also after an error or an interrupt, so its counts and failures are those of
+the whole run however often it was resumed, and the same for both engines.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -28,12 +24,13 @@ from typing import Any
 
 from eigencam import __version__
 from eigencam.batch.engines import DEFAULT_RAY_TIMEOUT, ENGINES, LocalEngine, RayEngine
-from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, Shard, plan_inputs
+from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, InputPlan, Shard, digest, plan_inputs
 from eigencam.batch.shards import MANIFEST, remove_stale_temp, shard_folder
 from eigencam.batch.worker import BatchSpec, ShardPart, ShardSummary, ShardWorker
 from eigencam.errors import MissingDependencyError, RunMismatchError, check_choice
 from eigencam.io.outputs import write_json
-from eigencam.models import RandomWeightsWarning, model_entry
+from eigencam.models import model_entry
+from eigencam.models.entry import warn_random_weights
 from eigencam.runs.folder import RUN_FILE, RunFolder
 from eigencam.runs.loop import RunStats, run_task
 from eigencam.runs.options import RunOptions
@@ -77,8 +74,7 @@ class BatchReport:
 
 def run_fingerprint(plan: InputPlan, spec: BatchSpec) -> str:
     """sha256 of the plan and of the settings that decide the rows."""
-    payload = {"schema": SCHEMA_VERSION, "plan": plan.fingerprint(), "spec": spec.identity()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest({"schema": SCHEMA_VERSION, "plan": plan.fingerprint(), "spec": spec.identity()})
 
 
 def run_batch(
@@ -147,12 +143,7 @@ def run_batch(
     entry = model_entry(spec.model)  # an unknown model fails here, before any work starts
     pretrained = bool(entry.pretrained or spec.weights)
     if not pretrained:
-        warnings.warn(
-            f"{spec.model}: no weights given, the model has random weights; its maps show the "
-            "architecture, not what a trained model looks at (pass --weights FILE)",
-            RandomWeightsWarning,
-            stacklevel=2,
-        )
+        warn_random_weights(spec.model)
     out = Path(out).absolute()
     fingerprint = run_fingerprint(plan, spec)
     folder = shard_folder(out, fingerprint)
@@ -208,17 +199,9 @@ def run_batch(
 
 class BatchTask:
     """The run loop's task of a batch run: one shard per ``process`` (the engine's), the
-    manifest as ``finish``.
-
-    Args:
-        plan: the run's shards.
-        out: the run folder.
-        engine: a :class:`~eigencam.batch.engines.LocalEngine` or
-            :class:`~eigencam.batch.engines.RayEngine`, started.
-        base: the manifest's fields known before the run.
-        progress: called with each finished shard's summary.
-        start: when the call began (``time.perf_counter``).
-    """
+    manifest as ``finish``. ``base`` holds the manifest's fields known before the run,
+    ``progress`` is called with each finished shard's summary, ``start`` is when the call began
+    (``time.perf_counter``)."""
 
     def __init__(
         self,
@@ -275,23 +258,19 @@ class BatchTask:
                 found[info["index"]] = (path, info)
         shards, numerics, fails, layer = [], [], [], None
         columns = ["shard", "position", "id", "source", "status", "error", "layer"]
-        for shard in self.plan.shards:
-            if shard.index not in found:
-                continue
-            path, info = found[shard.index]
+        for index in sorted(i for i in found if i < len(self.plan.shards)):
+            path, info = found[index]
             cols = codec.read(path, columns).to_pydict()
-            ok = cols["status"].count("ok")
+            ok, rows = cols["status"].count("ok"), len(cols["status"])
             layer = layer or next((v for v in cols["layer"] if v), None)
             if info["numerics"] not in numerics:
                 numerics.append(info["numerics"])
             for i, status in enumerate(cols["status"]):
                 if status != "ok" and len(fails) < MANIFEST_FAILURES:
                     fails.append({c: cols[c][i] for c in columns[:4]} | {"error": cols["error"][i]})
-            rows = len(cols["status"])
-            shards.append(
-                {"index": shard.index, "file": f"{folder.parts_dir}/{path.name}", "rows": rows,
-                 "ok": ok, "failed": rows - ok}
-            )  # fmt: skip
+            file = f"{folder.parts_dir}/{path.name}"
+            shards.append({"index": index, "file": file, "rows": rows, "ok": ok})
+            shards[-1]["failed"] = rows - ok
         if len(numerics) > 1:
             warnings.warn(
                 f"{folder.path}: shards were computed with different numerics {numerics}; "
@@ -301,8 +280,7 @@ class BatchTask:
             )
         complete = not stats.interrupted and len(found) >= len(self.plan.shards)
         status = "complete" if complete else "incomplete"
-        images = sum(s["rows"] for s in shards)
-        ok = sum(s["ok"] for s in shards)
+        images, ok = sum(s["rows"] for s in shards), sum(s["ok"] for s in shards)
         rows_now = sum(s.rows for s in self.computed)
         this_run = {
             "engine": self.engine.info,
@@ -313,13 +291,9 @@ class BatchTask:
             "images_per_second": round(rows_now / seconds, 3) if seconds > 0 else None,
             "status": status,
         }
-        counts = {
-            "images": images,
-            "ok": ok,
-            "failed": images - ok,
-            "shards": len(self.plan.shards),
-        }
-        counts |= {"shards_done": len(shards), "unmatched_inputs": len(self.plan.unmatched)}
+        counts = {"images": images, "ok": ok, "failed": images - ok}
+        counts |= {"shards": len(self.plan.shards), "shards_done": len(shards)}
+        counts["unmatched_inputs"] = len(self.plan.unmatched)
         return base | {
             "status": status,
             "layer": layer,

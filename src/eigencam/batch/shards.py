@@ -14,25 +14,8 @@ exactly the files present, and a rerun computes the others. Each file's Parquet 
 carries the run's fingerprint and the shard's index (:class:`ParquetCodec`), so a file from
 another run is never taken for a finished shard.
 
-Row columns (:func:`result_schema`; the optional ones follow ``--save``):
-
-=====================  ===================  ==================================================
-column                 type                 content
-=====================  ===================  ==================================================
-shard, position        int32                where the image is in the plan
-id, source             string               the image's id and the file it came from
-status, error          string               ``ok`` or ``error``, and why
-width, height          int32                original image size
-model, method, layer   string               what explained it
-top5_index/label/prob  list                 the 5 best classes (classifier outputs)
-target                 list<int32>          classes explained (class-specific methods)
-explained_variance     list<float32>        per component (Eigen-CAM)
-box                    fixed_size_list[4]   ``maps``/``boxes``: largest component of the map
-                                            above the threshold, original pixels, x0 y0 x1 y1
-map, map_shape         binary, list[3]      ``maps``: uint8 (k, h, w) at the layer's resolution
-map_png                list<binary>         ``map-png``: 8-bit PNG per component, original size
-overlay                string               ``overlays``: the overlay file, relative to the run
-=====================  ===================  ==================================================
+The row columns (:func:`result_schema`; the optional ones follow ``--save``) are listed in
+docs/scale.md.
 """
 
 from __future__ import annotations

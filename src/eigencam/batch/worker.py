@@ -1,32 +1,24 @@
 """The work of one shard, the same in both engines: decode, explain, write one Parquet part.
 
-:class:`BatchSpec` holds everything a worker needs (it is small and picklable, so a Ray actor
-gets a copy); :class:`ShardWorker` loads the model and the explainer once and then turns each
-shard's encoded images (:class:`~eigencam.batch.inputs.ShardData`) into rows
-(:func:`eigencam.batch.shards.result_schema`) and writes them as one part of the run folder,
-atomically (:meth:`ShardWorker.process`, the ``process`` step of the run loop). The local
-engine runs one worker in the calling process; the Ray engine runs one per actor.
+:class:`BatchSpec` holds everything a worker needs (small and picklable: a Ray actor gets a
+copy); :class:`ShardWorker` loads the model and the explainer once, then turns each shard's
+encoded images into rows and writes them as one part of the run folder, atomically. A shard's
+images are explained in batches of ``batch_size`` consecutive readable images, so both engines
+put the same images in the same forward passes: with the same device and torch threads their
+outputs are identical bit for bit.
 
-A shard's images are explained in batches of ``batch_size`` consecutive readable images, so
-both engines put the same images in the same forward passes: with the same device and the same
-number of torch threads their outputs are identical bit for bit.
-
-Per image, the row records the top-5 classes, the explained variance, and:
-
-- the map at the layer's resolution as uint8: the raw map (after the method's ReLU, if any)
-  min-max normalised per component and quantised, :math:`u = \\lfloor 255\\, m \\rfloor`;
-- the box: the map at the model's input size (the explainer's ``maps``) quantised the same way
-  and thresholded at ``u > \\tau \\max u``; the bounding box of the largest 8-connected
-  component, mapped to the original image's pixels and clipped to it (the localization
-  benchmark's extraction);
-- optionally the map at the original resolution as an 8-bit PNG, and an overlay file.
+Per image, the row holds the top-5 classes, the explained variance, and: the map at the layer's
+resolution, min-max normalised per component and quantised, :math:`u = \\lfloor 255\\, m
+\\rfloor`; the box, the bounding box of the largest 8-connected component of
+:math:`u > \\tau \\max u` on the map at the model's input size, in the original image's pixels
+(the localization benchmark's extraction); optionally the map at the original size as PNG, and
+an overlay file.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from eigencam.batch.inputs import ShardData
+from eigencam.batch.inputs import ShardData, file_identity
 from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS, overlay_dir, result_schema, shard_folder
 from eigencam.capture.reshape import parse_reshape
 from eigencam.errors import InvalidParameterError, check
@@ -174,27 +166,14 @@ class BatchSpec:
         return self
 
     def identity(self) -> dict[str, Any]:
-        """The settings that decide what a row holds: a run resumes only when these match."""
-        overlays = "overlays" in self.save
-        return {
-            "model": self.model,
-            "weights": None if self.weights is None else _file_identity(self.weights),
-            "model_args": dict(self.model_args),
-            "input_size": None if self.input_size is None else list(self.input_size),
-            "mean": None if self.mean is None else list(self.mean),
-            "std": None if self.std is None else list(self.std),
-            "resize": self.resize,
-            "method": self.method,
-            "method_options": dict(self.method_options),
-            "layer": self.layer,
-            "reshape": self.reshape,
-            "target": self.target,
-            "threshold": float(self.threshold),
-            "save": list(self.save),
-            "colormap": self.colormap if overlays else None,
-            "alpha": self.alpha if overlays else None,
-            "max_pixels": self.max_pixels,
-        }
+        """The settings that decide what a row holds (JSON-ready): a run resumes only when these
+        match."""
+        values = {name: getattr(self, name) for name in IDENTITY}
+        values["weights"] = None if self.weights is None else file_identity(self.weights)
+        values["threshold"] = float(self.threshold)
+        if "overlays" not in self.save:
+            values.update(colormap=None, alpha=None)
+        return json.loads(json.dumps(values, default=dict))
 
     def numerics(self, device: str) -> dict[str, Any]:
         """What can change the last bits of the floats: device, threads, batch size."""
@@ -206,16 +185,16 @@ class BatchSpec:
         }
 
 
+# The fields of :meth:`BatchSpec.identity`, in the manifest's order.
+IDENTITY = (
+    "model", "weights", "model_args", "input_size", "mean", "std", "resize", "method",
+    "method_options", "layer", "reshape", "target", "threshold", "save", "colormap", "alpha",
+    "max_pixels",
+)  # fmt: skip
+
+
 def _rebuild_spec(values: dict[str, Any]) -> BatchSpec:
     return BatchSpec(**values)
-
-
-def _file_identity(path: str) -> dict[str, Any]:
-    try:
-        st = os.stat(path)
-        return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
-        return {"path": str(path)}
 
 
 @dataclass
@@ -226,9 +205,6 @@ class ShardSummary:
     rows: int
     ok: int
     failed: int
-    seconds: float
-    layer: str | None
-    path: str
 
 
 @dataclass
@@ -239,15 +215,9 @@ class ShardPart(Part):
 
 
 class ShardWorker:
-    """The ``process`` step of a batch run: one shard's images in, one shard file out.
-
-    The model and the explainer are loaded on the first shard (:meth:`load`), once per worker;
-    a finished run loads nothing.
-
-    Args:
-        spec: the run's settings.
-        out: the run folder.
-        fingerprint: the run's fingerprint, stored in each shard file.
+    """The ``process`` step of a batch run: one shard's images in, one shard file (stamped with
+    the run's ``fingerprint``) out, under the run folder ``out``. The model and the explainer
+    are loaded on the first shard (:meth:`load`), once per worker; a finished run loads nothing.
     """
 
     def __init__(self, spec: BatchSpec, out: str | Path, fingerprint: str) -> None:
@@ -276,22 +246,24 @@ class ShardWorker:
         self.pre = loaded.preprocessing.with_overrides(
             input_size=spec.input_size, mean=spec.mean, std=spec.std, resize=spec.resize
         )
-        self.explainer = _build_explainer(spec, loaded)
+        self.explainer = build_explainer(  # as ``eigencam explain`` builds it
+            MethodSpec(spec.method, spec.method, dict(spec.method_options)),
+            loaded.model,
+            spec.layer or loaded.target_layer,
+            reshape_transform=parse_reshape(spec.reshape),
+        )
         self.targets = None if spec.target == "predicted" else spec.target
         self.loaded = loaded
         return self
 
     def process(self, data: ShardData) -> ShardPart:
         """Explain a shard and write ``shards/part-NNNNN.parquet`` atomically."""
-        start = time.perf_counter()
         rows = self.load().explain(data)
         numerics = self.spec.numerics(str(self.device))
         table = self.folder.codec.table(rows, self.schema, data.shard, numerics)
-        path = self.folder.write(table, self.folder.part_path(data.shard))
+        self.folder.write(table, self.folder.part_path(data.shard))
         ok = sum(r["status"] == "ok" for r in rows)
-        layer = next((r["layer"] for r in rows if r["status"] == "ok"), None)
-        seconds = time.perf_counter() - start
-        summary = ShardSummary(data.shard, len(rows), ok, len(rows) - ok, seconds, layer, str(path))
+        summary = ShardSummary(data.shard, len(rows), ok, len(rows) - ok)
         return ShardPart(None, ok=1, summary=summary)
 
     def explain(self, data: ShardData) -> list[dict[str, Any]]:
@@ -396,14 +368,3 @@ class ShardWorker:
             overlay(np.asarray(img.original), heat, alpha=spec.alpha, colormap=spec.colormap),
         )
         return str(Path(folder.parent.name) / folder.name / name)
-
-
-def _build_explainer(spec: BatchSpec, loaded: Any) -> Any:
-    """The explainer for ``spec.method`` on the loaded model, as ``eigencam explain`` builds it."""
-    method = MethodSpec(spec.method, spec.method, dict(spec.method_options))
-    return build_explainer(
-        method,
-        loaded.model,
-        spec.layer or loaded.target_layer,
-        reshape_transform=parse_reshape(spec.reshape),
-    )

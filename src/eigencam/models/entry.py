@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -20,6 +21,16 @@ from eigencam.models.preprocessing import Preprocessing
 
 class RandomWeightsWarning(UserWarning):
     """A model was built with random weights: its maps show structure, not semantics."""
+
+
+def warn_random_weights(name: str) -> None:
+    """Warn, at the caller's caller, that model ``name`` has random weights."""
+    warnings.warn(
+        f"{name}: no weights given, the model has random weights; its maps show the "
+        "architecture, not what a trained model looks at (pass --weights FILE)",
+        RandomWeightsWarning,
+        stacklevel=3,
+    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ constructor go through ``load_model(name, **options)`` (``image_size=`` for a to
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from torch import nn
 
 from eigencam.errors import InvalidParameterError, ModelNotFoundError, check
-from eigencam.models.entry import LoadedModel, ModelEntry, RandomWeightsWarning, set_eval
+from eigencam.models.entry import LoadedModel, ModelEntry, set_eval, warn_random_weights
 from eigencam.models.sources import (
     detection,
     embedded,
@@ -121,12 +120,7 @@ def load_model(
         load_weights(model, weights)
         pretrained = True
     elif not pretrained:
-        warnings.warn(
-            f"{name}: no weights given, the model has random weights; its maps show the "
-            "architecture, not what a trained model looks at (pass --weights FILE)",
-            RandomWeightsWarning,
-            stacklevel=2,
-        )
+        warn_random_weights(name)
     model = set_eval(model.to(device))
     if entry.configure is not None:  # fields that depend on the built model
         entry = replace(entry, **entry.configure(model))
