@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,7 @@ INPUT_FORMATS = ("auto", "images", "list", "parquet", "webdataset")
 LIST_SUFFIXES = (".txt", ".lst", ".list")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+SPECIAL_SUFFIXES = PARQUET_SUFFIXES + TAR_SUFFIXES + LIST_SUFFIXES
 DEFAULT_SHARD_SIZE = 256
 # A single image file larger than this is refused without reading it (a video, a disk image).
 MAX_IMAGE_BYTES = 1 << 30
@@ -174,6 +176,12 @@ class ShardData:
         self.errors.append(error)
 
 
+def _require(condition: bool, message: str) -> None:
+    """Raise :class:`~eigencam.errors.BatchInputError` with ``message`` unless ``condition``."""
+    if not condition:
+        raise BatchInputError(message)
+
+
 # ---------------------------------------------------------------------------------------------
 # Planning
 
@@ -197,44 +205,39 @@ def plan_inputs(
             member's extension. None: recognised.
         id_column: Parquet: a column of image ids.
 
-    Returns:
-        The :class:`InputPlan`.
-
     Raises:
         BatchInputError: unknown format, mixed kinds, missing column, nothing to read.
     """
-    if input_format not in INPUT_FORMATS:
-        raise BatchInputError(
-            f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}"
-        )
-    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
-        raise BatchInputError(f"shard_size must be an integer >= 1, got {shard_size!r}")
+    _require(
+        input_format in INPUT_FORMATS,
+        f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}",
+    )
+    whole = isinstance(shard_size, int) and not isinstance(shard_size, bool) and shard_size >= 1
+    _require(whole, f"shard_size must be an integer >= 1, got {shard_size!r}")
     texts = [str(i) for i in inputs]
-    if not texts:
-        raise BatchInputError("no input given: pass image files, folders, a list, Parquet or tars")
+    _require(bool(texts), "no input given: pass image files, folders, a list, Parquet or tars")
     kind = _detect(texts) if input_format == "auto" else input_format
-    if kind != "parquet" and id_column:
-        raise BatchInputError(f"id_column applies to Parquet input, not to {kind} input")
+    _require(
+        kind == "parquet" or not id_column,
+        f"id_column applies to Parquet input, not to {kind} input",
+    )
     if kind == "images":
-        if column:
-            raise BatchInputError(
-                "column applies to Parquet (image column) and WebDataset (image extension) input"
-            )
-        paths, unmatched = expand_inputs(texts)
-        plan = _files_plan(
-            "images", texts, [(str(p), str(p.absolute())) for p in paths], shard_size, unmatched
+        _require(
+            not column,
+            "column applies to Parquet (image column) and WebDataset (image extension) input",
         )
+        paths, unmatched = expand_inputs(texts)
+        items = [(str(p), str(p.absolute())) for p in paths]
+        plan = _files_plan("images", texts, items, shard_size, unmatched)
     elif kind == "list":
-        if column:
-            raise BatchInputError("column does not apply to a text file of paths")
+        _require(not column, "column does not apply to a text file of paths")
         plan = _files_plan("list", texts, _read_list(texts), shard_size, [])
     elif kind == "parquet":
         plan = _parquet_plan(texts, shard_size, column, id_column)
     else:
         plan = _webdataset_plan(texts, column)
-    if not plan.shards:
-        reasons = "; ".join(f"{i}: {r}" for i, r in plan.unmatched) or "no images"
-        raise BatchInputError(f"the input holds no images to explain ({reasons})")
+    reasons = "; ".join(f"{i}: {r}" for i, r in plan.unmatched) or "no images"
+    _require(bool(plan.shards), f"the input holds no images to explain ({reasons})")
     return plan
 
 
@@ -247,9 +250,7 @@ def _detect(texts: list[str]) -> str:
         return "webdataset"
     if len(texts) == 1 and lowered[0].endswith(LIST_SUFFIXES) and Path(texts[0]).is_file():
         return "list"
-    special = [
-        t for t in texts if t.lower().endswith(PARQUET_SUFFIXES + TAR_SUFFIXES + LIST_SUFFIXES)
-    ]
+    special = [t for t, low in zip(texts, lowered) if low.endswith(SPECIAL_SUFFIXES)]
     if special:
         raise BatchInputError(
             f"cannot mix input kinds: {special[0]!r} is not an image, but other inputs are "
@@ -275,53 +276,42 @@ def _files_plan(
 
 
 def _read_list(texts: list[str]) -> list[tuple[str, str]]:
-    if len(texts) != 1:
-        raise BatchInputError(f"a list input is one text file of paths, got {len(texts)} inputs")
+    _require(len(texts) == 1, f"a list input is one text file of paths, got {len(texts)} inputs")
     path = Path(texts[0])
-    if not path.is_file():
-        raise BatchInputError(f"list file {texts[0]!r} not found")
+    _require(path.is_file(), f"list file {texts[0]!r} not found")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise BatchInputError(f"{path}: cannot read the list of paths ({err})") from err
-    base = path.absolute().parent
-    items = []
-    for line in lines:
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        p = Path(entry).expanduser()
-        items.append((entry, str(p if p.is_absolute() else base / p)))
-    return items
+    entries = [e for e in (line.strip() for line in lines) if e and not e.startswith("#")]
+    return [(e, _resolve(e, path.absolute().parent)) for e in entries]
+
+
+def _resolve(entry: str, base: Path) -> str:
+    """A listed path, made absolute against ``base`` (the folder of the file that lists it)."""
+    p = Path(entry).expanduser()
+    return str(p if p.is_absolute() else base / p)
 
 
 def _expand_files(texts: list[str], suffixes: tuple[str, ...], what: str) -> list[Path]:
     """Files of a kind from names, folders (recursive), globs and brace patterns."""
-    found: list[Path] = []
-    seen: set[str] = set()
-    for text in texts:
-        for pattern in expand_braces(text):
-            p = Path(pattern)
-            if p.is_dir():
-                matches = sorted(
-                    f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(suffixes)
-                )
-                if not matches:
-                    raise BatchInputError(f"folder {pattern!r} holds no {what} files")
-            elif any(ch in pattern for ch in "*?[") and not p.exists():
-                matches = sorted(Path(f) for f in glob.glob(pattern, recursive=True))
-                if not matches:
-                    raise BatchInputError(f"pattern {pattern!r} matched no {what} files")
-            elif not p.is_file():
-                raise BatchInputError(f"{what} file {pattern!r} not found")
-            else:
-                matches = [p]
-            for m in matches:
-                key = str(m.absolute())
-                if key not in seen:
-                    seen.add(key)
-                    found.append(m.absolute())
-    return found
+    found: dict[str, Path] = {}
+    for pattern in (p for text in texts for p in expand_braces(text)):
+        p = Path(pattern)
+        if p.is_dir():
+            matches = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(suffixes)
+            )
+            _require(bool(matches), f"folder {pattern!r} holds no {what} files")
+        elif any(ch in pattern for ch in "*?[") and not p.exists():
+            matches = sorted(Path(f) for f in glob.glob(pattern, recursive=True))
+            _require(bool(matches), f"pattern {pattern!r} matched no {what} files")
+        else:
+            _require(p.is_file(), f"{what} file {pattern!r} not found")
+            matches = [p]
+        for m in matches:
+            found.setdefault(str(m.absolute()), m.absolute())
+    return list(found.values())
 
 
 def expand_braces(text: str) -> list[str]:
@@ -349,25 +339,22 @@ def _parquet_plan(
     import pyarrow.parquet as pq
 
     files = _expand_files(texts, PARQUET_SUFFIXES, "Parquet")
-    chosen: str | None = column
-    ctype = ""
-    counts = []
+    chosen, ctype, counts = column, "", []
     for f in files:
         try:
-            meta = pq.read_metadata(f)
-            schema = pq.read_schema(f)
+            meta, schema = pq.read_metadata(f), pq.read_schema(f)
         except Exception as err:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
             raise BatchInputError(f"{f}: not a readable Parquet file ({err})") from err
         name = chosen or _guess_column(schema, f)
         this = _column_type(schema, name, f)
-        if id_column and id_column not in schema.names:
-            raise BatchInputError(
-                f"{f}: no id column {id_column!r}; columns: {', '.join(schema.names)}"
-            )
-        if chosen is not None and ctype and this != ctype:
-            raise BatchInputError(
-                f"{f}: column {name!r} holds {this} but the previous files' holds {ctype}"
-            )
+        _require(
+            not id_column or id_column in schema.names,
+            f"{f}: no id column {id_column!r}; columns: {', '.join(schema.names)}",
+        )
+        _require(
+            chosen is None or not ctype or this == ctype,
+            f"{f}: column {name!r} holds {this} but the previous files' holds {ctype}",
+        )
         chosen, ctype = name, this
         counts.append(meta.num_rows)
     extra = {"column": chosen, "column_type": ctype, "id_column": id_column or ""}
@@ -379,8 +366,7 @@ def _parquet_plan(
             ids = table.column(id_column).to_pylist() if id_column else paths
             for p, i in zip(paths, ids):
                 id_ = p if i is None else i
-                q = None if p is None else Path(p).expanduser()
-                where = "" if q is None else str(q if q.is_absolute() else f.parent / q)
+                where = "" if p is None else _resolve(p, f.parent)
                 items.append(("" if id_ is None else str(id_), where))
         return _files_plan("parquet", texts, items, shard_size, [], **extra)
     ranges = [
@@ -407,17 +393,17 @@ def _kind(t: Any) -> str | None:
 
 
 def _column_type(schema: Any, name: str, path: Path) -> str:
-    if name not in schema.names:
-        raise BatchInputError(
-            f"{path}: no column {name!r}; columns: {', '.join(schema.names)} (set --column)"
-        )
+    _require(
+        name in schema.names,
+        f"{path}: no column {name!r}; columns: {', '.join(schema.names)} (set --column)",
+    )
     kind = _kind(schema.field(name).type)
-    if kind is None:
-        raise BatchInputError(
-            f"{path}: column {name!r} has type {schema.field(name).type}; expected image bytes "
-            "(binary), a path (string) or an image struct with a 'bytes' field"
-        )
-    return kind
+    _require(
+        kind is not None,
+        f"{path}: column {name!r} has type {schema.field(name).type}; expected image bytes "
+        "(binary), a path (string) or an image struct with a 'bytes' field",
+    )
+    return kind  # type: ignore[return-value]
 
 
 def _guess_column(schema: Any, path: Path) -> str:
@@ -426,12 +412,12 @@ def _guess_column(schema: Any, path: Path) -> str:
     images = [f.name for f in schema if _kind(f.type) in ("bytes", "struct")]
     known = [n for n in IMAGE_COLUMNS if n in images] + images
     known += [n for n in PATH_COLUMNS if n in schema.names]
-    if known:
-        return known[0]
-    raise BatchInputError(
+    _require(
+        bool(known),
         f"{path}: no image column found (binary bytes, an image struct, or a path column named "
-        f"{', '.join(PATH_COLUMNS)}); columns: {', '.join(schema.names)}; set --column"
+        f"{', '.join(PATH_COLUMNS)}); columns: {', '.join(schema.names)}; set --column",
     )
+    return known[0]
 
 
 def _webdataset_plan(texts: list[str], column: str | None) -> InputPlan:
@@ -462,96 +448,74 @@ def file_identity(path: str) -> dict[str, Any]:
 
 
 def read_shard(shard: Shard, max_bytes: int = MAX_IMAGE_BYTES) -> ShardData:
-    """Read one shard's encoded images; unreadable items get an error instead of bytes.
-
-    Args:
-        shard: from :func:`plan_inputs`.
-        max_bytes: an image file or member larger than this is refused unread.
-
-    Returns:
-        The :class:`ShardData`, in the shard's item order.
-    """
+    """Read one shard's encoded images (a :class:`ShardData` in the shard's item order);
+    unreadable items get an error instead of bytes, a file or tar member larger than
+    ``max_bytes`` is refused unread."""
     if shard.kind == "files":
-        return _read_files(shard, max_bytes)
+        out = ShardData(shard.index)
+        for id_, path in shard.items:
+            out.add(id_, path, *_read_file(path, max_bytes))
+        return out
     if shard.kind == "parquet":
         return _read_parquet(shard)
-    if shard.kind == "webdataset":
-        return _read_tar(shard, max_bytes)
-    raise BatchInputError(f"unknown shard kind {shard.kind!r}")
+    _require(shard.kind == "webdataset", f"unknown shard kind {shard.kind!r}")
+    return _read_tar(shard, max_bytes)
 
 
-def _read_files(shard: Shard, max_bytes: int) -> ShardData:
-    out = ShardData(shard.index)
-    for id_, path in shard.items:
-        if not path:
-            out.add(id_, path, None, "no path (null in the path column)")
-            continue
-        try:
-            st = os.stat(path)
-            if os.path.isdir(path):
-                out.add(id_, path, None, "is a directory, not an image")
-            elif st.st_size > max_bytes:
-                out.add(id_, path, None, f"file is {st.st_size:,} bytes, above {max_bytes:,}")
-            else:
-                with open(path, "rb") as fh:
-                    out.add(id_, path, fh.read())
-        except FileNotFoundError:
-            out.add(id_, path, None, "no such file")
-        except PermissionError:
-            out.add(id_, path, None, "permission denied")
-        except OSError as err:
-            out.add(id_, path, None, f"cannot read the file ({err.strerror or err})")
-    return out
+def _read_file(path: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """(the file's bytes, None), or (None, why it cannot be read)."""
+    if not path:
+        return None, "no path (null in the path column)"
+    try:
+        size = os.stat(path).st_size
+        if os.path.isdir(path):
+            return None, "is a directory, not an image"
+        if size > max_bytes:
+            return None, f"file is {size:,} bytes, above {max_bytes:,}"
+        with open(path, "rb") as fh:
+            return fh.read(), None
+    except FileNotFoundError:
+        return None, "no such file"
+    except PermissionError:
+        return None, "permission denied"
+    except OSError as err:
+        return None, f"cannot read the file ({err.strerror or err})"
 
 
 def _read_parquet(shard: Shard) -> ShardData:
     import pyarrow.parquet as pq
 
-    start, stop = shard.rows
+    (start, stop), source = shard.rows, shard.source
     out = ShardData(shard.index)
-    name = Path(shard.source).name
-    default_ids = [f"{name}#{r}" for r in range(start, stop)]
+    default_ids = [f"{Path(source).name}#{r}" for r in range(start, stop)]
     try:
-        pf = pq.ParquetFile(shard.source)
-        groups, first = _row_groups(pf.metadata, start, stop)
+        pf = pq.ParquetFile(source)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+        offsets = list(itertools.accumulate(sizes, initial=0))
+        groups = [g for g in range(len(sizes)) if offsets[g] < stop and offsets[g + 1] > start]
+        first = offsets[groups[0]] if groups else 0
         cols = [shard.column] + ([shard.id_column] if shard.id_column else [])
         table = pf.read_row_groups(groups, columns=cols).slice(start - first, stop - start)
     except Exception as err:  # the file changed or broke since planning: every row fails
-        reason = f"cannot read rows {start}..{stop - 1} of {shard.source} ({err})"
         for id_ in default_ids:
-            out.add(id_, shard.source, None, reason)
+            out.add(id_, source, None, f"cannot read rows {start}..{stop - 1} of {source} ({err})")
         return out
     values = table.column(shard.column).to_pylist()
     ids = table.column(shard.id_column).to_pylist() if shard.id_column else default_ids
-    base = Path(shard.source).parent
     for value, id_, default in zip(values, ids, default_ids):
         id_ = default if id_ is None else str(id_)
         if isinstance(value, dict):  # an image struct {bytes, path}
             data, path = value.get("bytes"), value.get("path")
             if data is None and path:
-                p = Path(path) if Path(path).is_absolute() else base / path
-                sub = _read_files(Shard(0, "files", ((id_, str(p)),)), MAX_IMAGE_BYTES)
-                out.add(id_, shard.source, sub.data[0], sub.errors[0])
+                p = Path(path) if Path(path).is_absolute() else Path(source).parent / path
+                out.add(id_, source, *_read_file(str(p), MAX_IMAGE_BYTES))
                 continue
             value = data
         if value is None:
-            out.add(id_, shard.source, None, f"no image (null in column {shard.column!r})")
+            out.add(id_, source, None, f"no image (null in column {shard.column!r})")
         else:
-            out.add(id_, shard.source, bytes(value))
+            out.add(id_, source, bytes(value))
     return out
-
-
-def _row_groups(meta, start: int, stop: int) -> tuple[list[int], int]:
-    """The row groups covering rows [start, stop), and the first row of the first one."""
-    groups, first, offset = [], None, 0
-    for g in range(meta.num_row_groups):
-        n = meta.row_group(g).num_rows
-        if offset < stop and offset + n > start:
-            groups.append(g)
-            if first is None:
-                first = offset
-        offset += n
-    return groups, (first or 0)
 
 
 _WDS_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
@@ -559,20 +523,14 @@ _WDS_META = re.compile(r"__[^/]*__($|/)")
 
 
 def _iter_samples(path: str, max_bytes: int) -> Iterator[tuple[str, dict[str, bytes | str]]]:
-    """(key, {extension: bytes, or an error string}) per sample of a tar, in order.
-
-    The WebDataset convention: regular members only, names like ``__key__`` skipped, the key
-    is the name up to the first dot of its base name, consecutive members with one key form
-    a sample.
-    """
+    """(key, {extension: bytes, or an error string}) per sample of a tar, in order: regular
+    members only, names like ``__key__`` skipped, consecutive members with one key together."""
     key: str | None = None
     sample: dict[str, bytes | str] = {}
     with tarfile.open(path, mode="r|*") as stream:
         for member in stream:
-            if not member.isreg() or _WDS_META.match(member.name):
-                continue
             m = _WDS_KEY.match(member.name)
-            if m is None:
+            if not member.isreg() or _WDS_META.match(member.name) or m is None:
                 continue
             prefix, ext = m.group(1), m.group(2).lower()
             if prefix != key:
@@ -590,12 +548,12 @@ def _iter_samples(path: str, max_bytes: int) -> Iterator[tuple[str, dict[str, by
 
 def _read_tar(shard: Shard, max_bytes: int) -> ShardData:
     out = ShardData(shard.index)
+    exts = [shard.column] if shard.column else WDS_IMAGE_EXTENSIONS
+    wanted = f".{shard.column}" if shard.column else "image (" + ", ".join(exts) + ")"
     try:
         for key, sample in _iter_samples(shard.source, max_bytes):
-            exts = [shard.column] if shard.column else WDS_IMAGE_EXTENSIONS
             ext = next((e for e in exts if e in sample), None)
             if ext is None:
-                wanted = f".{shard.column}" if shard.column else "image (" + ", ".join(exts) + ")"
                 have = ", ".join(sorted(sample)) or "nothing"
                 out.add(key, shard.source, None, f"sample has no {wanted} member; it has {have}")
             elif isinstance(sample[ext], str):
