@@ -1,8 +1,5 @@
-"""The ground floor of the model registry: what a source returns and what loading gives back.
-
-Every source (``eigencam.models.sources``) builds :class:`ModelEntry` objects and the registry
-turns one into a :class:`LoadedModel`; this module imports no source and no registry.
-"""
+"""The ground floor of the model registry: what a source returns (:class:`ModelEntry`) and what
+loading gives back (:class:`LoadedModel`); it imports no source and no registry."""
 
 from __future__ import annotations
 
@@ -45,12 +42,10 @@ class ModelEntry:
         preprocessing: input size, mean, std, resize policy.
         labels: returns the class names, or None.
         pretrained: True when ``build`` loads real weights that ship with the install.
-        task: ``classification``, ``detection`` or ``segmentation`` (what the pipeline records
-            next to the maps: top-5 classes, boxes, class areas).
-        detections: reads the model output into one
-            :class:`~eigencam.models.outputs.Detections` per image (detectors).
-        configure: ``configure(model) -> dict`` of :class:`LoadedModel` fields computed from the
-            built model (a ViT's input size, a detector's ``min_size``...).
+        task: ``classification``, ``detection`` or ``segmentation``.
+        detections: output -> one :class:`~eigencam.models.outputs.Detections` per image.
+        configure: ``configure(model) -> dict`` of fields computed from the built model (a
+            ViT's input size, a detector's ``min_size``...).
     """
 
     name: str
@@ -69,14 +64,10 @@ class LoadedModel(NamedTuple):
 
     Attributes:
         model: the module, in eval mode, on the requested device.
-        preprocessing: how images become its input.
-        labels: class names, or None.
         target_layer: the default target layer (``auto``: the family rules of
             :mod:`eigencam.capture.families`, then the last spatial map).
-        name: the name it was loaded by.
         pretrained: real weights (shipped or given), not random ones.
-        task: ``classification``, ``detection`` or ``segmentation``.
-        detections: output -> one Detections per image, for detectors; else None.
+        preprocessing, labels, task, detections: those of its :class:`ModelEntry`.
     """
 
     model: nn.Module

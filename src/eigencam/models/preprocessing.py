@@ -48,22 +48,21 @@ class Preprocessing:
 
     def __post_init__(self) -> None:
         check_choice("resize", self.resize, RESIZE_MODES)
+        size, mean, std, fill = self.input_size, self.mean, self.std, self.fill
         check(
-            len(self.input_size) == 2 and min(self.input_size) >= 1,
-            f"input_size must be (H, W) with positive sizes, got {self.input_size}",
+            len(size) == 2 and min(size) >= 1,
+            f"input_size must be (H, W) with positive sizes, got {size}",
         )
         check(
-            len(self.mean) == 3 and len(self.std) == 3,
-            f"mean and std need 3 values (RGB), got mean={self.mean}, std={self.std}",
+            len(mean) == 3 and len(std) == 3,
+            f"mean and std need 3 values (RGB), got mean={mean}, std={std}",
         )
-        check(min(self.std) > 0, f"std values must be positive, got {self.std}")
+        check(min(std) > 0, f"std values must be positive, got {std}")
+        crop = self.crop_fraction
+        check(0 < crop <= 1, f"crop_fraction must be in (0, 1], got {crop}")
         check(
-            0 < self.crop_fraction <= 1,
-            f"crop_fraction must be in (0, 1], got {self.crop_fraction}",
-        )
-        check(
-            len(self.fill) == 3 and all(0 <= f <= 1 for f in self.fill),
-            f"fill must be 3 values in [0, 1] (RGB), got {self.fill}",
+            len(fill) == 3 and all(0 <= f <= 1 for f in fill),
+            f"fill must be 3 values in [0, 1] (RGB), got {fill}",
         )
 
     def describe(self) -> dict[str, Any]:
@@ -88,22 +87,15 @@ class Preprocessing:
         """A copy with the given fields replaced (None keeps the current value)."""
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
-        changes = {
-            "input_size": None if input_size is None else tuple(int(s) for s in input_size),
-            "mean": None if mean is None else tuple(float(m) for m in mean),
-            "std": None if std is None else tuple(float(s) for s in std),
-            "resize": resize,
-            "fill": None if fill is None else tuple(float(f) for f in fill),
-        }
+        sizes = None if input_size is None else tuple(int(s) for s in input_size)
+        changes = {"input_size": sizes, "resize": resize}
+        for name, values in (("mean", mean), ("std", std), ("fill", fill)):
+            changes[name] = None if values is None else tuple(float(v) for v in values)
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     def box_to_original(self, boxes: Tensor, width: int, height: int) -> Tensor:
-        """Boxes (N, 4) in input pixels (x0, y0, x1, y1) -> pixels of the original image, clipped.
-
-        Args:
-            boxes: (N, 4) on any device.
-            width, height: of the original image.
-        """
+        """Boxes (N, 4) (x0, y0, x1, y1) in input pixels, on any device -> float32 CPU boxes in
+        pixels of the ``width`` x ``height`` original image, clipped to it."""
         x0, y0, x1, y1 = self.crop_region(width, height)
         th, tw = self.input_size
         b = boxes.detach().float().cpu().reshape(-1, 4).clone()

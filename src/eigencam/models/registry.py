@@ -1,18 +1,13 @@
 """One registry of models: the names registered (the embedded default first), then the sources
-of :data:`SOURCES`, tried in order. A model name is one of:
+of :data:`SOURCES`, tried in order. A model name is a registered name (``efficientnet_lite0``,
+the embedded default with real ImageNet weights); ``timm:NAME``; an ``.onnx`` file; an
+Ultralytics yaml (``yolov8n.yaml`` or a path); a TorchScript archive; a torchvision classifier
+(``resnet50``, ``torchvision:resnet50``), detector or segmenter; or ``package.module:factory`` /
+``path/to/file.py:factory``, a function returning a module.
 
-- a registered name (``efficientnet_lite0``, the embedded default with real ImageNet weights);
-- ``timm:NAME``; an ``.onnx`` file; an Ultralytics yaml (``yolov8n.yaml``, or a path); a
-  TorchScript archive (``.pt``/``.pth``/``.ts``/``.torchscript`` saved with ``torch.jit.save``);
-- a torchvision classifier (``resnet50``, ``vit_b_16``, or ``torchvision:resnet50``), detector
-  (``fasterrcnn_resnet50_fpn``, ``ssd300_vgg16``...) or segmenter (``deeplabv3_resnet50``...);
-- ``package.module:factory`` or ``path/to/file.py:factory``, a function returning a module.
-
-Nothing is ever downloaded: only the embedded default has trained weights out of the box; the
-others have random weights unless ``weights=`` points at a state dict. Options for the model's
-constructor go through ``load_model(name, **options)`` (``image_size=`` for a torchvision ViT,
-``min_size=`` for a detector, ``img_size=`` for timm). Adding a family is one module in
-:mod:`eigencam.models.sources` and one line in :data:`SOURCES`.
+Nothing is ever downloaded: only the embedded default has trained weights out of the box, the
+others have random weights unless ``weights=`` points at a state dict. Adding a family is one
+module in :mod:`eigencam.models.sources` and one line in :data:`SOURCES`.
 """
 
 from __future__ import annotations
@@ -101,8 +96,7 @@ def load_model(
             ViT, ``min_size=320`` for a detector, ``nc=3`` for a YOLO yaml...).
 
     Returns:
-        :class:`LoadedModel` (model, preprocessing, labels, target_layer, name, pretrained,
-        task, detections).
+        A :class:`LoadedModel`.
 
     Example:
         >>> loaded = load_model("fasterrcnn_resnet50_fpn", min_size=512)

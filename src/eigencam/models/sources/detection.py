@@ -1,15 +1,11 @@
 """Object detectors: torchvision's Faster R-CNN, RetinaNet, FCOS, SSD (and Mask/Keypoint R-CNN).
 
-Eigen-CAM is class-agnostic, so a detector is explained like any model: one forward pass, the
-backbone's multi-scale maps (:class:`eigencam.capture.reshape.FeaturePyramid`), the model's own
-resize-and-pad undone (:mod:`eigencam.capture.geometry`). What differs is the output, read into
-:class:`~eigencam.models.outputs.Detections` (:func:`detections_of`).
-
-They are built with ``weights=None, weights_backbone=None`` (random weights: nothing is
-downloaded). Their preprocessing is a letterbox to the detector's own ``min_size`` square,
-padded with its normalisation mean (what its transform pads with), with mean 0 and std 1: the
-detector normalises internally. Class names are the COCO categories of torchvision's weight
-metadata (91 indices, ``__background__`` and ``N/A`` included).
+A detector is explained like any model (the backbone's multi-scale maps,
+:class:`eigencam.capture.reshape.FeaturePyramid`, the model's own resize-and-pad undone); its
+output is read into :class:`~eigencam.models.outputs.Detections` (:func:`detections_of`). Built
+with random weights; the preprocessing is a letterbox to the detector's ``min_size`` square,
+padded with its normalisation mean, with mean 0 and std 1 (the detector normalises
+internally). Class names: the 91 COCO indices of torchvision's weight metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ from torch import nn
 from eigencam.models.entry import ModelEntry
 from eigencam.models.outputs import Detections, torchvision_detections
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.models.sources.torchvision import build_torchvision, categories, lookup
+from eigencam.models.sources.torchvision import lookup, task_entry
 from eigencam.models.sources.yolo import yolo_detections
 
 DETECTORS = (
@@ -71,12 +67,9 @@ def detector_preprocessing(model: nn.Module) -> Preprocessing:
 
 def detector_entry(name: str) -> ModelEntry:
     """The registry entry of a torchvision detector (random weights, COCO names)."""
-    return ModelEntry(
-        name=name,
-        description=f"torchvision detector {name} (random weights unless --weights)",
-        build=lambda **options: build_torchvision(name, **{"weights_backbone": None, **options}),
-        labels=lambda: categories(name),
-        task="detection",
+    return task_entry(
+        name,
+        "detection",
         detections=torchvision_detections,
         configure=lambda model: {"preprocessing": detector_preprocessing(model)},
     )

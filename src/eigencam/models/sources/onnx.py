@@ -1,21 +1,14 @@
 """ONNX models run with onnxruntime: Eigen-CAM with no autograd and no PyTorch model at all.
 
-Eigen-CAM needs one forward pass and one intermediate tensor, which suits deployment graphs.
-:class:`OnnxModel` loads an ``.onnx`` file and behaves as a ``torch.nn.Module`` for the
-explainers: it has one :class:`~eigencam.capture.taps.Tap` per candidate intermediate tensor
-(floating, 3-D or 4-D or of unknown rank, not produced by a pooling operator), named after the
-tensor. When hooks sit on some taps, the graph is run with those tensors added as extra graph
-outputs (one onnxruntime session per set of exposed tensors, built once) and each tap is called
-with its tensor, so ``target_layer``, ``"auto"`` (the last 4-D map before pooling, in graph
-order) and ``eigencam layers model.onnx`` work as on PyTorch models.
-
-Layer names: the tensor name without its leading ``/`` and with ``.`` replaced by ``_``
-(``/layer4/layer4.1/relu_1/Relu_output_0`` -> ``layer4/layer4_1/relu_1/Relu_output_0``), as
-module names cannot hold dots; the original tensor name is accepted as well.
-
-Exporting a PyTorch model for it (:func:`export_onnx`) uses the TorchScript-based exporter
-(``dynamo=False``) with a dynamic batch axis, and gives the same maps as the PyTorch model
-(correlation >= 0.999, tested).
+:class:`OnnxModel` loads an ``.onnx`` file as a ``torch.nn.Module`` with one
+:class:`~eigencam.capture.taps.Tap` per candidate intermediate tensor (floating, 3-D, 4-D or of
+unknown rank, not produced by a pooling operator). When hooks sit on some taps the graph runs
+with those tensors added as outputs (one onnxruntime session per set, built once) and each tap
+is called with its tensor, so ``target_layer``, ``"auto"`` and ``eigencam layers model.onnx``
+work as on PyTorch models. A layer is named after its tensor without the leading ``/`` and with
+``.`` replaced by ``_`` (``/layer4/layer4.1/relu_1/Relu_output_0`` ->
+``layer4/layer4_1/relu_1/Relu_output_0``); the tensor name is accepted as well.
+:func:`export_onnx` exports a PyTorch model for it (the same maps, correlation >= 0.999).
 """
 
 from __future__ import annotations
@@ -185,11 +178,9 @@ class OnnxModel(nn.Module):
 
     def _session(self, exposed: tuple[str, ...]) -> Any:
         with self._lock:
-            session = self._sessions.get(exposed)
-            if session is None:
-                session = self._make_session(exposed)
-                self._sessions[exposed] = session
-            return session
+            if exposed not in self._sessions:
+                self._sessions[exposed] = self._make_session(exposed)
+            return self._sessions[exposed]
 
     def _make_session(self, exposed: tuple[str, ...]) -> Any:
         import onnx
@@ -220,17 +211,12 @@ def export_onnx(
     opset: int = 17,
     dynamic_batch: bool = True,
 ) -> Path:
-    """Export a PyTorch image model to ONNX for :class:`OnnxModel` (TorchScript exporter).
+    """Export a PyTorch image model to ``path`` (returned) for :class:`OnnxModel`, with the
+    TorchScript-based exporter (``dynamo=False``).
 
     The model runs in eval mode for the export (its flags are restored after; ``eval()`` is not
-    called) and the batch axis is dynamic unless ``dynamic_batch=False``.
-
-    Args:
-        model: the model.
-        path: the ``.onnx`` file to write.
-        example: an input batch (B, C, H, W) fixing the other axes.
-        opset: ONNX opset version.
-        dynamic_batch: export the batch axis as dynamic.
+    called); ``example`` (B, C, H, W) fixes every axis but the batch, which is dynamic unless
+    ``dynamic_batch=False``.
     """
     path = Path(path)
     axes = {"input": {0: "batch"}} if dynamic_batch else None

@@ -1,20 +1,17 @@
-"""Semantic segmentation: torchvision's DeepLabV3, FCN and LR-ASPP.
+"""Semantic segmentation: torchvision's DeepLabV3, FCN and LR-ASPP, built with random weights.
 
-Eigen-CAM explains the backbone (the family default is the backbone layer that feeds the
-segmentation head as ``out``, ``backbone.layer4`` for the ResNet variants): the head turns those
-features into per-pixel class logits, and the first principal component of the features shows
-the regions the whole head works from. Class methods (Grad-CAM...) explain one class of the
-segmentation through :class:`eigencam.methods.segmentation_target.SegmentationTarget`.
-
-They are built with ``weights=None, weights_backbone=None`` (random weights); the class names
-are the 21 PASCAL VOC categories of torchvision's weight metadata.
+Eigen-CAM explains the backbone layer that feeds the segmentation head (``backbone.layer4`` for
+the ResNet variants): its first principal component shows the regions the whole head works
+from. Class methods explain one class through
+:class:`eigencam.methods.segmentation_target.SegmentationTarget`. Class names: the 21 PASCAL
+VOC categories of torchvision's weight metadata.
 """
 
 from __future__ import annotations
 
 from eigencam.models.entry import ModelEntry
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.models.sources.torchvision import build_torchvision, categories, lookup
+from eigencam.models.sources.torchvision import lookup, task_entry
 
 SEGMENTERS = (
     "deeplabv3_resnet50",
@@ -33,14 +30,7 @@ def names() -> tuple[str, ...]:
 
 def segmenter_entry(name: str) -> ModelEntry:
     """The registry entry of a torchvision segmenter (random weights, VOC names)."""
-    return ModelEntry(
-        name=name,
-        description=f"torchvision segmenter {name} (random weights unless --weights)",
-        build=lambda **options: build_torchvision(name, **{"weights_backbone": None, **options}),
-        preprocessing=Preprocessing((520, 520)),
-        labels=lambda: categories(name),
-        task="segmentation",
-    )
+    return task_entry(name, "segmentation", preprocessing=Preprocessing((520, 520)))
 
 
 def entry(name: str) -> ModelEntry | None:

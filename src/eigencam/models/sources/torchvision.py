@@ -31,17 +31,26 @@ def build_torchvision(name: str, **options: Any) -> nn.Module:
     return tvm.get_model(name, **{"weights": None, **options})
 
 
-def categories(name: str) -> list[str]:
-    """The class names of a torchvision model's weight metadata (no download)."""
-    import torchvision.models as tvm
-
-    return list(tvm.get_model_weights(name).DEFAULT.meta["categories"])
-
-
 def lookup(name: str, known: Sequence[str], make: Callable[[str], ModelEntry]) -> ModelEntry | None:
     """``make(bare)`` when ``name``, without its ``torchvision:`` prefix, is one of ``known``."""
     bare = name.removeprefix(PREFIX)
     return make(bare) if bare in known else None
+
+
+def task_entry(name: str, task: str, **fields: Any) -> ModelEntry:
+    """The entry of a torchvision detector or segmenter: random weights (backbone included) and
+    the class names of its weight metadata (no download)."""
+    import torchvision.models as tvm
+
+    what = "detector" if task == "detection" else "segmenter"
+    return ModelEntry(
+        name=name,
+        description=f"torchvision {what} {name} (random weights unless --weights)",
+        build=lambda **options: build_torchvision(name, **{"weights_backbone": None, **options}),
+        labels=lambda: list(tvm.get_model_weights(name).DEFAULT.meta["categories"]),
+        task=task,
+        **fields,
+    )
 
 
 def classifier_entry(name: str) -> ModelEntry:

@@ -1,21 +1,14 @@
 """Ultralytics YOLO (v8 and later: YOLOv8, YOLO11, YOLO26...), built from its yaml, offline.
 
-``load_model("yolov8n.yaml")`` (or ``yolo11s.yaml``, any Ultralytics model yaml, or a path to
-your own) builds the network (``DetectionModel``, ``SegmentationModel``...) from the yaml
-Ultralytics ships: random weights, nothing downloaded. Load trained weights as a state dict
-(``--weights``): ``torch.save(YOLO("best.pt").model.state_dict(), "best_state.pt")``, since
-Ultralytics' ``.pt`` checkpoints are pickles that ``weights_only=True`` refuses.
-
-Explaining never calls the ``YOLO`` wrapper (its ``__call__`` runs a predictor that fuses
-layers and its ``train()`` starts a training run) nor ``eval()``/``train()`` on anything:
-:func:`eigencam.capture.adapters.runner_for` runs the inner network and the flags are set
-directly. Ultralytics checks the network when imported (``ONLINE = is_online()``) and may send
-events: :func:`import_ultralytics` sets ``YOLO_OFFLINE=1`` first (unless the caller set it), so
-nothing eigencam calls reaches the network, and undoes the patches Ultralytics applies to
-``PIL.Image.open`` and ``torch.save`` on import.
-
-Preprocessing is Ultralytics': letterbox to 640 x 640 with grey (114) padding, RGB in [0, 1]
-(mean 0, std 1). Input sides must be multiples of the model's largest stride (32).
+``load_model("yolov8n.yaml")`` (any Ultralytics model yaml, or a path to your own) builds the
+network (``DetectionModel``, ``SegmentationModel``...) with random weights, nothing downloaded.
+Load trained weights as a state dict (``--weights``):
+``torch.save(YOLO("best.pt").model.state_dict(), "best_state.pt")``, since Ultralytics' ``.pt``
+checkpoints are pickles that ``weights_only=True`` refuses. Explaining never calls the ``YOLO``
+wrapper (its ``__call__`` fuses layers, its ``train()`` starts a training run) nor
+``eval()``/``train()``: the flags are set directly. Preprocessing is Ultralytics': letterbox to
+640 x 640 with grey (114) padding, RGB in [0, 1]; input sides are multiples of the largest
+stride (32).
 """
 
 from __future__ import annotations
@@ -43,12 +36,12 @@ _TASK_CLASSES = {
 
 
 def import_ultralytics() -> Any:
-    """Import ``ultralytics.nn.tasks`` with the network checks off (``YOLO_OFFLINE=1``).
+    """Import ``ultralytics.nn.tasks`` with its network checks and events off
+    (``YOLO_OFFLINE=1`` unless the caller set it).
 
     Importing Ultralytics also patches ``PIL.Image.open`` (on an unidentified file it tries to
-    pip-install a HEIF plugin, then fails with ModuleNotFoundError) and ``torch.save``. When
-    eigencam is the one importing it, both are put back as they were, so reading images and
-    saving tensors elsewhere in the process behave as before.
+    pip-install a HEIF plugin) and ``torch.save``; when eigencam is the one importing it, both
+    are put back as they were.
     """
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_VERBOSE", "False")
