@@ -40,8 +40,6 @@ DEFAULT_RAY_TIMEOUT = 60.0
 class LocalEngine:
     """``worker`` in this process (torch's thread count is restored at :meth:`close`)."""
 
-    name = "local"
-
     def __init__(self, worker: ShardWorker) -> None:
         self.worker = worker
         self.info: dict[str, Any] = {"engine": "local", "workers": 1}
@@ -104,8 +102,6 @@ class RayEngine:
         BatchError: (when the run starts) nothing answers at ``address`` in ``ray_timeout``.
     """
 
-    name = "ray"
-
     def __init__(
         self,
         worker: ShardWorker,
@@ -135,10 +131,6 @@ class RayEngine:
 
     def batches(self, shards: Sequence[Shard]) -> Iterable[Shard]:
         """Start (or join) Ray; the shards go to the actors as they are (they read them)."""
-        self._connect()
-        return shards
-
-    def _connect(self) -> None:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             import ray
@@ -183,6 +175,7 @@ class RayEngine:
             threads=spec.threads,
             cluster={k: resources.get(k) for k in ("CPU", "GPU", "memory")},
         )
+        return shards
 
     def process(self, shard: Shard) -> Future[ShardPart]:
         """Send ``shard`` to the least busy actor (the pool starts with the first shard); wait
@@ -231,11 +224,8 @@ ENGINES = {"local": LocalEngine, "ray": RayEngine}
 
 
 def wait_for_cluster(address: str, timeout: float) -> None:
-    """Wait up to ``timeout`` seconds for the Ray head at ``address`` to accept a connection.
-
-    Raises:
-        BatchError: nothing accepted one in time (one line: the address and the fix).
-    """
+    """Wait up to ``timeout`` seconds for the Ray head at ``address`` to accept a connection;
+    a :class:`~eigencam.errors.BatchError` (one line: the address and the fix) if none does."""
     endpoint = _endpoint(address)
     if endpoint is None:  # no host:port to try: Ray reports it itself
         return
@@ -272,11 +262,8 @@ def _endpoint(address: str) -> tuple[str, int] | None:
 
 
 def default_workers(resources: dict[str, float], cpus: float, gpus: float) -> int:
-    """Actors a cluster of ``resources`` holds with ``cpus`` and ``gpus`` per actor.
-
-    Raises:
-        BatchError: GPUs per actor asked of a cluster without that many GPUs.
-    """
+    """Actors a cluster of ``resources`` holds with ``cpus`` and ``gpus`` per actor (a
+    :class:`~eigencam.errors.BatchError` when it has fewer GPUs than one actor asks)."""
     if gpus:
         total = resources.get("GPU", 0.0)
         if total < gpus:

@@ -48,19 +48,11 @@ WDS_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif
 
 @dataclass(frozen=True)
 class Shard:
-    """One unit of work and of output: the items of one output file.
-
-    Attributes:
-        index: position in the plan (the output file ``part-{index:05d}.parquet``).
-        kind: ``files`` (images read from paths), ``parquet`` (a row range of a Parquet file
-            holding image bytes) or ``webdataset`` (a tar).
-        items: ``files``: (id, absolute path) per image.
-        source: ``parquet``/``webdataset``: the absolute path of the file.
-        rows: ``parquet``: the [start, stop) row range.
-        column: ``parquet``: the image column; ``webdataset``: the image member's extension
-            (empty: the first of :data:`WDS_IMAGE_EXTENSIONS` present).
-        id_column: ``parquet``: a column of ids (empty: ``<file name>#<row>``).
-    """
+    """One unit of work and of output (``part-{index:05d}.parquet``): ``files`` (an (id,
+    absolute path) per image in ``items``), ``parquet`` (the [start, stop) ``rows`` of the file
+    ``source``, images in ``column``, ids in ``id_column`` or ``<file name>#<row>``) or
+    ``webdataset`` (the tar ``source``; ``column``: the image member's extension, empty for the
+    first of :data:`WDS_IMAGE_EXTENSIONS` present)."""
 
     index: int
     kind: str
@@ -105,11 +97,8 @@ class InputPlan:
     Attributes:
         kind: ``images``, ``list``, ``parquet`` or ``webdataset``.
         inputs: the inputs as given.
-        shards: every shard, in order.
-        shard_size: images per shard (paths, Parquet rows).
-        column: the Parquet column or WebDataset extension used ("" when not applicable).
-        column_type: ``path``, ``bytes`` or ``struct`` for Parquet, else "".
-        id_column: the Parquet id column, or "".
+        column, column_type, id_column: the Parquet column (its type: ``path``, ``bytes`` or
+            ``struct``) and id column, or the WebDataset extension ("" when not applicable).
         unmatched: (input, reason) for inputs that matched no image (a glob without match, an
             empty folder): recorded in the manifest, they have no rows.
     """
@@ -130,7 +119,7 @@ class InputPlan:
         return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[misc]
 
     def describe(self) -> dict[str, Any]:
-        """The plan in the manifest: kind, column, shard count and size, image count."""
+        """The plan in the manifest."""
         return {
             "kind": self.kind,
             "inputs": list(self.inputs),
@@ -150,15 +139,9 @@ class InputPlan:
 
 @dataclass
 class ShardData:
-    """One shard's encoded images, in order.
-
-    Attributes:
-        shard: the shard index.
-        ids: an id per image (the path as listed, the id column, ``file#row``, the tar key).
-        sources: the file each image came from (the image, the Parquet file, the tar).
-        data: the encoded bytes, None where reading failed.
-        errors: None, or why the image could not be read.
-    """
+    """One shard's encoded images, in order: an id per image (the path as listed, the id
+    column, ``file#row``, the tar key), the file it came from, its bytes (None where reading
+    failed) and None or why it could not be read."""
 
     shard: int
     ids: list[str] = field(default_factory=list)

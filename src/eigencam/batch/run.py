@@ -47,15 +47,9 @@ class MixedNumericsWarning(UserWarning):
 
 @dataclass
 class BatchReport:
-    """What :func:`run_batch` returns.
-
-    Attributes:
-        out: the run folder.
-        manifest: the final manifest (also in ``out/manifest.json``).
-        computed: summaries of the shards computed by this call.
-        skipped: shards already finished before this call.
-        seconds: wall time of this call.
-    """
+    """What :func:`run_batch` returns: the run folder ``out``, the final ``manifest`` (also in
+    ``out/manifest.json``), the summaries of the shards this call ``computed``, how many it
+    ``skipped`` (finished before) and its wall time in ``seconds``."""
 
     out: Path
     manifest: dict[str, Any]
@@ -168,17 +162,10 @@ def run_batch(
         "input": plan.describe() | {"unmatched": [list(u) for u in plan.unmatched]},
         "settings": spec.identity(),
         "model": {"pretrained": pretrained, "task": entry.task},
-        "execution": {
-            "engine": engine,
-            "batch_size": spec.batch_size,
-            "decode_threads": spec.decode_threads,
-            "device": spec.device,
-            "threads": spec.threads,
-            "ray_address": ray_address,
-            "num_workers": num_workers,
-            "num_cpus_per_worker": num_cpus_per_worker,
-            "num_gpus_per_worker": num_gpus_per_worker,
-        },
+        "execution": {"engine": engine}
+        | {k: getattr(spec, k) for k in ("batch_size", "decode_threads", "device", "threads")}
+        | {"ray_address": ray_address, "num_workers": num_workers}
+        | {"num_cpus_per_worker": num_cpus_per_worker, "num_gpus_per_worker": num_gpus_per_worker},
         "versions": _versions(engine),
         "runs": list(previous.get("runs", [])) if previous else [],
     }

@@ -44,11 +44,8 @@ _TEMP_FILE = re.compile(r"^\.part-\d{5,}.*\.tmp$|^\.\d{6}-.*\.png\..*\.tmp$")
 
 
 class ParquetCodec:
-    """Shard files: a ``pyarrow.Table`` per part, stamped with the run's fingerprint.
-
-    Args:
-        fingerprint: the run's fingerprint; :meth:`keys` recognises only the shards of this run.
-    """
+    """Shard files: a ``pyarrow.Table`` per part, stamped with the run's ``fingerprint``
+    (:meth:`keys` recognises only the shards of this run)."""
 
     suffix = "parquet"
 

@@ -46,10 +46,8 @@ from eigencam.runs.source import iter_batches
 from eigencam.runs.step import isolate, to_batch
 from eigencam.viz import colormap_lut, overlay
 
-# Eigen-CAM's box threshold: 15 % of the map's maximum, the best threshold of the default
-# Eigen-CAM on the embedded EfficientNet-Lite0 over the ILSVRC dev set under both protocols of
-# docs/results.md (the paper's 5-15 % sweep, and Choe et al.'s MaxBoxAcc grid: 63.2 % at 0.15 on
-# half 1, 62.4 % at 0.20). See docs/scale.md.
+# Eigen-CAM's box threshold: 15 % of the map's maximum, the best of the default Eigen-CAM on the
+# embedded model over the ILSVRC dev set under both protocols of docs/results.md (docs/scale.md).
 DEFAULT_THRESHOLD = 0.15
 TOP_K = 5
 
@@ -227,11 +225,9 @@ class ShardWorker:
         self.loaded: Any = None
 
     def load(self) -> ShardWorker:
-        """Load the model on the spec's device and configure the explainer (once).
-
-        Sets torch's thread count when ``spec.threads`` is given (the worker owns its process:
-        a Ray actor, or the local engine, which restores the count when the run ends).
-        """
+        """Load the model on the spec's device and configure the explainer (once); set torch's
+        thread count when ``spec.threads`` is given (the worker owns its process: a Ray actor,
+        or the local engine, which restores the count when the run ends)."""
         if self.loaded is not None:
             return self
         spec = self.spec.validate()
@@ -269,11 +265,10 @@ class ShardWorker:
     def explain(self, data: ShardData) -> list[dict[str, Any]]:
         """The rows of one shard, in item order (overlays are written into the run folder).
 
-        Unreadable and undecodable images, and images whose explanation raises an
-        :class:`~eigencam.errors.EigenCAMError` of their own (:func:`eigencam.runs.isolate`),
-        get an ``error`` row; any other exception propagates, so the shard is not written and
-        a rerun retries it.
-        """
+        Unreadable images and those whose explanation raises an
+        :class:`~eigencam.errors.EigenCAMError` of their own (:func:`eigencam.runs.isolate`) get
+        an ``error`` row; any other exception propagates: the shard is not written, a rerun
+        retries it."""
         rows = [None if e is None else self._failure(data, i, e) for i, e in enumerate(data.errors)]
         readable = [i for i, row in enumerate(rows) if row is None]
         items = [EncodedImage(data.ids[i] or f"#{i}", data.data[i]) for i in readable]  # type: ignore[arg-type]
@@ -337,11 +332,8 @@ class ShardWorker:
                 "target": None if res.targets is None else res.targets[0].cpu().tolist(),
             }
             preds = top_predictions(res.output, self.loaded.labels, TOP_K)
-            if preds:
-                top = preds[0]
-                row["top5_index"] = [p["index"] for p in top]
-                row["top5_label"] = [p["label"] for p in top]
-                row["top5_prob"] = [p["probability"] for p in top]
+            for column, key in (("index", "index"), ("label", "label"), ("prob", "probability")):
+                row[f"top5_{column}"] = [p[key] for p in preds[0]] if preds else None
             raw = res.raw[0].detach().float().cpu()
             if "maps" in save:
                 u = quantize(normalize(raw, relu=relu).numpy())
