@@ -54,17 +54,16 @@ class Detections:
 
     def records(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """JSON-ready dicts: box (x0, y0, x1, y1, rounded to 0.1 px), label, name, score."""
+        named = list(names or [])
         return [
             {
                 "box": [round(float(v), 1) for v in box],
                 "label": int(label),
-                "name": names[label]
-                if names is not None and 0 <= label < len(names)
-                else str(label),
+                "name": named[label] if 0 <= label < len(named) else str(label),
                 "score": round(float(score), 4),
             }
             for box, score, label in zip(
-                self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()
+                *(t.tolist() for t in (self.boxes, self.scores, self.labels))
             )
         ]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from eigencam.errors import InvalidParameterError, ModelNotFoundError, check
+from eigencam.errors import ModelNotFoundError, check
 from eigencam.models.entry import LoadedModel, ModelEntry, set_eval, warn_random_weights
 from eigencam.models.sources import (
     detection,
@@ -105,10 +105,8 @@ def load_model(
     """
     entry = model_entry(name)
     model = entry.build(**options)
-    if not isinstance(model, nn.Module):
-        raise InvalidParameterError(
-            f"{name} built a {type(model).__name__}, expected a torch.nn.Module"
-        )
+    kind = type(model).__name__
+    check(isinstance(model, nn.Module), f"{name} built a {kind}, expected a torch.nn.Module")
     pretrained = entry.pretrained
     if weights is not None:
         load_weights(model, weights)

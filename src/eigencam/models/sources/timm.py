@@ -1,11 +1,8 @@
-"""timm models by name: ``timm:NAME`` (``timm:resnet50``, ``timm:vit_small_patch16_224``...).
-
-The model is built with ``pretrained=False`` (random weights; nothing is downloaded; load your
-own with ``--weights``). Its preprocessing (input size, mean, std, crop) comes from its own
-``pretrained_cfg`` via ``timm.data.resolve_data_config``: metadata, no download. The target
-layer is the last entry of its ``feature_info``; for ViT-style token models the norm1 of that
-block (``blocks.11.norm1``) with the prefix tokens dropped, for channels-last models (Swin) a
-channels-last reshape (see :mod:`eigencam.capture.families`).
+"""timm models by name: ``timm:NAME`` (``timm:resnet50``, ``timm:vit_small_patch16_224``...),
+built with ``pretrained=False`` (random weights, nothing downloaded; ``--weights`` loads yours).
+The preprocessing comes from the model's own ``pretrained_cfg``
+(``timm.data.resolve_data_config``: metadata, no download); the target layer from its
+``feature_info`` (:mod:`eigencam.capture.families`).
 """
 
 from __future__ import annotations

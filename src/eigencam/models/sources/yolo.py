@@ -62,12 +62,9 @@ def import_ultralytics() -> Any:
 
 
 def build_yolo(cfg: str, **options: Any) -> nn.Module:
-    """An Ultralytics network built from ``cfg`` (a bundled yaml name or a path), random weights.
-
-    Args:
-        cfg: ``yolov8n.yaml``, ``yolo11s-seg.yaml``, ``path/to/model.yaml``...
-        **options: passed to the model class (``nc=`` number of classes, ``ch=`` channels).
-    """
+    """An Ultralytics network built from ``cfg`` (a bundled yaml name such as
+    ``yolo11s-seg.yaml``, or a path), random weights; ``options`` go to the model class (``nc=``
+    number of classes, ``ch=`` channels)."""
     tasks = import_ultralytics()
     try:
         task = tasks.guess_model_task(cfg)
@@ -113,18 +110,17 @@ def yolo_detections(
     end2end: bool | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> list[Detections]:
-    """Detections from a YOLO network's eval output, with Ultralytics' NMS.
+    """Detections from a YOLO network's eval output, with Ultralytics' NMS (``conf``, ``iou``,
+    ``max_det``: its prediction defaults).
 
     Args:
-        output: what the network returned: ``(predictions, extras)`` or the predictions,
-            (B, 4 + nc + extra, anchors) xywh boxes and class scores, or (B, max_det, 6 + extra)
-            for end-to-end (NMS-free) heads.
-        conf, iou, max_det: Ultralytics' prediction defaults.
-        nc: number of classes (needed when the predictions carry extra channels: masks,
-            keypoints); 0 infers 4 + nc = all channels.
+        output: ``(predictions, extras)`` or the predictions: (B, 4 + nc + extra, anchors) xywh
+            boxes and class scores, or (B, max_det, 6 + extra) for end-to-end (NMS-free) heads.
+        nc: number of classes, needed when the predictions carry extra channels (masks,
+            keypoints); 0: every channel after the box is a class.
         end2end: the head is NMS-free; None guesses from the shape.
-        image_size: (H, W) of the input, to clip the boxes to it (as Ultralytics' predictor
-            does); None leaves them as predicted.
+        image_size: (H, W) of the input, to clip the boxes to it as Ultralytics' predictor
+            does; None leaves them as predicted.
 
     Returns:
         One :class:`Detections` per image, boxes in input pixels.
@@ -138,12 +134,8 @@ def yolo_detections(
             pred = pred[0]
     if not isinstance(pred, Tensor) or pred.ndim != 3:
         got = tuple(pred.shape) if isinstance(pred, Tensor) else type(output).__name__
-        raise ShapeError(
-            "YOLO output",
-            "(B, 4 + classes, anchors) predictions",
-            got,
-            "Run the model in eval mode.",
-        )
+        want = "(B, 4 + classes, anchors) predictions"
+        raise ShapeError("YOLO output", want, got, "Run the model in eval mode.")
     if end2end is None:
         end2end = pred.shape[-1] == 6 and pred.shape[1] > 6
     kept = non_max_suppression(
