@@ -1,11 +1,10 @@
 """Explain datasets larger than one machine: ``eigencam batch``, locally or on Ray.
 
-The input is cut into deterministic shards (:mod:`eigencam.batch.inputs`); a run is the one
-run loop (:func:`eigencam.runs.run_task`) over the shards, one shard per batch: each becomes
-one Parquet part of the run folder (:mod:`eigencam.batch.shards`, the folder's codec), written
-atomically by a worker holding the model (:mod:`eigencam.batch.worker`), in this process or on
-a Ray actor pool (:mod:`eigencam.batch.engines`); :func:`run_batch` resumes a killed run where
-it stopped (:mod:`eigencam.batch.run`). Ray and pyarrow are imported only when used.
+The input is cut into deterministic shards (:mod:`~eigencam.batch.inputs`); a run is the one run
+loop (:func:`eigencam.runs.run_task`) over them, each shard one Parquet part of the run folder
+(:mod:`~eigencam.batch.shards`) written by a worker (:mod:`~eigencam.batch.worker`) in this
+process or on Ray actors (:mod:`~eigencam.batch.engines`); a killed run resumes
+(:mod:`~eigencam.batch.run`). Ray and pyarrow are imported only when used.
 
 Example:
     >>> from eigencam.batch import BatchSpec, run_batch, read_results

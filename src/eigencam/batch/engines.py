@@ -90,16 +90,15 @@ class RayEngine:
         address: a Ray cluster (``auto``, ``ray://host:10001``, ``host:6379``); None starts a
             local Ray with all CPUs (no dashboard, no usage statistics) unless Ray is already
             initialised. Only a Ray started here is shut down.
-        num_workers: actors (None: as many as the cluster's CPUs, or GPUs with
-            ``num_gpus_per_worker``, allow).
-        num_cpus_per_worker: CPUs reserved per actor (decoding and, on CPU, the model); on CPU
-            it is also the actor's torch threads unless the spec sets ``threads``.
+        num_workers: actors (None: as many as the cluster's CPUs, or GPUs, allow).
+        num_cpus_per_worker: CPUs reserved per actor; on CPU also its torch threads unless the
+            spec sets ``threads``.
         num_gpus_per_worker: GPUs per actor (fractions share a GPU); 0 runs on CPU.
-        ray_timeout: seconds to wait for the cluster at ``address`` to accept a connection.
+        ray_timeout: seconds to wait for the cluster at ``address`` to accept a connection
+            (then a :class:`~eigencam.errors.BatchError`).
 
     Raises:
         InvalidParameterError: a pool argument out of range (before Ray starts).
-        BatchError: (when the run starts) nothing answers at ``address`` in ``ray_timeout``.
     """
 
     def __init__(

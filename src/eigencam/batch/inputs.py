@@ -80,14 +80,8 @@ class Shard:
         """What identifies the shard's content, for the run fingerprint (JSON-serialisable)."""
         if self.kind == "files":
             return {"kind": self.kind, "items": len(self.items), "sha256": digest(self.items)}
-        return {
-            "kind": self.kind,
-            "source": self.source,
-            "rows": list(self.rows),
-            "column": self.column,
-            "id_column": self.id_column,
-            "bytes": file_identity(self.source).get("bytes"),
-        }
+        fields = {k: getattr(self, k) for k in ("kind", "source", "rows", "column", "id_column")}
+        return fields | {"rows": list(self.rows), "bytes": file_identity(self.source).get("bytes")}
 
 
 @dataclass(frozen=True)
@@ -120,16 +114,16 @@ class InputPlan:
 
     def describe(self) -> dict[str, Any]:
         """The plan in the manifest."""
-        return {
-            "kind": self.kind,
-            "inputs": list(self.inputs),
-            "column": self.column or None,
-            "column_type": self.column_type or None,
-            "id_column": self.id_column or None,
-            "shard_size": self.shard_size,
-            "shards": len(self.shards),
-            "images": self.items,
-        }
+        columns = {k: getattr(self, k) or None for k in ("column", "column_type", "id_column")}
+        return (
+            {"kind": self.kind, "inputs": list(self.inputs)}
+            | columns
+            | {
+                "shard_size": self.shard_size,
+                "shards": len(self.shards),
+                "images": self.items,
+            }
+        )
 
     def fingerprint(self) -> str:
         """sha256 of what the shards hold: equal plans have equal fingerprints."""

@@ -1,12 +1,10 @@
 """A batch run from start to finish: plan, check the folder, run the loop, write the manifest.
 
-:func:`run_batch` is :func:`eigencam.runs.run_task` over the plan's shards with
-:class:`BatchTask`, whose ``process`` is the engine's. The run's fingerprint hashes the shards
-and the settings that decide the rows (:meth:`BatchSpec.identity`): a folder holding another run
-is refused, naming what differs, and the shard files of this run are finished work, skipped.
-``manifest.json`` is written at the start (``status: running``) and at the end from the shard
-files themselves, also after an error or an interrupt, so its counts and failures are those of
-the whole run however often it was resumed, and the same for both engines.
+The fingerprint hashes the shards and the settings that decide the rows
+(:meth:`BatchSpec.identity`): a folder holding another run is refused, naming what differs, and
+this run's shard files are finished work, skipped. ``manifest.json`` is written at the start
+(``status: running``) and at the end from the shard files themselves, also after an error or an
+interrupt: its counts are those of the whole run however often it was resumed.
 """
 
 from __future__ import annotations
@@ -100,21 +98,19 @@ def run_batch(
         engine: ``local`` (this process) or ``ray`` (a Ray actor pool).
         input_format, shard_size, column, id_column: see
             :func:`~eigencam.batch.inputs.plan_inputs`.
-        ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker: the Ray engine's
-            cluster and actor pool (:class:`~eigencam.batch.engines.RayEngine`).
-        ray_timeout: seconds to wait for the cluster at ``ray_address`` to answer.
+        ray_address, num_workers, num_cpus_per_worker, num_gpus_per_worker, ray_timeout: the
+            Ray engine's cluster and actor pool (:class:`~eigencam.batch.engines.RayEngine`).
         progress: called with each finished shard's summary.
         command: the command line, recorded in the manifest.
 
     Returns:
-        A :class:`BatchReport`. The manifest is written even when the run stops on an error
-        or an interrupt (``status: incomplete``), before the error propagates.
+        A :class:`BatchReport`. The manifest is written also when the run stops on an error or
+        an interrupt (``status: incomplete``), before the error propagates.
 
     Raises:
         RunMismatchError: ``out`` holds a run with other inputs or settings, or one written
             by another release.
-        BatchInputError: the inputs cannot be planned.
-        InvalidParameterError: a setting out of range.
+        BatchInputError, InvalidParameterError: the inputs cannot be planned, a bad setting.
         BatchError: the engine failed (finished shards are kept).
     """
     start = time.perf_counter()

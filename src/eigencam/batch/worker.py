@@ -17,6 +17,7 @@ an overlay file.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import warnings
@@ -65,13 +66,11 @@ class BatchSpec:
     """What to compute for every image, and how.
 
     Attributes:
-        model: a model name for :func:`eigencam.models.load_model` (a file is made absolute:
-            workers may run in another folder).
-        weights: state-dict file for the model (made absolute), or None.
+        model, weights: a name for :func:`eigencam.models.load_model` and a state-dict file or
+            None (files are made absolute: workers may run in another folder).
         model_args: options for the model's constructor.
         input_size, mean, std, resize: preprocessing overrides (None: the model's own).
-        method: registry name of the explanation method.
-        method_options: its constructor options (``n_components``, ``center``, ``solver``...).
+        method, method_options: the registry name of the explanation method and its options.
         layer: target layer (None: the model's default).
         reshape: ``--reshape`` spec (``tokens``, ``tokens:N``, ``channels-last``, ``pyramid``).
         target: ``predicted``, a class index or ``top<k>`` (class-specific methods).
@@ -79,8 +78,7 @@ class BatchSpec:
         save: what to store, a subset of :data:`~eigencam.batch.shards.SAVE_KINDS`.
         colormap, alpha: overlays.
         max_pixels: decompression-bomb guard.
-        batch_size: images per forward pass.
-        decode_threads: image decoding threads per worker.
+        batch_size, decode_threads: images per forward pass, decoding threads per worker.
         device: ``cpu``, ``cuda``... (None: CUDA when the worker sees a GPU).
         threads: torch intra-op threads per worker (None: torch's default). On CPU the result
             bits depend on it; keep it equal to compare or resume runs.
@@ -119,7 +117,7 @@ class BatchSpec:
     def __reduce__(self):  # MappingProxyType does not pickle; Ray actors get a copy of the spec
         values = {f: getattr(self, f) for f in self.__dataclass_fields__}
         values.update(model_args=dict(self.model_args), method_options=dict(self.method_options))
-        return (_rebuild_spec, (values,))
+        return (functools.partial(BatchSpec, **values), ())
 
     def validate(self) -> BatchSpec:
         """Check the settings that need no model; returns self.
@@ -189,10 +187,6 @@ IDENTITY = (
     "method_options", "layer", "reshape", "target", "threshold", "save", "colormap", "alpha",
     "max_pixels",
 )  # fmt: skip
-
-
-def _rebuild_spec(values: dict[str, Any]) -> BatchSpec:
-    return BatchSpec(**values)
 
 
 @dataclass
