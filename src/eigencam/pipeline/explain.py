@@ -143,6 +143,10 @@ def write_file_results(
 ) -> RunReport:
     """``results.json`` of a run over files, from the folder's records, in input order."""
     recorded = {r["key"]: r for r in folder.records().rows}
+    for stop in stats.stopped:  # the batch that stopped the run: failed, retried on --resume
+        recorded.setdefault(
+            stop["key"], {"key": stop["key"], **_failure_record(stop["file"], stop["error"])}
+        )
     records = [_failure_record(item, reason) for item, reason in extra_failures]
     for item in items:
         if item.key in recorded:

@@ -3,8 +3,8 @@
 An :class:`~eigencam.errors.EigenCAMError` raised for a batch is retried image by image; an
 image that still raises one is that image's failure, recorded with the error's message, and the
 other images go on. Errors that no image can cause on its own (a wrong layer name, an option a
-method does not have, a model a method cannot explain, a missing package, an output that cannot
-be written) stop the run, and so does every exception that is not an ``EigenCAMError`` (the
+method does not have, a model a method cannot explain, an input size or dtype the model cannot
+take, a missing package, an output that cannot be written) stop the run, and so does every exception that is not an ``EigenCAMError`` (the
 model's forward failing, or a bug): it becomes a :class:`~eigencam.errors.ModelForwardError`
 naming the batch and the original error (chained; ``--debug`` prints its traceback).
 """
@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from eigencam.capture.hooks import preserved_state
 from eigencam.errors import (
     EigenCAMError,
+    InputMismatchError,
     InvalidParameterError,
     LayerNotFoundError,
     LayerSelectionError,
@@ -36,6 +37,7 @@ R = TypeVar("R")
 
 #: Errors that are the run's, not one image's: they stop the run.
 RUN_ERRORS: tuple[type[EigenCAMError], ...] = (
+    InputMismatchError,
     InvalidParameterError,
     LayerNotFoundError,
     LayerSelectionError,
