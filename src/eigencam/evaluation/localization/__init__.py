@@ -1,9 +1,9 @@
 """``eigencam localize``: maps as object localizers (the paper's Table 1, Choe et al.'s MaxBoxAcc).
 
 - :mod:`.settings`: what is measured (:class:`LocalizeSettings`) and the scoring of a batch;
-- :mod:`.task`: the run (:func:`run_localization`, a :class:`LocalizeTask` on the run loop);
+- :mod:`.task`: :func:`localize`, a :class:`LocalizeTask` on the run loop;
 - :mod:`.summary`: the records (:func:`load_records`) and both protocols (:func:`summarize`);
-- :mod:`.report`: :func:`localize`, the end-to-end benchmark and every output file.
+- :mod:`.report`: every output file (:func:`write_report`).
 
 Names load on first use, so the scorer processes import the torch-free :mod:`.settings` only.
 """
@@ -16,14 +16,14 @@ from typing import Any
 _LAZY = {
     "LocalizeSettings": "settings",
     "score_part": "settings",
-    "settings_dict": "settings",
     "LocalizeTask": "task",
-    "run_localization": "task",
+    "localize": "task",
     "Records": "summary",
     "calibration_from_metrics": "summary",
     "load_records": "summary",
     "summarize": "summary",
-    "localize": "report",
+    "table_markdown": "report",
+    "write_report": "report",
 }
 
 __all__ = sorted(_LAZY)
