@@ -2,4 +2,3 @@
 its names stay importable from here."""
 
 from eigencam.evaluation.faithfulness import *  # noqa: F403
-from eigencam.evaluation.faithfulness import __all__  # noqa: F401

@@ -2,4 +2,3 @@
 stay importable from here."""
 
 from eigencam.evaluation.attack import *  # noqa: F403
-from eigencam.evaluation.attack import __all__  # noqa: F401

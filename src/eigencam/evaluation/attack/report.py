@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eigencam.evaluation.attack.settings import (
     MEASURE_TITLES,
     MEASURES,
@@ -130,34 +132,44 @@ def figure_name(key: str) -> str:
     return slug(stem) + ".png"
 
 
-def render_figure(job: Mapping[str, Any], out_dir: Path, tile: int = 224) -> Path:
-    """Draw one image's Figure-4 layout into ``out_dir/figures/``."""
-    row = job["row"]
+def render_figure(
+    row: Mapping[str, Any],
+    clean: np.ndarray,
+    adversarial: np.ndarray,
+    gt: np.ndarray,
+    methods: Mapping[str, tuple[Any, Any, bool]],
+    out_dir: Path,
+    tile: int = 224,
+) -> Path:
+    """Draw one image's Figure-4 layout into ``out_dir/figures/``.
+
+    Args:
+        row: the image's record.
+        clean, adversarial: the two (H, W, 3) uint8 images at the model's input size.
+        gt: its ground-truth boxes in those pixels.
+        methods: {method key: ((clean map, adversarial map), (clean box, adversarial box),
+            class_specific)}.
+        out_dir: the run's folder.
+        tile: the cell size.
+    """
     cells = []
-    for key, (mc, ma) in job["maps"].items():
+    for key, (maps, boxes, specific) in methods.items():
         r = row["methods"][key]
         if r.get("error"):
             cells.append(MethodCells(key, None, None))
             continue
         a = r["adversarial"]
-        specific = job["class_specific"][key]
+        caption = f"class: {row['clean']['name']}" if specific else "class-agnostic"
+        similarity = f"SSIM {num(a['ssim'])} · r {num(a['pearson'])}"
         cells.append(
-            MethodCells(
-                key,
-                mc,
-                ma,
-                job["boxes"][key][0],
-                job["boxes"][key][1],
-                clean_caption=f"class: {row['clean']['name']}" if specific else "class-agnostic",
-                adversarial_caption=f"SSIM {num(a['ssim'])} · r {num(a['pearson'])}",
-            )
+            MethodCells(key, *maps, *boxes, clean_caption=caption, adversarial_caption=similarity)
         )
     truth = f"true: {row['label_name']}" if row.get("label_name") else "true class unknown"
     att = row["attack"]
     rgb = adversarial_figure(
-        job["clean"],
-        job["adversarial"],
-        job["gt"],
+        clean,
+        adversarial,
+        gt,
         cells,
         clean_caption=f"{row['clean']['name']} {row['clean']['prob']:.2f}",
         adversarial_caption=f"{row['adversarial']['name']} {row['adversarial']['prob']:.2f}",

@@ -12,22 +12,21 @@ from eigencam.evaluation.metrics.stats import describe, paired_difference, rate
 from eigencam.runs.folder import RunRecords
 
 
+def _method(row: Mapping[str, Any], method: str) -> Mapping[str, Any]:
+    return row["methods"].get(method) or {}
+
+
 def _values(rows: Sequence[Mapping[str, Any]], method: str, variant: str, measure: str) -> list:
-    out = []
-    for r in rows:
-        m = r["methods"].get(method) or {}
-        v = (m.get(variant) or {}).get(measure) if not m.get("error") else None
-        out.append(np.nan if v is None else v)
-    return out
+    """One value per row, NaN where it is missing or the method failed."""
+    vals = [(_method(r, method).get(variant) or {}).get(measure) for r in rows]
+    bad = [bool(_method(r, method).get("error")) for r in rows]
+    return [np.nan if v is None or e else v for v, e in zip(vals, bad)]
 
 
 def _ok(rows: Sequence[Mapping[str, Any]], method: str, variant: str) -> list[Mapping[str, Any]]:
     """Rows where the method ran and has the variant."""
     return [
-        r
-        for r in rows
-        if not (r["methods"].get(method) or {}).get("error")
-        and variant in (r["methods"].get(method) or {})
+        r for r in rows if variant in _method(r, method) and not _method(r, method).get("error")
     ]
 
 
@@ -56,9 +55,7 @@ def summarize(
         "images": len(rows),
         "failures": len(records.failures),
         "success": rate([r["attack"]["success"] for r in rows]),
-        "l2": describe([r["attack"]["l2"] for r in success]),
-        "linf": describe([r["attack"]["linf"] for r in success]),
-        "rho": describe([r["attack"]["rho"] for r in success]),
+        **{k: describe([r["attack"][k] for r in success]) for k in ("l2", "linf", "rho")},
         "iterations": describe([r["attack"]["iterations"] for r in success]),
         "clean_top1_acc": rate([r["clean"]["class"] == r["label"] for r in labelled]),
         "adversarial_top1_acc": rate([r["adversarial"]["class"] == r["label"] for r in labelled]),
@@ -77,7 +74,7 @@ def summarize(
             "class_specific": specific,
             "box_threshold": settings.threshold(key),
             "images": len(_ok(success, key, "adversarial")),
-            "failed_images": sum(bool((r["methods"].get(key) or {}).get("error")) for r in rows),
+            "failed_images": sum(bool(_method(r, key).get("error")) for r in rows),
         }
         for variant in settings.variants():
             if variant == "same_class" and not specific:
@@ -96,14 +93,12 @@ def summarize(
         out_methods[key] = entry
     comparisons: dict[str, Any] = {}
     if reference in methods:
-        for key in methods:
-            if key == reference:
-                continue
-            ref_keys = {r["key"] for r in _ok(success, reference, "adversarial")}
+        ref_keys = {r["key"] for r in _ok(success, reference, "adversarial")}
+        for key in [k for k in methods if k != reference]:
             both = [r for r in _ok(success, key, "adversarial") if r["key"] in ref_keys]
             comparisons[key] = {
                 m: paired_difference(
-                    _values(both, reference, "adversarial", m), _values(both, key, "adversarial", m)
+                    *(_values(both, k, "adversarial", m) for k in (reference, key))
                 )
                 for m in ("pearson", "ssim", "top_iou")
             }

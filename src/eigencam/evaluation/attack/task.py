@@ -103,16 +103,13 @@ class AttackTask(bm.Benchmark):
                 row["noise"] = _prediction(labels, int(noise_c[i]), noise_p[i])
             rows.append(row)
             if self.figures:  # before the part: a resumed run never lacks a figure
-                job = {
-                    "row": row,
-                    "clean": img.pixels,
-                    "adversarial": _to_uint8(x_adv[i], pre),
-                    "gt": _to_input(gt[i], regions[i], tuple(x.shape[-2:])),
-                    "maps": {k: _pair(v["maps"], i) for k, v in per_method.items()},
-                    "boxes": {k: _pair(v["local"], i) for k, v in per_method.items()},
-                    "class_specific": {k: self.class_specific(k) for k in per_method},
+                methods = {
+                    k: (_pair(v["maps"], i), _pair(v["local"], i), self.class_specific(k))
+                    for k, v in per_method.items()
                 }
-                render_figure(job, self.out, self.tile)
+                gt_input = _to_input(gt[i], regions[i], tuple(x.shape[-2:]))
+                adv_rgb = _to_uint8(x_adv[i], pre)
+                render_figure(row, img.pixels, adv_rgb, gt_input, methods, self.out, self.tile)
         return rows
 
     def class_specific(self, key: str) -> bool:
@@ -230,31 +227,24 @@ def _measure(
     for name, m in maps.items():
         local[name], original[name] = _boxes(m, threshold, settings.connectivity, regions)
         loc[name] = bx.best_iou(original[name][:, None, :], gt)[:, 0]
-    values: dict[str, dict[str, np.ndarray]] = {}
-    for name, m in maps.items():
-        if name == "clean":
-            continue
-        values[name] = {
+    values = {
+        name: {
             "pearson": pearson(clean, m).cpu().numpy(),
             "ssim": ssim(clean, m).cpu().numpy(),
             "top_iou": top_region_iou(clean, m, settings.top_fraction).cpu().numpy(),
             "box_iou": bx.box_iou(original["clean"], original[name]),
         }
-    rows = []
+        for name, m in maps.items()
+        if name != "clean"
+    }
+    rows: list[dict[str, Any]] = []
     for i in range(clean.shape[0]):
-        if i in errors:
-            rows.append({"error": errors[i]})
-            continue
-        r: dict[str, Any] = {
-            "error": None,
-            "clean": {"box": _box(original["clean"][i]), "loc_iou": bm.num(loc["clean"][i])},
-        }
-        for name, vals in values.items():
-            r[name] = {k: bm.num(v[i]) for k, v in vals.items()}
+        r: dict[str, Any] = {"error": errors.get(i)}
+        for name in [] if i in errors else maps:
+            r[name] = {k: bm.num(v[i]) for k, v in values.get(name, {}).items()}
             r[name].update(box=_box(original[name][i]), loc_iou=bm.num(loc[name][i]))
         rows.append(r)
-    np_maps = {k: v.cpu().numpy() for k, v in maps.items()}
-    return {"rows": rows, "maps": np_maps, "local": local}
+    return {"rows": rows, "maps": {k: v.cpu().numpy() for k, v in maps.items()}, "local": local}
 
 
 def _box(b: np.ndarray) -> list[float] | None:
