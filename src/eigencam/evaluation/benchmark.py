@@ -44,17 +44,17 @@ class Benchmark:
     """A benchmark as a task of the run loop; ``Subclass.run`` is the command's function.
 
     A subclass names its ``command`` and ``settings_class`` and adds its own options as fields
-    with defaults. The default ``process`` / ``finish`` (``attack``, ``faithfulness``) write one
-    json part of ``{"rows", "failures"}`` per batch (rows from :meth:`measure`) and, at the end,
-    ``metrics.json`` (the head, then :meth:`summarize`) and the files of :meth:`write`.
+    with defaults. By default (``attack``, ``faithfulness``) each batch becomes one json part
+    ``{"rows": measure(batch), "failures"}``, and ``finish`` writes ``metrics.json`` (the head,
+    then :meth:`summarize`) and the files of :meth:`write`.
 
     Attributes:
         dataset: the images (:func:`~eigencam.evaluation.open_dataset`).
         model: the classifier ((B, classes) logits).
         pre: its input preprocessing.
         explainers: {method key: explainer}, in table order.
-        out: the output folder (also the run folder: ``run.json``, ``records/``).
-        settings: what is measured (an instance of ``settings_class``).
+        out: the output folder, also the run folder (``run.json``, ``records/``).
+        settings: what is measured (a ``settings_class``).
         run_info: provenance for ``metrics.json`` (model, weights, command...).
         labels: class names.
         options: batch size, workers, device, resume/overwrite, max_pixels, progress.
@@ -64,9 +64,8 @@ class Benchmark:
     settings_class: ClassVar[type]
     codec: ClassVar[str] = "json"
     batch_size: ClassVar[int] = 8
-    #: The dataset's boxes are used: an image whose annotation was made for another size fails,
-    #: and ``metrics.json`` records the preprocessing (it places the boxes) and the skipped
-    #: annotations.
+    #: The boxes are used: an image annotated for another size fails, and ``metrics.json``
+    #: records the preprocessing (it places the boxes) and the skipped annotations.
     uses_boxes: ClassVar[bool] = True
 
     dataset: Dataset
@@ -97,11 +96,11 @@ class Benchmark:
         run: RunOptions | None = None,
         **options: Any,
     ) -> Any:
-        """Evaluate every explainer on ``dataset`` and write the outputs into ``out_dir``.
+        """Evaluate every explainer on ``dataset``; write the outputs into ``out_dir``.
 
-        The arguments are the attributes of :class:`Benchmark` (``settings`` defaults to
-        ``settings_class()``, ``run`` to :class:`~eigencam.runs.RunOptions` with the class's
-        ``batch_size``); ``options`` are the subclass's own fields. Runs are resumable.
+        The arguments are the attributes (``settings`` defaults to ``settings_class()``, ``run``
+        to :class:`~eigencam.runs.RunOptions` with the class's ``batch_size``); ``options`` are
+        the subclass's fields. Runs are resumable.
 
         Returns:
             What ``finish`` returns: the ``metrics.json`` content (``attack`` and
@@ -162,11 +161,11 @@ class Benchmark:
         return Part({"rows": rows, "failures": batch.failures}, len(rows), len(batch.failures))
 
     def measure(self, batch: Batch) -> list[dict[str, Any]]:
-        """One row per image of the batch that could be measured (the others fail in it)."""
+        """One row per image that could be measured (the others fail in ``batch``)."""
         raise NotImplementedError
 
     def summarize(self, records: RunRecords) -> dict[str, Any]:
-        """The aggregates of ``metrics.json`` from the run's records."""
+        """The aggregates of ``metrics.json``."""
         raise NotImplementedError
 
     def write(self, metrics: Mapping[str, Any], records: RunRecords) -> None:
@@ -174,15 +173,8 @@ class Benchmark:
         raise NotImplementedError
 
     def finish(self, folder: RunFolder, stats: RunStats) -> Any:
+        """``metrics.json`` (provenance, settings, dataset, timing, the summary) and the rest."""
         records = folder.records().restrict({s.key for s in self.dataset.samples})
-        metrics = self.metrics_head(stats)
-        metrics.update(self.summarize(records))
-        write_json(self.out / "metrics.json", metrics)
-        self.write(metrics, records)
-        return metrics
-
-    def metrics_head(self, stats: RunStats) -> dict[str, Any]:
-        """The first fields of ``metrics.json``: provenance, settings, dataset, timing."""
         n = stats.ok + stats.failed
         head = {**self.run_info, "command": self.run_info.get("command", self.command)}
         head["settings"] = settings_dict(self.settings)
@@ -198,7 +190,10 @@ class Benchmark:
             "seconds_per_image": round(stats.seconds / n, 3) if n else None,
             "resumed_images": stats.resumed,
         }
-        return head
+        metrics = {**head, **self.summarize(records)}
+        write_json(self.out / "metrics.json", metrics)
+        self.write(metrics, records)
+        return metrics
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:

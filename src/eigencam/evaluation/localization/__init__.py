@@ -4,32 +4,27 @@
 - :mod:`.task`: :func:`localize`, a :class:`LocalizeTask` on the run loop;
 - :mod:`.summary`: the records (:func:`load_records`) and both protocols (:func:`summarize`);
 - :mod:`.report`: every output file (:func:`write_report`).
-
-Names load on first use, so the scorer processes import the torch-free :mod:`.settings` only.
 """
 
-from __future__ import annotations
+from eigencam.evaluation.localization.report import table_markdown, write_report
+from eigencam.evaluation.localization.settings import LocalizeSettings, score_part
+from eigencam.evaluation.localization.summary import (
+    Records,
+    calibration_from_metrics,
+    load_records,
+    summarize,
+)
+from eigencam.evaluation.localization.task import LocalizeTask, localize
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "LocalizeSettings": "settings",
-    "score_part": "settings",
-    "LocalizeTask": "task",
-    "localize": "task",
-    "Records": "summary",
-    "calibration_from_metrics": "summary",
-    "load_records": "summary",
-    "summarize": "summary",
-    "table_markdown": "report",
-    "write_report": "report",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+__all__ = [
+    "LocalizeSettings",
+    "LocalizeTask",
+    "Records",
+    "calibration_from_metrics",
+    "load_records",
+    "localize",
+    "score_part",
+    "summarize",
+    "table_markdown",
+    "write_report",
+]

@@ -1,7 +1,7 @@
 """What ``eigencam localize`` measures: the threshold grids and IoU rules, and the scoring of
 one batch's maps into boxes and IoUs at every threshold.
 
-Torch-free on purpose: :func:`score_part` runs in a background thread or in the scorer processes
+Plain numpy: :func:`score_part` runs in a background thread or in the scorer processes
 (``score_workers``) while the model explains the next batch.
 """
 
