@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from eigencam.errors import check
 from eigencam.evaluation import benchmark as bm
 from eigencam.evaluation.faithfulness.report import curves_plot, per_image_table, table_markdown
-from eigencam.evaluation.faithfulness.settings import BASELINE_KEYS, FaithfulnessSettings
+from eigencam.evaluation.faithfulness.settings import BASELINE_KEYS, CURVES, FaithfulnessSettings
 from eigencam.evaluation.faithfulness.summary import summarize
 from eigencam.evaluation.metrics.baselines import center_gaussian, key_seed, random_maps
 from eigencam.evaluation.metrics.faithfulness import (
@@ -117,19 +117,17 @@ def score_maps(
 ) -> dict[str, Any]:
     """Every metric for a batch of maps (B, H, W): per-image values (B,) and curves (B, S)."""
     common = dict(mean=pre.mean, std=pre.std, batch_size=settings.batch_size)
-    di = dict(
-        steps=settings.steps,
-        baseline=settings.baseline,
-        constant=settings.constant,
-        blur_sigma=settings.blur_sigma,
-        **common,
+    di = {k: getattr(settings, k) for k in ("steps", "baseline", "constant", "blur_sigma")}
+    dele, ins = (
+        deletion_insertion(model, x, maps, targets, mode=mode, **di, **common)
+        for mode in ("deletion", "insertion")
     )
-    dele = deletion_insertion(model, x, maps, targets, mode="deletion", **di)
-    ins = deletion_insertion(model, x, maps, targets, mode="insertion", **di)
     drop, inc = average_drop_increase(model, x, maps.clamp(0, 1), targets, **common)
     rd = dict(fractions=settings.road_fractions, noise=settings.road_noise, **common)
-    morf = _road_per_key(model, x, maps, targets, keys, "morf", settings, rd)
-    lerf = _road_per_key(model, x, maps, targets, keys, "lerf", settings, rd)
+    morf, lerf = (
+        _road_per_key(model, x, maps, targets, keys, order, settings, rd)
+        for order in ("morf", "lerf")
+    )
     return {
         "values": {
             "deletion_auc": dele.auc.numpy(),
@@ -140,12 +138,7 @@ def score_maps(
             "road_lerf": lerf.auc.numpy(),
             "road_combined": (lerf.auc.numpy() - morf.auc.numpy()) / 2,
         },
-        "curves": {
-            "deletion": dele.probs.numpy(),
-            "insertion": ins.probs.numpy(),
-            "road_morf": morf.probs.numpy(),
-            "road_lerf": lerf.probs.numpy(),
-        },
+        "curves": {k: c.probs.numpy() for k, c in zip(CURVES, (dele, ins, morf, lerf))},
     }
 
 
