@@ -17,8 +17,9 @@ up to a positive factor on the models CAM supports.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +29,7 @@ from eigencam.capture.adapters import runner_for
 from eigencam.capture.layers import resolve_named
 from eigencam.capture.tree import first_tensor
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.methods.base import Computed, Explainer, Observation
+from eigencam.methods.base import Computed, Explainer, Observation, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import weighted_maps
@@ -38,23 +39,16 @@ from eigencam.methods.weighting import weighted_maps
 def _linear_calls(linears: list[tuple[str, nn.Linear]]) -> Iterator[list[tuple[str, Tensor, Any]]]:
     """Record (name, input, output) of every call of the given linear layers in the block."""
     calls: list[tuple[str, Tensor, Any]] = []
-    handles = []
 
-    def make(name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            x = first_tensor(args)
-            if x is not None:
-                calls.append((name, x, output))
+    def hook(name: str, module: nn.Module, args: Any, output: Any) -> None:
+        x = first_tensor(args)
+        if x is not None:
+            calls.append((name, x, output))
 
-        return hook
-
-    try:
+    with ExitStack() as stack:
         for name, module in linears:
-            handles.append(module.register_forward_hook(make(name)))
+            stack.enter_context(module.register_forward_hook(partial(hook, name)))
         yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _close(a: Tensor, b: Tensor) -> bool:
@@ -128,12 +122,7 @@ class CAM(Explainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.fc_layer = fc_layer
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _linears(self, model: nn.Module) -> list[tuple[str, nn.Linear]]:
         if self.fc_layer is None:

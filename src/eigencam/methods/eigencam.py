@@ -36,7 +36,7 @@ from eigencam.errors import (
     check,
     check_choice,
 )
-from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map
+from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
 from eigencam.postprocess.maps import gaussian_blur, normalize, upsample, upsample_normalize
 
@@ -130,19 +130,7 @@ class EigenCAM(Explainer):
         reshape_transform: Any = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.n_components = n_components
-        self.center = center
-        self.solver = solver
-        self.relu = relu
-        self.check_finite = check_finite
-        self.sign = sign
-        self.combine = combine
-        self.fuse_layers = fuse_layers
-        self.flip = flip
-        self.smooth = smooth
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         check_choice("solver", self.solver, SOLVERS)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.methods.base import Computed
+from eigencam.methods.base import Computed, store_args
 from eigencam.methods.graph import GraphExplainer, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
@@ -86,8 +86,7 @@ class ContrastiveMWP(GraphExplainer):
         relu: bool = True,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.relu = relu
+        store_args(self, locals())
 
     def _compute(self, seen: TracedPass, inputs: Tensor, targets: TargetSpec) -> Computed:
         """The c-MWP map :math:`\\sum_{ch} P_c - P_{\\bar c}` at the layer."""

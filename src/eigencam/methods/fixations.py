@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.errors import UnsupportedModelError, check
-from eigencam.methods.base import Computed
+from eigencam.methods.base import Computed, store_args
 from eigencam.methods.graph import GraphExplainer, Op, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
@@ -95,10 +95,7 @@ class CNNFixations(GraphExplainer):
         min_neighbors: float = 0.05,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.sigma = sigma
-        self.radius = radius
-        self.min_neighbors = min_neighbors
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         super()._check_options()

@@ -39,7 +39,7 @@ from eigencam.capture.hooks import LayerRef, preserved_state
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
-from eigencam.methods.base import Computed, Explainer, Observation, as_map
+from eigencam.methods.base import Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
 from eigencam.methods.weighting import weighted_maps
@@ -114,11 +114,8 @@ def leaf_hook(ref: LayerRef, expected_calls: int | None = None) -> Iterator[Leaf
         captured.leaves.append(leaf)
         return replace_first_tensor(output, leaf.clone())
 
-    handle = ref.module.register_forward_hook(hook)
-    try:
+    with ref.module.register_forward_hook(hook):
         yield captured
-    finally:
-        handle.remove()
 
 
 def score_tensor(targets: Targets, output: Any, batch: int) -> Tensor:
@@ -151,12 +148,7 @@ class GradientExplainer(Explainer):
                 with leaf_hook(ref) as captured:
                     output = runner(detached_input(inputs))
             remember_calls(runner, key, ref, captured.calls[0])
-            if not captured.leaves:
-                raise LayerSelectionError(
-                    f"target layer {ref.label!r} was not called during the forward pass (or "
-                    "returned no floating tensor); pick a layer that runs, see `eigencam layers`"
-                )
-            leaf = captured.leaves[-1]
+            leaf = _target_leaf(captured, ref)
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
@@ -174,6 +166,16 @@ class GradientExplainer(Explainer):
             gradients=gradients,
             targets=resolved,
         )
+
+
+def _target_leaf(captured: LeafCapture, ref: LayerRef) -> Tensor:
+    """The leaf made at the target call (the last one made)."""
+    if captured.leaves:
+        return captured.leaves[-1]
+    raise LayerSelectionError(
+        f"target layer {ref.label!r} was not called during the forward pass (or returned no "
+        "floating tensor); pick a layer that runs, see `eigencam layers`"
+    )
 
 
 def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor]:
@@ -218,11 +220,7 @@ class _GradCAMFamily(GradientExplainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         raise NotImplementedError
@@ -379,6 +377,7 @@ class EigenGradCAM(_GradCAMFamily):
     name = "eigengradcam"
     summary = "First principal component of gradients x activations (class-specific Eigen-CAM)."
     paper = "pytorch-grad-cam's variant of Muhammad & Yeasin, Eigen-CAM, IJCNN 2020"
+    eigen_smooth = True
 
     def __init__(
         self,
@@ -390,15 +389,7 @@ class EigenGradCAM(_GradCAMFamily):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model,
-            target_layer,
-            eigen_smooth=True,
-            relu=relu,
-            reshape_transform=reshape_transform,
-            eval_mode=eval_mode,
-        )
-        self.center = center
+        store_args(self, locals())
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
         return weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)

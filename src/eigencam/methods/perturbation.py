@@ -24,7 +24,7 @@ from eigencam.capture.hooks import preserved_state
 from eigencam.capture.reshape import tokens_to_grid
 from eigencam.capture.tree import first_tensor, replace_first_tensor
 from eigencam.errors import UnsupportedModelError, check
-from eigencam.methods.base import Capture, Computed, Explainer
+from eigencam.methods.base import Capture, Computed, Explainer, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import weighted_maps
@@ -54,12 +54,7 @@ class _PerturbationCAM(Explainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.batch_size = batch_size
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         bs = self.batch_size
@@ -212,8 +207,5 @@ def _ablate(
             keep[rows, t.shape[1] - patches :, ch] = 0
         return replace_first_tensor(output, t * keep)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with module.register_forward_hook(hook):
         yield
-    finally:
-        handle.remove()

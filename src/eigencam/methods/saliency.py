@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from eigencam.capture.adapters import runner_for
 from eigencam.capture.tree import detach_tree
 from eigencam.errors import NonFiniteActivationError, TargetError, check_choice
-from eigencam.methods.base import Computed, Explainer
+from eigencam.methods.base import Computed, Explainer, store_args
 from eigencam.methods.gradients import LayerGradients, gradient_mode, score_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, resolve_targets
@@ -60,8 +60,7 @@ class Saliency(Explainer):
         reduction: str = "max",
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.reduction = reduction
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         check_choice("reduction", self.reduction, REDUCTIONS)
