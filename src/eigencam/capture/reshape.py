@@ -13,6 +13,8 @@ from torch import Tensor
 
 from eigencam.errors import InvalidParameterError, ShapeError
 
+_NHWC_HINT = "Use tokens_to_grid(channels_last=True) for (B, h, w, C) outputs."
+
 
 @dataclass(frozen=True)
 class tokens_to_grid:
@@ -40,12 +42,7 @@ class tokens_to_grid:
                 raise ShapeError("channels-last output", "(B, h, w, C)", tuple(tokens.shape))
             return tokens.permute(0, 3, 1, 2)
         if tokens.ndim != 3:
-            raise ShapeError(
-                "token output",
-                "(B, N, C)",
-                tuple(tokens.shape),
-                "Use tokens_to_grid(channels_last=True) for (B, h, w, C) outputs.",
-            )
+            raise ShapeError("token output", "(B, N, C)", tuple(tokens.shape), _NHWC_HINT)
         batch, n, channels = tokens.shape
         prefix = self.num_prefix_tokens
         if prefix is None:

@@ -143,13 +143,10 @@ def subspace_top_k(
 
 def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
     """Dispatch to a named solver (``eigh``, ``squaring`` or ``subspace``)."""
-    if solver == "eigh":
-        return eigh_top_k(gram, k)
-    if solver == "squaring":
-        return squaring_top_k(gram, k)
-    if solver == "subspace":
-        return subspace_top_k(gram, k)
-    raise InvalidParameterError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    solve = {"eigh": eigh_top_k, "squaring": squaring_top_k, "subspace": subspace_top_k}
+    if solver not in solve:
+        raise InvalidParameterError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return solve[solver](gram, k)
 
 
 def choose_solver(device: torch.device, m: int, k: int = 1) -> str:

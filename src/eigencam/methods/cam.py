@@ -62,13 +62,8 @@ def _close(a: Tensor, b: Tensor) -> bool:
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class HeadCapture(Observation):
-    """The pooled features and the linear classifier that reads them.
-
-    Attributes:
-        features: (B, C, h, w) float32, the target layer's maps (or their ReLU) that the
-            classifier pools.
-        head: the ``nn.Linear`` classifier; head_name: its dotted name.
-    """
+    """The pooled features, (B, C, h, w) float32 (the layer's maps or their ReLU), and the
+    ``nn.Linear`` classifier that reads them, with its dotted name."""
 
     features: Tensor
     head: nn.Linear
@@ -87,13 +82,10 @@ class CAM(Explainer):
     Args:
         model: a network ending in ``GAP(target layer) -> nn.Linear`` (ResNets, DenseNets,
             MobileNet-V2, EfficientNets, ...).
-        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map, which is
-            the one pooled on these networks).
+        target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`
+            (``"auto"``, the last spatial feature map, is the one these networks pool).
         fc_layer: the classifier (module or dotted name); default: found automatically.
-        eigen_smooth: first principal component of :math:`w_k A_k` instead of the sum.
-        relu: clip negative values of the map before normalising.
-        reshape_transform: turns the layer output into (B, C, h, w).
-        eval_mode: run the model in eval mode for the call (flags restored after).
+        eigen_smooth, relu: as :class:`~eigencam.methods.GradCAM`.
 
     Raises:
         UnsupportedModelError: when no linear layer of the model maps GAP(target layer) to the

@@ -1,16 +1,8 @@
 """Eigen-CAM as an explainer: one captured forward pass, then :func:`eigen_cam`.
 
-Beyond the paper (all off by default; the defaults are the paper's maths with our sign rule):
-
-- ``sign="numpy"`` keeps the arbitrary sign ``numpy.linalg.svd`` gives, as pytorch-grad-cam does
-  (with ``center=True, relu=True`` this reproduces its EigenCAM maps);
-- ``combine="sum" | "energy"`` merges the first ``n_components`` components into one map:
-  :math:`\\sum_i O V_i` (each oriented by the sign rule) or :math:`\\sqrt{\\sum_i (O V_i)^2}`;
-- ``fuse_layers=[...]``: the maps of further layers (captured in the same forward pass), each
-  upsampled and normalised, are averaged with the target layer's;
-- ``flip=True``: the batch and its horizontal mirror in one forward pass; the mirrored maps are
-  flipped back and averaged with the others (test-time augmentation);
-- ``smooth=sigma``: a Gaussian blur of the upsampled map (sigma in input pixels).
+The defaults are the paper's maths with our sign rule; ``sign``, ``combine``, ``fuse_layers``,
+``flip`` (test-time augmentation) and ``smooth`` go beyond it, all off by default
+(``sign="numpy", center=True, relu=True`` reproduces pytorch-grad-cam's EigenCAM maps).
 """
 
 from __future__ import annotations
@@ -46,12 +38,8 @@ COMBINES = (None, "sum", "energy")
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LayerActivations(Observation):
-    """The activations of the target layer and of each of ``fuse_layers``.
-
-    Attributes:
-        layer_acts: (layer label, activations (B or 2B with ``flip``, C, h, w)) pairs, the
-            target layer first.
-    """
+    """``layer_acts``: (layer label, activations (B or 2B with ``flip``, C, h, w)) pairs of the
+    target layer, then of each of ``fuse_layers``."""
 
     layer_acts: Sequence[tuple[str, Tensor]]
 
@@ -63,8 +51,7 @@ class EigenCAM(Explainer):
     ``torch.inference_mode()``, with forward hooks that live for the call.
 
     Args:
-        model: any ``torch.nn.Module``.
-        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map).
+        model, target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`.
         n_components: number of principal components (maps) per image.
         center: subtract the per-channel mean first (the PCA variant of pytorch-grad-cam);
             default False is the paper's uncentered SVD.
@@ -88,8 +75,6 @@ class EigenCAM(Explainer):
         flip: average with the map of the horizontally mirrored image (flipped back); the batch
             and its mirror go through the model together.
         smooth: Gaussian blur of the upsampled map, sigma in input pixels (0: none).
-        reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
-        eval_mode: run the model in eval mode for the call (flags restored after).
 
     A call returns maps (B, k, H, W), raw projections (B, k, h, w) and the explained-variance
     ratio of each component (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``,

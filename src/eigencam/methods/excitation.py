@@ -15,11 +15,9 @@ target's inhibitory ones), which cancels what both share and keeps what is discr
 
 .. math::  \text{c-MWP} = \sum_{ch} \big(P_{c}(a) - P_{\bar c}(a)\big)
 
-read at the target layer (summed over its channels). The paper reads it at an intermediate
-layer (it computes the contrast at a high layer and maps it lower); we read it at
-``target_layer``, by default the last convolutional feature map (VGG-16: ``features.29``,
-conv5_3 + ReLU; ResNets: ``layer4``), the layer the other CAMs use, so the maps are
-comparable; pass an earlier layer (e.g. VGG-16 ``features.22``, conv4_3 + ReLU) for finer maps.
+read at ``target_layer`` (summed over its channels), by default the last convolutional feature
+map as for the other CAMs, so the maps are comparable; the paper reads it at an intermediate
+layer: pass e.g. VGG-16 ``features.22`` (conv4_3 + ReLU) for finer maps.
 
 How it is computed, for exactness on any graph of supported operations (see
 :mod:`eigencam.methods.graph`): the "neurons" are the outputs of ReLUs and max-pooling (and the
@@ -178,16 +176,8 @@ class _Twins:
     def _affine(self, op: Any, n: fx.Node, value: Tensor) -> Tensor:
         kind, p = op.kind, op.params
         if kind == "conv":
-            w = conv_weight(op).float().clamp_min(0)
-            return F.conv2d(
-                self(op.inputs[0]),
-                w,
-                None,
-                p["stride"],
-                p["padding_arg"],
-                p["dilation"],
-                p["groups"],
-            )
+            x, w = self(op.inputs[0]), conv_weight(op).float().clamp_min(0)
+            return F.conv2d(x, w, None, p["stride"], p["padding_arg"], p["dilation"], p["groups"])
         if kind == "linear":
             return F.linear(self(op.inputs[0]), p["weight"].detach().float().clamp_min(0))
         if kind == "bn":
@@ -217,10 +207,7 @@ class _Twins:
             return y.reshape(y.shape[0], *value.shape[1:])
         if kind == "add":
             terms = [self(t) for t in op.inputs]
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
-            return total
+            return sum(terms[1:], terms[0])
         if kind == "cat":
             return torch.cat([self(t) for t in op.inputs], dim=1)
         if kind == "input":

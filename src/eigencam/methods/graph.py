@@ -247,6 +247,10 @@ def find_node(traced: Traced, ref: LayerRef) -> fx.Node:
 # Describing nodes
 # ---------------------------------------------------------------------------------------------
 
+_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVGPOOL = (*_MAXPOOL[:3], "ceil_mode", "count_include_pad", "divisor_override")
+_DROPOUT = ("input", "p", "training", "inplace")
+
 _FN_ARGS: dict[Any, tuple[str, tuple[str, ...]]] = {
     F.conv2d: ("conv", ("input", "weight", "bias", "stride", "padding", "dilation", "groups")),
     F.linear: ("linear", ("input", "weight", "bias")),
@@ -254,31 +258,14 @@ _FN_ARGS: dict[Any, tuple[str, tuple[str, ...]]] = {
     torch.relu: ("relu", ("input",)),
     F.relu6: ("relu", ("input", "inplace")),
     F.hardtanh: ("hardtanh", ("input", "min_val", "max_val", "inplace")),
-    F.max_pool2d: (
-        "maxpool",
-        ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    ),
-    torch.max_pool2d: (
-        "maxpool",
-        ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"),
-    ),
+    F.max_pool2d: ("maxpool", ("input", *_MAXPOOL)),
+    torch.max_pool2d: ("maxpool", ("input", *_MAXPOOL[:-1])),
     F.adaptive_max_pool2d: ("adaptive_maxpool", ("input", "output_size", "return_indices")),
-    F.avg_pool2d: (
-        "avgpool",
-        (
-            "input",
-            "kernel_size",
-            "stride",
-            "padding",
-            "ceil_mode",
-            "count_include_pad",
-            "divisor_override",
-        ),
-    ),
+    F.avg_pool2d: ("avgpool", ("input", *_AVGPOOL)),
     F.adaptive_avg_pool2d: ("adaptive_avgpool", ("input", "output_size")),
     torch.flatten: ("reshape", ("input", "start_dim", "end_dim")),
-    F.dropout: ("identity", ("input", "p", "training", "inplace")),
-    F.dropout2d: ("identity", ("input", "p", "training", "inplace")),
+    F.dropout: ("identity", _DROPOUT),
+    F.dropout2d: ("identity", _DROPOUT),
     F.pad: ("pad", ("input", "pad", "mode", "value")),
     torch.cat: ("cat", ("tensors", "dim")),
     torch.concat: ("cat", ("tensors", "dim")),
@@ -368,17 +355,9 @@ _MODULES: tuple[tuple[Any, str, tuple[Any, ...]], ...] = (
     (nn.Linear, "linear", ("weight",)),
     ((nn.ReLU, nn.ReLU6), "relu", ()),
     (nn.Hardtanh, "hardtanh", ("min_val",)),
-    (
-        nn.MaxPool2d,
-        "maxpool",
-        ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    ),
+    (nn.MaxPool2d, "maxpool", _MAXPOOL),
     (nn.AdaptiveMaxPool2d, "adaptive_maxpool", ("output_size", "return_indices")),
-    (
-        nn.AvgPool2d,
-        "avgpool",
-        ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    ),
+    (nn.AvgPool2d, "avgpool", _AVGPOOL),
     (nn.AdaptiveAvgPool2d, "adaptive_avgpool", ("output_size",)),
     ((nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity), "identity", ()),
     (nn.Flatten, "reshape", ()),

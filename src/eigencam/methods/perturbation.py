@@ -1,13 +1,9 @@
 r"""Perturbation CAMs: Score-CAM and Ablation-CAM. Forward passes only, many of them, batched.
 
 Both weight each channel :math:`A_k` of the target layer by how the target score reacts when
-the input (Score-CAM) or the layer (Ablation-CAM) is perturbed with that channel; they need no
-gradients and run under ``torch.inference_mode()``. The perturbed passes of all images and all
-channels are stacked and run in chunks of ``batch_size``; every target class is read from the
-same passes, so ``targets="top3"`` costs no more than one target.
-
-Cost: one forward pass of the batch, plus :math:`B \cdot C` forward passes of single images
-(C = channels of the layer) grouped ``batch_size`` at a time.
+the input (Score-CAM) or the layer (Ablation-CAM) is perturbed with that channel, under
+``torch.inference_mode()``. The :math:`B \cdot C` perturbed passes (C = channels of the layer)
+run ``batch_size`` at a time; every target is read from the same passes (``"top3"`` is free).
 """
 
 from __future__ import annotations
@@ -106,13 +102,9 @@ class ScoreCAM(_PerturbationCAM):
        \quad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
 
     Args:
-        model: any ``torch.nn.Module``.
-        target_layer: module, dotted name or ``"auto"``.
+        model, target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`.
         batch_size: masked images per forward pass.
-        eigen_smooth: first principal component of :math:`w_k A_k` instead of the sum.
-        relu: clip negative values of the map before normalising.
-        reshape_transform: turns the layer output into (B, C, h, w).
-        eval_mode: run the model in eval mode for the call (flags restored after).
+        eigen_smooth, relu: as :class:`~eigencam.methods.GradCAM`.
     """
 
     name = "scorecam"
@@ -182,12 +174,9 @@ class AblationCAM(_PerturbationCAM):
 def _ablate(
     module: nn.Module, call: int, channels: Tensor, transform: tokens_to_grid | None, patches: int
 ) -> Iterator[None]:
-    """Zero channel ``channels[i]`` of row i of the module's ``call``-th output in the block.
-
-    Channels are dimension 1 of a (n, C, h, w) output, the last dimension of tokens (n, N, C)
-    (the ``patches`` patch tokens only: the prefix tokens before them are kept) or of a
-    channels-last map.
-    """
+    """Zero channel ``channels[i]`` of row i of the module's ``call``-th output in the block:
+    dimension 1 of (n, C, h, w), the last one of a channels-last map or of the ``patches`` patch
+    tokens (n, N, C) (the prefix tokens are kept)."""
     count = [0]
 
     def hook(mod: nn.Module, args: Any, output: Any) -> Any:

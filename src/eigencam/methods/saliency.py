@@ -84,12 +84,9 @@ class Saliency(Explainer):
                 torch.autograd.grad(scores[:, j].sum(), x, retain_graph=j < k - 1)[0]
                 for j in range(k)
             ]
+        gradients = torch.stack(grads, dim=1)
         return LayerGradients(
-            output=detach_tree(output),
-            layer="input",
-            activations=x.detach(),
-            gradients=torch.stack(grads, dim=1),
-            targets=resolved,
+            x.detach(), gradients, resolved, output=detach_tree(output), layer="input"
         )
 
     def _compute(self, seen: LayerGradients, inputs: Tensor, targets: TargetSpec) -> Computed:
