@@ -55,14 +55,12 @@ class Family:
 
     Attributes:
         name: shown in ``eigencam layers`` and the docs.
-        layer: default target layer (dotted name).
-        transform: reshape transform for ``layer``.
-        proposals: the layers worth proposing (``eigencam layers``): a detector's backbone and
-            neck levels, a ViT's blocks, YOLO's layers; empty: every usable layer.
-        transform_for: the reshape transform for any layer of the family (by name and module),
-            used when a layer is given explicitly without a ``reshape_transform``.
-        input_multiple: input height and width must be multiples of this (YOLO: its largest
-            stride), or None.
+        layer, transform: default target layer (dotted name) and its reshape transform.
+        proposals: the layers ``eigencam layers`` proposes (a detector's backbone and neck
+            levels, a ViT's blocks...); empty: every usable layer.
+        transform_for: the reshape transform for a layer (name, module) given explicitly
+            without a ``reshape_transform``.
+        input_multiple: input height and width must be multiples of this (YOLO), or None.
     """
 
     name: str

@@ -92,22 +92,13 @@ def resolve_target(
     reshape_transform: Callable[[Any], Tensor] | None,
     inputs: Tensor | None = None,
 ) -> tuple[LayerRef | None, Callable[[Any], Tensor] | None]:
-    """The target layer and the reshape transform to use for it.
+    """(layer or None, transform or None) for ``spec`` on ``model`` (the module that runs).
 
     ``"auto"`` takes, in order: the model family's default layer and transform
-    (:mod:`eigencam.capture.families`: ViT, Swin, detectors, YOLO, segmenters) when no
-    ``reshape_transform`` is given; the layer the model declares (timm's ``feature_info``); else
-    None, meaning "search the forward pass" (:class:`ForwardRecorder`). A layer given explicitly
-    gets its family's transform when the caller gave none.
-
-    Args:
-        model: the module eigencam runs (see :func:`eigencam.capture.adapters.runner_for`).
-        spec: module, dotted name, ``name#call``, LayerRef or ``"auto"``.
-        reshape_transform: the caller's transform, or None.
-        inputs: the batch about to run, checked against the family's input constraints.
-
-    Returns:
-        (layer or None, transform or None).
+    (:mod:`eigencam.capture.families`) when no ``reshape_transform`` is given; the layer the
+    model declares (timm's ``feature_info``); else None, "search the forward pass"
+    (:class:`ForwardRecorder`). A layer given explicitly gets its family's transform when the
+    caller gave none. ``inputs``, when given, are checked against the family's constraints.
     """
     family = family_of(model)
     if family is not None and inputs is not None:
@@ -196,13 +187,11 @@ class LayerInfo:
     """One row of :func:`list_layers`.
 
     Attributes:
-        name: dotted module name (``layer4``; a tensor name for ONNX models).
-        type: the module's type (the operator type for ONNX tensors).
-        shape: shape of the module's output (its first tensor for tuple/dict outputs).
+        name, type: dotted module name and type (ONNX models: the tensor and operator names).
+        shape: of the module's output (its first tensor for tuple/dict outputs).
         calls: how many times the module ran in the forward pass.
-        candidate: usable as a target layer: its output gives (B, C, h, w) maps with h*w > 1
-            (after the reshape transform that applies) and it is a layer the model family
-            proposes (a detector's backbone and neck, say).
+        candidate: usable as a target layer: (B, C, h, w) maps with h*w > 1 (after the reshape
+            transform that applies), in a layer the model family proposes.
         auto: the layer ``target_layer="auto"`` picks.
         map_shape: (B, C, h, w) the explainer would decompose, or None.
         levels: shapes of the maps of a multi-level output (feature pyramid), else None.
@@ -223,17 +212,9 @@ def list_layers(
     example: Tensor,
     reshape_transform: Callable[[Any], Tensor] | None = None,
 ) -> list[LayerInfo]:
-    """Every submodule with its output shape on ``example``, marking candidates and the auto choice.
-
-    Args:
-        model: the model (wrapped, compiled, scripted and ONNX models are handled as by the
-            explainers).
-        example: an input batch (B, C, H, W); one image is enough.
-        reshape_transform: as for the explainers; None uses the model family's transforms.
-
-    Returns:
-        One :class:`LayerInfo` per module that ran, in completion order.
-    """
+    """One :class:`LayerInfo` per submodule that ran on ``example`` (B, C, H, W) (one image is
+    enough), in completion order, marking candidates and the auto choice. ``model`` and
+    ``reshape_transform`` are as for the explainers (None: the model family's transforms)."""
     runner = runner_for(model)
     family = family_of(runner)
     declared, _ = resolve_target(runner, "auto", reshape_transform)
@@ -261,11 +242,8 @@ def list_layers(
         runner(example)
     auto = declared or recorder.chosen()
     batch = int(example.shape[0])
-    seen: dict[str, LayerInfo] = {}
-    order: list[str] = []
+    seen: dict[str, LayerInfo] = {}  # in order of first completion
     for name, type_name, shape, call in recorder.events:
-        if name not in seen:
-            order.append(name)
         map_shape, levels = recorder.details.get((name, call), (None, None))
         is_candidate = (
             map_shape is not None
@@ -286,4 +264,4 @@ def list_layers(
             map_shape=map_shape,
             levels=levels,
         )
-    return [seen[n] for n in order]
+    return list(seen.values())

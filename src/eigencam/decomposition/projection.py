@@ -42,12 +42,11 @@ class Decomposition(NamedTuple):
     """Result of :func:`eigen_cam`.
 
     Attributes:
-        projections: (B, k, h, w), the maps :math:`O V_i` in the activations' dtype (float32 for
-            half-precision input), oriented by the sign rule.
-        explained_variance_ratio: (B, k) float32, :math:`\\sigma_i^2 / \\lVert O \\rVert_F^2`.
-        singular_values: (B, k) float32, :math:`\\sigma_i`.
-        finite: (B,) bool, False where the activations held NaN or infinity (only meaningful
-            with ``check_finite=False``; otherwise such input raises).
+        projections: (B, k, h, w), the maps :math:`O V_i` oriented by the sign rule, in the
+            activations' dtype (float32 for half precision).
+        explained_variance_ratio, singular_values: (B, k) float32.
+        finite: (B,) bool, False where the activations held NaN or infinity (with
+            ``check_finite=False``; otherwise such input raises).
     """
 
     projections: Tensor

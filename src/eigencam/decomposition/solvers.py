@@ -40,19 +40,13 @@ def squaring_top_k(
 ) -> tuple[Tensor, Tensor]:
     """Top-k eigenpairs by repeated squaring, without host synchronisation.
 
-    For a PSD matrix G with eigenvalues l1 >= l2 >= ..., ``P <- P @ P`` starting from
-    ``G / tr(G)`` gives ``G^(2^t) / tr(G)^(2^t)`` after t squarings: the share of every other
-    eigenvector has shrunk by (l_i / l1)^(2^t). With t = 32 that is below float64 resolution
-    whenever l2 / l1 < 1 - 1e-8; closer eigenvalues make the first component numerically
-    undefined anyway (a vector of the top eigenspace is returned, as any solver would). The
-    column of P with the largest diagonal entry is proportional to v1; products with G refine
-    it, and the component is deflated before the next one.
-
-    Kernel count matters on a GPU (each launch costs microseconds at Eigen-CAM's small sizes):
-    P is renormalised by its trace only every ``renorm_every`` squarings. After a
-    renormalisation l1 >= 1/m, so ``renorm_every`` squarings keep it above m^(-2^renorm_every)
-    (1e-173 for m = 512 and 6 squarings), far from float64 underflow, and nothing can overflow
-    since every eigenvalue stays <= 1.
+    For a PSD G with eigenvalues l1 >= l2 >= ..., t squarings ``P <- P @ P`` of ``G / tr(G)``
+    shrink the share of every other eigenvector by (l_i / l1)^(2^t): with t = 32, below float64
+    resolution whenever l2 / l1 < 1 - 1e-8 (closer eigenvalues leave v1 undefined anyway). The
+    column of P with the largest diagonal is proportional to v1; products with G refine it, and
+    it is deflated before the next component. P is renormalised by its trace only every
+    ``renorm_every`` squarings (kernel launches are what costs on a GPU): after one l1 >= 1/m,
+    so it stays above m^(-2^renorm_every) (1e-173 for m = 512), and no eigenvalue exceeds 1.
     """
     batch, m, _ = gram.shape
     g = gram
@@ -152,12 +146,9 @@ def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]
 def choose_solver(device: torch.device, m: int, k: int = 1) -> str:
     """The solver ``auto`` picks for the top k eigenpairs of an m x m Gram matrix on ``device``.
 
-    Measured in ``benchmarks/bench_solvers.py`` on real activations of the embedded model and
-    on synthetic ones (see docs/benchmarks.md): on CPU LAPACK's ``eigh`` wins for small m; from
-    m = 128 (192 for several components, which need more iterations) block subspace iteration
-    does less work, since it never tridiagonalises the whole matrix. On CUDA the
-    synchronisation-free ``squaring`` solver keeps the pipeline full for the small m that
-    Eigen-CAM layers have, and ``eigh`` takes over when m^3 work dominates.
+    Measured by ``benchmarks/bench_solvers.py`` (docs/benchmarks.md): on CPU ``eigh`` wins for
+    small m, subspace iteration from m = 128 (192 for several components); on CUDA the
+    synchronisation-free ``squaring`` keeps the pipeline full until m^3 work dominates.
     """
     if device.type == "cuda":
         return "squaring" if m <= 512 else "eigh"

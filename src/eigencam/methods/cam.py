@@ -5,13 +5,11 @@ maps: :math:`y^c = \sum_k w^c_k \,\mathrm{GAP}(A_k) + b^c`. The map is then
 
 .. math::  M^c(i, j) = \sum_k w^c_k A_k(i, j), \qquad y^c = \mathrm{mean}_{i,j} M^c + b^c .
 
-The head is found, not assumed: during the one forward pass (inference mode) every
-``nn.Linear`` records its input and output; the head is the linear layer whose input equals
-:math:`\mathrm{GAP}(A)` (or :math:`\mathrm{GAP}(\mathrm{ReLU}(A))`, for DenseNet's functional
-ReLU after ``features``) on this batch and whose output is the model output. Anything else
-(no GAP, several linear layers after the pooling, a non-linear head) raises
-:class:`~eigencam.errors.UnsupportedModelError` saying why: use Grad-CAM there, which equals CAM
-up to a positive factor on the models CAM supports.
+The head is found, not assumed: during the one forward pass every ``nn.Linear`` records its
+input and output; the head is the one whose input equals :math:`\mathrm{GAP}(A)` (or
+:math:`\mathrm{GAP}(\mathrm{ReLU}(A))`, DenseNet's functional ReLU) on this batch and whose
+output is the model output. Anything else raises :class:`~eigencam.errors.UnsupportedModelError`
+saying why: use Grad-CAM there (equal to CAM up to a positive factor where CAM applies).
 """
 
 from __future__ import annotations
@@ -72,12 +70,8 @@ class HeadCapture(Observation):
 
 @register
 class CAM(Explainer):
-    r"""Class Activation Mapping (Zhou et al., CVPR 2016).
-
-    .. math::  L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
-
-    with :math:`w^c` the row of the linear classifier that follows the global average pooling
-    of the target layer. One forward pass, no gradients, any number of target classes for free.
+    r"""Class Activation Mapping, :math:`\mathrm{ReLU}(\sum_k w^c_k A_k)` with :math:`w^c` the
+    classifier's row: one forward pass, no gradients, any number of targets for free.
 
     Args:
         model: a network ending in ``GAP(target layer) -> nn.Linear`` (ResNets, DenseNets,

@@ -57,9 +57,8 @@ class Op:
     """One node of the traced graph, described for the top-down rules.
 
     Attributes:
-        kind: see the module docstring; ``"input"`` for the model input, ``"const"`` for
-            parameters and buffers, ``"unsupported"`` otherwise.
-        node: the ``torch.fx`` node.
+        kind: see the module docstring; also ``"input"``, ``"const"`` (parameters, buffers)
+            and ``"unsupported"``.
         inputs: the data inputs (nodes whose values are tensors on the data path).
         params: kind-specific parameters (weights, geometry...).
         label: readable name of the operation (module type or function name).
@@ -73,18 +72,15 @@ class Op:
 
 
 class Traced:
-    """A traced model with its recorded values for one batch.
+    """A traced model (``gm``, sharing the model's modules) with its recorded values for a batch.
 
     Attributes:
-        gm: the ``torch.fx.GraphModule`` (sharing the model's modules).
-        nodes: nodes in execution (topological) order.
-        values: node -> recorded value for the batch.
-        ops: node -> :class:`Op`.
+        nodes: in execution (topological) order.
+        values, ops: node -> recorded value, node -> :class:`Op`.
         output: the node whose value the model returns (must be a tensor).
     """
 
     def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> None:
-        self.gm = gm
         self.nodes = list(gm.graph.nodes)
         self.values = values
         self.modules = dict(gm.named_modules())
@@ -101,9 +97,6 @@ class Traced:
 
     def value(self, node: fx.Node) -> Tensor:
         return self.values[node]
-
-    def users(self, node: fx.Node) -> list[fx.Node]:
-        return [u for u in node.users if u.op != "output"]
 
     def ancestors(self, node: fx.Node) -> set[fx.Node]:
         """``node`` and every node it depends on."""
@@ -140,7 +133,6 @@ class Traced:
             if conv.kind == "conv" and len(src.users) == 1 and "scale" not in conv.params:
                 conv.params["scale"] = op.params["scale"]
                 op.kind = "identity"
-                op.params["folded_into"] = src
 
 
 def _closure(node: fx.Node, step: Any) -> set[fx.Node]:
@@ -243,9 +235,7 @@ def find_node(traced: Traced, ref: LayerRef) -> fx.Node:
     return calls[ref.call]
 
 
-# ---------------------------------------------------------------------------------------------
-# Describing nodes
-# ---------------------------------------------------------------------------------------------
+# -- describing nodes -------------------------------------------------------------------------
 
 _MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
 _AVGPOOL = (*_MAXPOOL[:3], "ceil_mode", "count_include_pad", "divisor_override")
@@ -417,8 +407,8 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         return Op("conv", n, x, params, label)
     if kind == "linear":
         return Op("linear", n, x, {"weight": _tensor(values, b["weight"])}, label)
-    if kind == "relu":
-        return Op("relu", n, x, {}, label)
+    if kind in ("relu", "reshape", "identity"):
+        return Op(kind, n, x, {}, label)
     if kind == "hardtanh":
         if b.get("min_val", -1.0) != 0:
             return Op("unsupported", n, label="hardtanh with min_val != 0")
@@ -444,8 +434,6 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         if dims != (2, 3):
             return Op("unsupported", n, label=f"mean over dims {dims}")
         return Op("avgpool", n, x, {"output_size": 1}, label)
-    if kind in ("reshape", "identity"):
-        return Op(kind, n, x, {}, label)
     if kind == "pad":
         mode = b.get("mode", "constant")
         value = b.get("value") or 0
@@ -468,7 +456,7 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         full = [t for t in tensors if values[t].shape == out.shape]
         if not full:
             return Op("unsupported", n, label="broadcasting add")
-        return Op("add", n, full, {"n_terms": len(tensors)}, label)
+        return Op("add", n, full, {}, label)
     return Op("unsupported", n, label=label)  # pragma: no cover
 
 
@@ -498,20 +486,13 @@ def unpool(op: Op, x: Tensor, values: Tensor) -> Tensor:
     return flat.reshape(x.shape)
 
 
-# ---------------------------------------------------------------------------------------------
-# The methods that walk the graph
-# ---------------------------------------------------------------------------------------------
+# -- the methods that walk the graph ----------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TracedPass(Observation):
-    """One recorded run of the traced model.
-
-    Attributes:
-        traced: the graph with every node's value for the batch.
-        node: the target layer's node, or None for methods on the input pixels.
-        targets: (B, k) class indices to explain.
-    """
+    """One recorded run of the traced model: the graph with every node's value for the batch,
+    the target layer's node (None for methods on the input pixels), the (B, k) class indices."""
 
     traced: Traced
     node: fx.Node | None

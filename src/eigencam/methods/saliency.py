@@ -1,13 +1,9 @@
 r"""Gradient saliency ("Backprop" in the paper's Table 1; Simonyan et al., ICLR-W 2014).
 
-The map is the magnitude of the score's gradient w.r.t. the input pixels, maximised over the
-colour channels:
+.. math::  M^c(i, j) = \max_{ch} \left| \frac{\partial y^c}{\partial x_{ch}(i, j)} \right| ,
 
-.. math::  M^c(i, j) = \max_{ch} \left| \frac{\partial y^c}{\partial x_{ch}(i, j)} \right| .
-
-One forward pass recorded from a detached copy of the input (parameters frozen for the call, so
-no graph is kept for the weights), then one ``torch.autograd.grad`` per target w.r.t. that copy.
-The map is at the input's resolution; ``target_layer`` does not apply.
+at the input's resolution: one forward pass from a copy of the input (parameters frozen for the
+call), then one ``torch.autograd.grad`` per target w.r.t. that copy.
 """
 
 from __future__ import annotations
