@@ -24,14 +24,11 @@ torchvision segmenters  the backbone's ``out`` layer (``backbone.     none
 LR-ASPP)
 ======================  ===========================================  ========================
 
-Why these: a ViT's patch tokens after the last block only feed the class token through the
-final norm, so the peers (pytorch-grad-cam, its ViT tutorial) take the last block's first norm,
-whose tokens the last attention reads; Swin blocks keep (B, h, w, C) maps; a detector's
-evidence lives in its multi-scale backbone/neck maps, not in box-regression heads (the generic
-rule would pick a head convolution or YOLO's DFL); a segmenter's head outputs class logits, and
-Eigen-CAM explains the backbone's features. Layer names of the matching family get the same
-reshape when given explicitly (``target_layer="encoder.layers.encoder_layer_5"`` on a ViT
-needs no ``reshape_transform``).
+Why: a ViT's patch tokens after the last block only reach the class token through the final
+norm, so the peers take the last block's first norm, whose tokens the last attention reads; a
+detector's evidence lives in its backbone/neck maps, not in box heads (the generic rule would
+pick a head convolution or YOLO's DFL); a segmenter's head outputs logits. A layer of the family
+given explicitly gets the same reshape (``target_layer="encoder.layers.encoder_layer_5"``).
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """Target-layer resolution: by module, by dotted name, or automatically.
 
-Automatic choice ("auto"): the last module, in forward-execution order, whose output is a
-spatial map (4-D, more than one position) that is not the output of a pooling layer; when a
-container re-emits its last child's tensor (``layer4`` of a ResNet), the outermost name is
-used. This is the last convolutional feature map before the global pooling / flatten: ``layer4``
-for ResNets, ``features.29`` (conv5_3 + ReLU, 14 x 14) for VGG-16, the head activation of
-EfficientNets. Models that declare their feature layers (timm's ``feature_info``) use the last
-declared one. With a ``reshape_transform`` (vision transformers), the last module whose output
-the transform turns into a spatial map is chosen instead.
+``"auto"``: the last module to complete whose output is a spatial map (4-D, more than one
+position) and not a pooling output, under its outermost name when containers re-emit it: the
+last feature map before the global pooling (``layer4`` for ResNets, ``features.29`` for VGG-16).
+Models that declare feature layers (timm's ``feature_info``) use the last declared one; with a
+``reshape_transform``, the last module whose output it turns into a spatial map is chosen.
 """
 
 from __future__ import annotations

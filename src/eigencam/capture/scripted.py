@@ -17,6 +17,7 @@ the top level of the graph and cannot be exposed: pick its parent or a neighbour
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass
@@ -114,13 +115,6 @@ class ScriptedModel(nn.Module):
             return program
 
 
-def _submodule(root: Any, path: tuple[str, ...]) -> Any:
-    module = root
-    for part in path:
-        module = getattr(module, part)
-    return module
-
-
 def expose_layers(scripted: torch.jit.ScriptModule, names: tuple[str, ...]) -> _Program:
     """A TorchScript function returning the module's outputs and the named layers' outputs."""
     try:
@@ -161,7 +155,7 @@ def expose_layers(scripted: torch.jit.ScriptModule, names: tuple[str, ...]) -> _
         if node is None:
             break
         path, method = module_path(node.inputsAt(0)), node.s("name")
-        callee = _submodule(scripted, path)._c._get_method(method).graph
+        callee = functools.reduce(getattr, path, scripted)._c._get_method(method).graph
         with graph.insert_point_guard(node):
             new_outputs = graph.insertGraph(callee, list(node.inputs()))
         for new, old in zip(new_outputs, node.outputs()):

@@ -9,7 +9,7 @@ Ablation-CAM).
 """
 
 # ruff: noqa: I001  (import order is the registry order: the order of the docs and the CLI)
-# The public names are the ones imported as themselves (``X as X``: the explicit re-export).
+# The public names: each imported as itself (``X as X``, the explicit re-export).
 from eigencam.methods.base import CAMResult as CAMResult, Explainer as Explainer
 from eigencam.methods.eigencam import EigenCAM as EigenCAM
 from eigencam.methods.cam import CAM as CAM

@@ -88,7 +88,6 @@ class CAM(Explainer):
 
     name = "cam"
     summary = "Classifier weights applied to the last feature maps (GAP + linear models only)."
-    needs_gradients = False
     class_specific = True
     callable_targets = False
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"

@@ -59,14 +59,12 @@ class EigenCAM(Explainer):
             float64 SVD, they differ in speed (see :mod:`eigencam.decomposition.solvers`).
         relu: clip negative projections to 0 at the layer's resolution, before upsampling and
             normalising (pytorch-grad-cam's convention; ``raw`` keeps the signed projections).
-        check_finite: raise :class:`NonFiniteActivationError` when the layer's activations hold
-            NaN or infinity. On CUDA this check reads one flag back to the host (a
-            synchronisation); with False the call never synchronises and such images get NaN
-            maps and NaN explained variance instead.
-        sign: ``mean`` (default): each component is oriented to correlate positively with the
-            channel-mean activation map (deterministic); ``numpy``: the sign
-            ``numpy.linalg.svd`` returns, arbitrary, as in pytorch-grad-cam (a per-image host
-            SVD: for reproducing that library, not for speed).
+        check_finite: raise :class:`NonFiniteActivationError` for NaN or infinite activations
+            (on CUDA a synchronisation); with False such images get NaN maps and NaN explained
+            variance instead.
+        sign: ``mean``: each component correlates positively with the channel-mean map
+            (deterministic); ``numpy``: the arbitrary sign ``numpy.linalg.svd`` returns, as in
+            pytorch-grad-cam (a per-image host SVD, to reproduce that library).
         combine: None (one map per component), ``sum`` (:math:`\\sum_{i \\le k} O V_i`) or
             ``energy`` (:math:`\\sqrt{\\sum_{i \\le k} (O V_i)^2}`): one map from the first
             ``n_components`` components.
@@ -76,10 +74,9 @@ class EigenCAM(Explainer):
             and its mirror go through the model together.
         smooth: Gaussian blur of the upsampled map, sigma in input pixels (0: none).
 
-    A call returns maps (B, k, H, W), raw projections (B, k, h, w) and the explained-variance
-    ratio of each component (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``,
-    ``raw`` is the averaged map at the finest layer's resolution, each part normalised to
-    [0, 1] first.
+    A call returns maps (B, k, H, W), raw projections (B, k, h, w) and explained-variance ratios
+    (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``, ``raw`` is the mean of the
+    parts, each normalised to [0, 1], at the finest layer's resolution.
 
     Example:
         >>> cam = EigenCAM(model)                 # target_layer="auto"
@@ -91,8 +88,6 @@ class EigenCAM(Explainer):
     summary = (
         "First principal component of the layer's activations (gradient-free, class-agnostic)."
     )
-    needs_gradients = False
-    class_specific = False
     paper = "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020 (arXiv:2008.00299)"
     layer_requirement = "any spatial layer (B, C, h, w)"
     cost = "1 forward"
@@ -162,17 +157,13 @@ class EigenCAM(Explainer):
         *,
         extent: tuple[float, float] | None = None,
     ) -> CAMResult:
-        """The result from activations already captured: everything after the forward pass.
-
-        Lets several configurations share one forward pass (``benchmarks/eigencam_variants.py``).
+        """The result from activations already captured (several configurations can share one
+        forward pass, ``benchmarks/eigencam_variants.py``).
 
         Args:
             inputs: the (B, C, H, W) batch explained (for the output size).
-            output: the model's output for the batch (2B rows with ``flip``: the batch, then its
-                mirror).
-            layer_acts: (layer label, activations (B or 2B, C, h, w)) for the target layer,
-                then each of ``fuse_layers``.
-            extent: the target layer's extent over the input (:attr:`CAMResult.extent`).
+            output: the model's output (2B rows with ``flip``: the batch, then its mirror).
+            layer_acts, extent: as :class:`LayerActivations`, :attr:`CAMResult.extent`.
         """
         seen = self._activations(inputs, detach_output(output), layer_acts, extent)
         return self._explain(inputs, seen, None)

@@ -56,10 +56,9 @@ class ContrastiveMWP(GraphExplainer):
     r"""c-MWP: contrastive Excitation Backprop read at a layer.
 
     Args:
-        model: a network built from the operations of :mod:`eigencam.methods.graph` and ending
-            in a linear classifier (VGG, AlexNet, ResNets, ...).
-        target_layer: module, dotted name or ``"auto"``; its output must be non-negative (after
-            a ReLU or pooling).
+        model: a network of the operations of :mod:`eigencam.methods.graph` ending in a linear
+            classifier (VGG, AlexNet, ResNets, ...).
+        target_layer: its output must be non-negative (after a ReLU or pooling).
         relu: clip the negative part (where the dual unit wins) before normalising.
         eval_mode: must be True (BatchNorm is folded with its running statistics).
 
@@ -101,16 +100,8 @@ class ContrastiveMWP(GraphExplainer):
 def marginal_winning_probability(
     traced: Traced, target: fx.Node, indices: Tensor, method: str = "cmwp"
 ) -> tuple[Tensor, Tensor]:
-    """MWP of the target units and of their dual units at node ``target``.
-
-    Args:
-        traced: the recorded graph.
-        target: the node whose neurons receive the probabilities.
-        indices: (B, k) class indices.
-
-    Returns:
-        Two tensors (B, k, *target_shape[1:]): the MWP of each class unit and of its dual.
-    """
+    """The MWP of the class units ``indices`` (B, k) and of their duals at node ``target``:
+    two tensors (B, k, *target_shape[1:])."""
     out = traced.output
     region = traced.descendants(target) & traced.ancestors(out)
     if out not in region:

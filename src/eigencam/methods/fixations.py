@@ -54,9 +54,9 @@ class CNNFixations(GraphExplainer):
     r"""CNN-Fixations: back-tracked fixation points from the class neuron to image space.
 
     Args:
-        model: a network built from the operations of :mod:`eigencam.methods.graph`
-            (VGG, AlexNet, ResNets, MobileNet-V2, EfficientNet-Lite...).
-        target_layer: must be ``"auto"``: the method works down to the input pixels.
+        model: a network of the operations of :mod:`eigencam.methods.graph` (VGG, AlexNet,
+            ResNets, MobileNet-V2, EfficientNet-Lite...).
+        target_layer: must be ``"auto"`` (the method works down to the input pixels).
         sigma: standard deviation of the Gaussian blur, as a fraction of the shorter input
             side (0: the raw fixation density, one count per fixated pixel).
         radius: neighbourhood radius for outlier removal, as a fraction of the input diagonal.

@@ -181,8 +181,9 @@ def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor
 
 
 class _GradCAMFamily(GradientExplainer):
-    """Grad-CAM-style methods: :meth:`_weights` gives channel weights (B, k, C) or element-wise
-    ones (B, k, C, h, w) from the gradients; the map is :math:`\\sum_c w_c \\odot A_c`."""
+    """Grad-CAM-style methods (all take :class:`GradCAM`'s arguments): :meth:`_weights` gives
+    channel weights (B, k, C) or element-wise ones (B, k, C, h, w) from the gradients; the map
+    is :math:`\\sum_c w_c \\odot A_c`."""
 
     layer_requirement = "any layer on the path to the scores, output (B, C, h, w)"
     cost = "1 forward + k backward passes (from the scores down to the layer only)"
@@ -254,8 +255,6 @@ class GradCAMPlusPlus(_GradCAMFamily):
 
     computed in the simplified form on the right (no epsilon: exact where the left form
     underflows); :math:`\alpha = 0` where :math:`g = 0`.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "gradcampp"
@@ -278,8 +277,6 @@ class XGradCAM(_GradCAMFamily):
        \frac{\partial y^c}{\partial A_k(i,j)}
 
     (:math:`w_k = 0` for a channel whose activations sum to 0.)
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "xgradcam"
@@ -300,8 +297,6 @@ class LayerCAM(_GradCAMFamily):
        {\partial A_k}\big) \odot A_k\Big)
 
     Works at shallow layers too, where Grad-CAM's averaged weights blur.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "layercam"
@@ -320,8 +315,6 @@ class HiResCAM(_GradCAMFamily):
 
     For a model whose score is a linear function of the layer (GAP + linear head) the map sums
     exactly to the score (up to the bias): a faithful attribution at the layer's resolution.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "hirescam"

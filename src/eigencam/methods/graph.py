@@ -30,7 +30,6 @@ Anything else on the path from the input to the output makes the methods raise
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,12 +282,6 @@ _METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _bind(names: Sequence[str], args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    return bound
-
-
 def _pair(v: Any) -> tuple[int, int]:
     if isinstance(v, (tuple, list)):
         return (int(v[0]), int(v[-1])) if len(v) else (0, 0)
@@ -330,8 +323,7 @@ def describe(n: fx.Node, traced: Traced) -> Op:
     if entry is None:
         return Op("unsupported", n, label=label)
     kind, names = entry
-    bound = _bind(names, n.args, n.kwargs)
-    return _describe_function(n, kind, bound, values, label)
+    return _describe_function(n, kind, {**dict(zip(names, n.args)), **n.kwargs}, values, label)
 
 
 def _data(n: Any) -> list[fx.Node]:
