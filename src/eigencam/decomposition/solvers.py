@@ -1,20 +1,16 @@
 """Top-k eigenpairs of batched symmetric positive semi-definite (Gram) matrices.
 
-Every solver takes ``gram`` of shape (B, m, m), float64, and returns ``(values, vectors)``:
-``values`` (B, k) in descending order and ``vectors`` (B, m, k) with orthonormal columns. They
-differ only in speed and in where they synchronise with the host; all of them are exact to
-float64 round-off on the matrices eigencam feeds them
-(``tests/decomposition/test_decomposition.py`` checks each one against a float64 SVD).
+Every solver takes ``gram`` (B, m, m) float64 and returns ``values`` (B, k), descending, and
+``vectors`` (B, m, k), orthonormal columns. All are exact to float64 round-off on eigencam's
+matrices (``tests/decomposition`` checks each against a float64 SVD); they differ in speed and
+in host synchronisation:
 
-- ``eigh``: LAPACK / cuSOLVER symmetric eigendecomposition. The reference; fastest on CPU for
-  m below about 128. On CUDA it reads an error flag back to the host (a synchronisation).
-- ``squaring``: repeated squaring of the normalised Gram matrix (power iteration with 2^t
-  steps in t matrix products) followed by Rayleigh refinement and deflation. Only matrix
-  products: no host synchronisation, so it keeps a GPU pipeline full.
+- ``eigh``: LAPACK / cuSOLVER, the reference; on CUDA it reads an error flag back to the host.
+- ``squaring``: repeated squaring of the normalised Gram matrix, then Rayleigh refinement and
+  deflation: matrix products only, no host synchronisation (keeps a GPU pipeline full).
 - ``subspace``: block subspace iteration with Rayleigh-Ritz and a Davis-Kahan stopping rule
-  (a few products with thin (m x 9) blocks instead of a full tridiagonalisation; fastest on CPU
-  from m of about 128); it falls back to ``eigh`` for any matrix that has not converged, so
-  speed never costs accuracy.
+  (products with thin (m x 9) blocks, no full tridiagonalisation); matrices that have not
+  converged fall back to ``eigh``, so speed never costs accuracy.
 """
 
 from __future__ import annotations

@@ -188,12 +188,8 @@ class EigenCAM(Explainer):
 
     def _compute(self, seen: LayerActivations, inputs: Tensor, targets: Any) -> Computed:
         batch = inputs.shape[0]
-        raws, evr = [], None
-        for label, acts in seen.layer_acts:
-            proj, ratio = self._project(acts, label)
-            if evr is None:
-                evr = ratio[:batch]
-            raws.append(proj)
+        projected = [self._project(acts, label) for label, acts in seen.layer_acts]
+        raws, evr = [proj for proj, _ in projected], projected[0][1][:batch]
         if len(raws) == 1 and not self.flip:
             raw = raws[0]
         else:  # each part normalised at the finest layer's resolution, then averaged

@@ -405,18 +405,12 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         if b.get("min_val", -1.0) != 0:
             return Op("unsupported", n, label="hardtanh with min_val != 0")
         return Op("relu", n, x, {}, label)
-    if kind == "maxpool":
-        if b.get("return_indices"):
-            return Op("unsupported", n, label="max_pool2d(return_indices=True)")
-        return Op("maxpool", n, x, _pool_params(b), label)
-    if kind == "adaptive_maxpool":
-        if b.get("return_indices"):
-            return Op("unsupported", n, label="adaptive_max_pool2d(return_indices=True)")
-        return Op("maxpool", n, x, {"output_size": b["output_size"]}, label)
-    if kind == "avgpool":
-        return Op("avgpool", n, x, _pool_params(b), label)
-    if kind == "adaptive_avgpool":
-        return Op("avgpool", n, x, {"output_size": b["output_size"]}, label)
+    if kind in ("maxpool", "adaptive_maxpool", "avgpool", "adaptive_avgpool"):
+        if b.get("return_indices"):  # max pooling only
+            fn = kind.replace("pool", "_pool2d")  # max_pool2d, adaptive_max_pool2d
+            return Op("unsupported", n, label=f"{fn}(return_indices=True)")
+        params = {"output_size": b["output_size"]} if "adaptive" in kind else _pool_params(b)
+        return Op(kind.removeprefix("adaptive_"), n, x, params, label)
     if kind == "mean":
         dims = b.get("dim")
         src = values.get(b.get("input"))

@@ -38,6 +38,7 @@ class _PerturbationCAM(Explainer):
     """Channel weights from perturbed forward passes; subclasses implement :meth:`_weights`."""
 
     class_specific = True
+    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
 
     def __init__(
         self,
@@ -93,10 +94,9 @@ class ScoreCAM(_PerturbationCAM):
     r"""Score-CAM (Wang et al., CVPR Workshops 2020): channels weighted by the score of the input
     masked with them.
 
-    Each channel, upsampled to the input size and min-max normalised to [0, 1], masks the
-    input; the channel's weight is the softmax over channels of the target score of the
-    masked input (Algorithm 1 of the paper; the baseline score it subtracts is the same for
-    every channel and cancels in the softmax):
+    Each channel, upsampled and min-max normalised, masks the input; its weight is the softmax
+    over channels of the masked input's score (Algorithm 1 of the paper; the baseline score it
+    subtracts cancels in the softmax):
 
     .. math::  H_k = s(\mathrm{Up}(A_k)), \quad w^c = \mathrm{softmax}_k\big(y^c(X \odot H_k)\big),
        \quad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
@@ -110,7 +110,6 @@ class ScoreCAM(_PerturbationCAM):
     name = "scorecam"
     summary = "Channels weighted by the class score of the input masked with each channel."
     paper = "Wang et al., Score-CAM, CVPR Workshops 2020 (arXiv:1910.01279)"
-    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (masked images, batch_size per pass)"
 
     def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
@@ -144,7 +143,6 @@ class AblationCAM(_PerturbationCAM):
     name = "ablationcam"
     summary = "Channels weighted by the score drop when each is zeroed at the layer."
     paper = "Desai & Ramaswamy, Ablation-CAM, WACV 2020"
-    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (one ablated channel each, batch_size per pass)"
 
     def _observe(self, inputs: Tensor, targets: TargetSpec) -> Capture:
