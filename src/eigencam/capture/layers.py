@@ -140,11 +140,8 @@ def acceptor(reshape_transform: Callable[[Any], Tensor] | None) -> Callable[[Ten
 def cached_auto(model: nn.Module, key: Any) -> LayerRef | None:
     """An automatic choice made earlier for this model and input signature, if still valid."""
     ref = _AUTO_CACHE.get(model, {}).get(key)
-    if ref is None:
-        return None
-    if submodule(model, ref.name) is not ref.module:  # model was edited
-        return None
-    return ref
+    valid = ref is not None and submodule(model, ref.name) is ref.module  # not since edited
+    return ref if valid else None
 
 
 def remember_auto(model: nn.Module, key: Any, ref: LayerRef) -> None:
@@ -216,16 +213,11 @@ def list_layers(
     family = family_of(runner)
     declared, _ = resolve_target(runner, "auto", reshape_transform)
 
-    def transform_for(name: str, module: nn.Module) -> Callable[[Any], Tensor] | None:
-        if reshape_transform is not None:
-            return reshape_transform
-        if family is not None and family.transform_for is not None:
-            return family.transform_for(name, module)
-        return None
-
     def describe(name: str, module: nn.Module, output: Any) -> tuple:
         levels = pyramid_levels(output) if isinstance(output, (dict, list, tuple)) else []
-        transform = transform_for(name, module)
+        transform = reshape_transform
+        if transform is None and family is not None and family.transform_for is not None:
+            transform = family.transform_for(name, module)
         try:
             t = transform(output) if transform is not None else first_tensor(output)
         except Exception:  # a transform that cannot take this output: not a candidate

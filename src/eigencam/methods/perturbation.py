@@ -37,8 +37,8 @@ def _chunk_scores(targets: Targets, output: Any, images: Tensor) -> Tensor:
 class _PerturbationCAM(Explainer):
     """Channel weights from perturbed forward passes; subclasses implement :meth:`_weights`."""
 
-    class_specific = True
     layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
+    class_specific = True
 
     def __init__(
         self,
