@@ -19,18 +19,15 @@ read at ``target_layer`` (summed over its channels), by default the last convolu
 map as for the other CAMs, so the maps are comparable; the paper reads it at an intermediate
 layer: pass e.g. VGG-16 ``features.22`` (conv4_3 + ReLU) for finer maps.
 
-How it is computed, for exactness on any graph of supported operations (see
-:mod:`eigencam.methods.graph`): the "neurons" are the outputs of ReLUs and max-pooling (and the
-target layer); between two neuron layers the network is affine (convolutions with their
-BatchNorm folded in, linear layers, average pooling, residual additions, concatenation...).
-For each such block we build its *excitatory twin*, the same operations with the negative
-weights zeroed and the biases dropped, evaluated on the recorded activations:
-:math:`Z = W^+ a`. Then :math:`P_{\text{below}} = a \odot \nabla_a \langle P / Z, Z \rangle` is
-one ``torch.autograd.grad`` call per block (exact for residual blocks, whose two branches share
-the normaliser :math:`Z`). Max pooling passes :math:`P` to the winner of each window.
-Linear bottlenecks (two convolutions without a ReLU between them, MobileNet-V2/EfficientNet)
-chain the excitatory rule through each operation, an approximation of the paper's rule, which
-assumes non-negative inputs to every linear layer.
+How, exactly on any graph of the operations of :mod:`eigencam.methods.graph`: the "neurons"
+are the outputs of ReLUs and max pooling (and the target layer); between two neuron layers the
+network is affine. Each such block has an *excitatory twin* (negative weights zeroed, biases
+dropped) evaluated on the recorded activations, :math:`Z = W^+ a`; then
+:math:`P_{\text{below}} = a \odot \nabla_a \langle P / Z, Z \rangle` is one
+``torch.autograd.grad`` call per block (exact for residual blocks, whose branches share
+:math:`Z`). Max pooling passes :math:`P` to each window's winner. Linear bottlenecks
+(MobileNet-V2, EfficientNet) chain the rule through each operation, an approximation of the
+paper's, which assumes non-negative inputs to every linear layer.
 """
 
 from __future__ import annotations
