@@ -540,3 +540,17 @@ def input_mismatch(
 
 def _dtype(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def store_args(explainer: Explainer, args: Mapping[str, Any]) -> None:
+    """The whole ``__init__`` of a method: ``store_args(self, locals())``.
+
+    Runs :meth:`Explainer.__init__` with the arguments it takes, then stores every other
+    argument of the method's constructor under its own name (what :meth:`Explainer.get_params`
+    reads back).
+    """
+    run = {k: args[k] for k in ("reshape_transform", "eval_mode") if k in args}
+    Explainer.__init__(explainer, args["model"], args["target_layer"], **run)
+    for name in param_names(type(explainer)):
+        if name not in RUN_ARGS:
+            setattr(explainer, name, args[name])
