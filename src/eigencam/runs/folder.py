@@ -1,11 +1,9 @@
-"""The run folder: ``run.json`` (what identifies the run) and ``records/part-NNNNNN.<ext>``.
-
-Every command that writes a run uses this folder. A part is one finished batch, written
-atomically through a *codec*: ``json`` (rows and failures, one dict per image), ``npz`` (arrays,
-``eigencam localize``) or a codec object of the caller's (``eigencam batch`` writes Parquet
-shards). A killed run keeps every finished part; a resumed run skips the images its parts
-record and is refused, with :class:`~eigencam.errors.RunMismatchError`, when the folder holds a
-run with other settings or one written by another release's run format.
+"""The run folder of every command: ``run.json`` (the run's identity) and
+``records/part-NNNNNN.<ext>``, one finished batch each, written atomically through a *codec*:
+``json`` (rows and failures, one dict per image), ``npz`` (arrays, ``eigencam localize``) or the
+caller's own (``eigencam batch`` writes Parquet shards). A resumed run skips the images its parts
+record, and a folder of a run with other settings or of another release's run format is refused
+with :class:`~eigencam.errors.RunMismatchError`.
 """
 
 from __future__ import annotations
@@ -61,9 +59,7 @@ class JsonCodec:
 
     def keys(self, path: Path) -> set[str]:
         data = self.read(path)
-        return {r["key"] for r in data.get("rows", [])} | {
-            f["key"] for f in data.get("failures", [])
-        }
+        return {r["key"] for r in [*data.get("rows", []), *data.get("failures", [])]}
 
 
 class NpzCodec:
@@ -162,17 +158,16 @@ class RunFolder:
                 another release's run format.
             OutputError: the folder cannot be created or written.
         """
-        run_file = self.path / RUN_FILE
-        stamp = {"eigencam": __version__, "run_format": RUN_FORMAT}
         self._lock()
         try:
-            self._open(run_file, stamp, resume=resume, overwrite=overwrite)
+            self._open(resume=resume, overwrite=overwrite)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _open(self, run_file: Path, stamp: dict, *, resume: bool, overwrite: bool) -> None:
+    def _open(self, *, resume: bool, overwrite: bool) -> None:
+        run_file = self.path / RUN_FILE
         if overwrite and not resume:
             for old in [run_file, *self.records_dir.glob("part-*")]:
                 old.unlink(missing_ok=True)
@@ -190,6 +185,7 @@ class RunFolder:
         else:
             try:
                 self.records_dir.mkdir(parents=True, exist_ok=True)
+                stamp = {"eigencam": __version__, "run_format": RUN_FORMAT}
                 write_json(run_file, {**stamp, **self.identity})
             except OSError as err:
                 raise OutputError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -76,11 +77,9 @@ def iter_batches(
 ) -> Iterator[tuple[list[LoadedImage], list[LoadFailure]]]:
     """Yield (images, failures) in input order, ``batch_size`` readable images at a time.
 
-    ``paths`` holds image files or :class:`~eigencam.io.EncodedImage` (bytes in memory, decoded
-    with the same checks as files).
-
-    Images are decoded and resized by ``workers`` threads, at most a couple of batches ahead
-    of the consumer, so memory stays bounded on any dataset size.
+    ``paths`` holds image files or :class:`~eigencam.io.EncodedImage`. Images are decoded and
+    resized by ``workers`` threads, at most a couple of batches ahead of the consumer, so memory
+    stays bounded on any dataset size.
     """
     check_range("batch_size", batch_size, 1)
     check_range("workers", workers, 0)
@@ -92,11 +91,7 @@ def iter_batches(
     failures: list[LoadFailure] = []
     try:
         while True:
-            while len(pending) < window:
-                nxt = next(todo, None)
-                if nxt is None:
-                    break
-                index, item = nxt
+            for index, item in itertools.islice(todo, window - len(pending)):
                 source = item if isinstance(item, EncodedImage) else Path(item)
                 pending.append(
                     pool.submit(_load_one, index, source, preprocessing, max_pixels, keep_original)
