@@ -80,8 +80,8 @@ def deepfool(
             pixel units for the reported norms (the normalisation std); default 1.
 
     Returns:
-        :class:`DeepFoolResult`. The model's parameters get no ``.grad`` and its flags are
-        restored; gradients are taken with respect to the input only.
+        :class:`DeepFoolResult`. Gradients are taken with respect to the input only: the model's
+        parameters get no ``.grad``, and its flags are restored.
     """
     if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
         raise ShapeError(
@@ -128,9 +128,8 @@ def deepfool(
             dist = fd.abs() / wn
             best = dist.argmin(1)
             w_l = w[torch.arange(len(idx)), best]
-            step = (fd.abs().gather(1, best[:, None])[:, 0] + 1e-4) / wn.gather(1, best[:, None])[
-                :, 0
-            ] ** 2
+            pick = best[:, None]
+            step = (fd.abs().gather(1, pick)[:, 0] + 1e-4) / wn.gather(1, pick)[:, 0] ** 2
             r = step.view(-1, 1, 1, 1) * w_l
             # images that already flipped take no step
             r = torch.where(still.view(-1, 1, 1, 1), r, torch.zeros_like(r))
@@ -165,11 +164,10 @@ def deepfool(
 
 
 def _candidate_gradients(f: Tensor, xi: Tensor) -> Tensor:
-    """Gradients of every column of ``f`` (b, k) with respect to ``xi``: (b, k, *xi.shape[1:]).
+    """(b, k, *xi.shape[1:]) gradients of every column of ``f`` (b, k) with respect to ``xi``.
 
     One vectorised backward pass (``is_grads_batched``, about 2.4x faster than k passes on the
-    embedded model on CPU); k separate passes when an operation of the model has no batching
-    rule for the vectorised backward.
+    embedded model on CPU), or k passes when an operation of the model has no batching rule.
     """
     k = f.shape[1]
     eye = torch.eye(k, dtype=f.dtype, device=f.device)[:, None, :].expand(k, *f.shape)
