@@ -32,16 +32,14 @@ class DeepFoolResult:
     """Outcome of :func:`deepfool` for a batch.
 
     Attributes:
-        adversarial: (B, C, H, W) adversarial inputs, in the model's input space.
-        perturbation: (B, C, H, W) ``adversarial - inputs``.
-        clean_label, adversarial_label: (B,) int64 top-1 classes before and after.
-        success: (B,) bool, the label changed.
+        adversarial, perturbation: (B, C, H, W) adversarial inputs (model input space) and
+            ``adversarial - inputs``.
+        clean_label, adversarial_label, success: (B,) int64 top-1 classes before and after;
+            (B,) bool, the label changed.
         iterations: (B,) int64 steps taken.
-        l2: (B,) L2 norm of the perturbation in [0, 1] pixel units (``pixel_scale`` applied).
-        linf: (B,) L-infinity norm, likewise.
+        l2, linf: (B,) norms of the perturbation in [0, 1] pixel units (``pixel_scale``).
         rho: (B,) ``l2 / ||x||_2`` in pixel units, the robustness measure of the DeepFool paper.
-        clean_logits, adversarial_logits: (B, classes) float32 model outputs on the clean and
-            the adversarial inputs (probabilities: ``.softmax(1)``).
+        clean_logits, adversarial_logits: (B, classes) float32 model outputs.
     """
 
     adversarial: Tensor

@@ -158,38 +158,28 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[s
         matched nothing and folders that cannot be read). Explicit file paths are kept even if
         missing or of another extension: reading them reports the precise error.
     """
-    paths: list[Path] = []
-    seen: set[Path] = set()
+    paths: dict[Path, Path] = {}  # the resolved path (of an existing file) -> the path given
     unmatched: list[tuple[str, str]] = []
-
-    def add(p: Path) -> None:
-        key = p.resolve() if p.exists() else p
-        if key not in seen:
-            seen.add(key)
-            paths.append(p)
-
     for item in items:
         text = str(item)
         p = Path(text)
+        found: list[Path] = []
         if p.is_dir():
-            found: list[Path] = []
             unreadable = _walk(p, set(), found)
             unmatched.extend(unreadable)
             if not found and not (unreadable and unreadable[0][0] == text):
                 unmatched.append(
                     (text, "folder holds no images (" + ", ".join(IMAGE_EXTENSIONS) + ")")
                 )
-            for f in sorted(found):
-                add(f)
         elif any(ch in text for ch in "*?[") and not p.exists():
-            found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+            found = [Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file()]
             if not found:
                 unmatched.append((text, "pattern matched no files"))
-            for f in found:
-                add(f)
         else:
-            add(p)
-    return paths, unmatched
+            found = [p]
+        for f in sorted(found):
+            paths.setdefault(f.resolve() if f.exists() else f, f)
+    return list(paths.values()), unmatched
 
 
 def _walk(folder: Path, visited: set[tuple[int, int]], found: list[Path]) -> list[tuple[str, str]]:

@@ -18,15 +18,11 @@ _FLAT = 1e-5
 def upsample(
     maps: Tensor, size: tuple[int, int], *, extent: tuple[float, float] | None = None
 ) -> Tensor:
-    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W), ``align_corners=False``.
+    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W) = ``size``, no corner alignment.
 
-    Args:
-        maps: (B, k, h, w).
-        size: (H, W).
-        extent: None when the (h, w) grid covers exactly the (H, W) image; else (ey, ex): the
-            grid covers ``ey * H`` by ``ex * W`` pixels from the top-left corner (a detector
-            that padded its input, see :mod:`eigencam.capture.geometry`). The maps are
-            upsampled to that size and the (H, W) image part is kept.
+    ``extent`` (ey, ex), for a detector that padded its input (:mod:`eigencam.capture.geometry`):
+    the grid covers ``ey * H`` by ``ex * W`` pixels from the top-left corner; the maps are
+    upsampled to that size and the (H, W) image part is kept. None: the grid covers the image.
     """
     if maps.ndim != 4:
         raise ShapeError("maps", "(B, k, h, w)", tuple(maps.shape))

@@ -85,14 +85,9 @@ CODECS: dict[str, Codec] = {"json": JsonCodec(), "npz": NpzCodec()}
 
 @dataclass
 class RunRecords:
-    """Every recorded image of a json-codec run.
-
-    Attributes:
-        rows: one dict per evaluated image (key ``"key"``), sorted by key; a later record of an
-            image replaces an earlier one.
-        failures: ``{"key", "file", "error"}`` per image that could not be evaluated and has no
-            row, sorted by key.
-    """
+    """Every recorded image of a json-codec run, sorted by key: ``rows``, one dict per evaluated
+    image (a later record of an image replaces an earlier one), and ``failures``,
+    ``{"key", "file", "error"}`` per image that could not be evaluated and has no row."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -114,12 +109,11 @@ class RunFolder:
 
     Args:
         path: the folder (created).
-        identity: JSON-ready settings that must not change between a run and its resumption
-            (dataset, model, methods, settings, preprocessing).
+        identity: JSON-ready settings that must not change between a run and its resumption.
         command: the command named in messages (``explain``, ``localize``...).
         codec: ``"json"``, ``"npz"`` or a :class:`Codec`.
-        parts_dir: the name of the folder of parts (``eigencam batch``: ``shards``).
-        width: digits of the part numbers in the file names.
+        parts_dir, width: the folder of parts (``eigencam batch``: ``shards``); the digits of
+            the part numbers.
     """
 
     def __init__(
@@ -145,17 +139,13 @@ class RunFolder:
         return self.path / self.parts_dir
 
     def open(self, *, resume: bool, overwrite: bool = False) -> RunFolder:
-        """Create the folder, or check that the run in it is this run, and lock it.
-
-        With ``overwrite`` a run already in the folder is discarded (its ``run.json`` and
-        parts; output files are replaced as the new run writes them). The folder stays locked
-        against a second run until :meth:`close`.
+        """Create the folder, or check that the run in it is this run, and lock it until
+        :meth:`close`. ``overwrite`` discards a run already there (its ``run.json`` and parts;
+        output files are replaced as the new run writes them).
 
         Raises:
-            RunExistsError (a ``FileExistsError``): the folder holds a run and ``resume`` is
-                false.
-            RunMismatchError: the run in the folder has other settings, or was written by
-                another release's run format.
+            RunExistsError (a ``FileExistsError``): the folder holds a run and not ``resume``.
+            RunMismatchError: the run in the folder has other settings or another run format.
             OutputError: the folder cannot be created or written.
         """
         self._lock()
@@ -261,11 +251,8 @@ class RunFolder:
         return self.records_dir / f"part-{index:0{self.width}d}.{self.codec.suffix}"
 
     def write(self, part: Any, path: Path | None = None) -> Path:
-        """Atomically write ``part`` (to ``path``, else to the next free part).
-
-        Raises:
-            OutputError: the part cannot be written (disk full, permissions).
-        """
+        """Atomically write ``part`` (to ``path``, else to the next free part); an
+        :class:`~eigencam.errors.OutputError` when it cannot be written."""
         path = path or self.part_path()
         try:
             self.codec.write(path, part)

@@ -22,15 +22,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedImage:
-    """One decoded image, resized for the model.
-
-    Attributes:
-        index: position in the input list.
-        path: the file (for an :class:`~eigencam.io.EncodedImage`, its name).
-        pixels: uint8 (H, W, 3) at the model's input size.
-        size: (width, height) of the original image.
-        original: the original RGB image (kept only when the caller needs it, else None).
-    """
+    """One decoded image: its ``index`` in the input list, its ``path`` (an
+    :class:`~eigencam.io.EncodedImage`'s name), its uint8 (H, W, 3) ``pixels`` at the model's
+    input size, the (width, height) ``size`` of the original, and the ``original`` RGB image
+    when the caller keeps it (else None)."""
 
     index: int
     path: Path
@@ -116,13 +111,8 @@ def iter_batches(
 
 @dataclass
 class Batch:
-    """One batch of a run: the decoded inputs with their items, and the inputs that failed.
-
-    Attributes:
-        items: ``(LoadedImage, item)`` pairs; an item is what the run was given (a dataset
-            sample, an input file) and has a ``key`` and a ``path``.
-        failures: ``{"key", "file", "error"}`` per input that could not be read.
-    """
+    """One batch of a run: ``(LoadedImage, item)`` pairs (an item, a dataset sample or an input
+    file, has a ``key`` and a ``path``) and ``{"key", "file", "error"}`` per unreadable input."""
 
     items: list[tuple[LoadedImage, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
