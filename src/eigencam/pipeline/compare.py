@@ -50,9 +50,7 @@ class CompareOptions:
     Attributes:
         targets: ``"predicted"`` (one row) or ``"top<k>"`` (k rows: class-specific methods once
             per class, class-agnostic methods in the first row).
-        tile: longer side of each cell, in pixels.
-        colormap: matplotlib colormap name.
-        alpha: heat-map opacity.
+        tile, colormap, alpha: longer side of each cell in pixels; the heat-map overlay.
     """
 
     targets: str = "predicted"
@@ -215,9 +213,8 @@ def compare_files(
         run_info: extra fields for results.json.
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
 
-    A method that fails on an image with an :class:`~eigencam.errors.EigenCAMError` (it cannot
-    explain this model or layer, say) is recorded for that image and drawn as a grey cell; the
-    other methods and images are still written.
+    A method that fails on an image with an :class:`~eigencam.errors.EigenCAMError` is recorded
+    for that image and drawn as a grey cell.
 
     Returns:
         A :class:`~eigencam.pipeline.explain.RunReport`; ``results.json`` is written even when
