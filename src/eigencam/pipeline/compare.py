@@ -41,6 +41,7 @@ from eigencam.runs.step import classify, isolate, to_batch
 from eigencam.viz.grid import compose_grid, failed_tile, fit_size, heat_tile, resize_rgb
 
 _TOP = re.compile(r"^top(\d+)$")
+_JSON_SCALARS = (type(None), bool, int, float, str)  # the params results.json records
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ def _record(
             "status": "ok",
             "layer": result.layer,
             "targets": targets,
-            "params": {k: v for k, v in result.params.items() if _jsonable(v)},
+            "params": {k: v for k, v in result.params.items() if isinstance(v, _JSON_SCALARS)},
             "maps": [],
         }
     failed = [n for n, m in methods.items() if m["status"] != "ok"]
@@ -277,10 +278,6 @@ def _record(
         "outputs": {"grid": f"{stem}_compare.png"},
         "error": None if not failed else f"method(s) failed: {', '.join(failed)}",
     }
-
-
-def _jsonable(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def _row_label(preds: list, row: int, options: CompareOptions) -> str:
