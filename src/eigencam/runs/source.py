@@ -43,24 +43,6 @@ class LoadFailure:
     error: str
 
 
-def _load_one(
-    index: int,
-    source: Path | EncodedImage,
-    pre: Preprocessing,
-    max_pixels: int | None,
-    keep: bool,
-) -> LoadedImage | LoadFailure:
-    path = Path(source.name) if isinstance(source, EncodedImage) else source
-    try:
-        if isinstance(source, EncodedImage):
-            image = decode_image(source.data, source.name, max_pixels=max_pixels)
-        else:
-            image = load_image(source, max_pixels=max_pixels)
-    except ImageReadError as err:
-        return LoadFailure(index, path, err.cause)
-    return LoadedImage(index, path, pre.resize_image(image), image.size, image if keep else None)
-
-
 def iter_batches(
     paths: Sequence[str | Path | EncodedImage],
     preprocessing: Preprocessing,
@@ -78,6 +60,20 @@ def iter_batches(
     """
     check_range("batch_size", batch_size, 1)
     check_range("workers", workers, 0)
+
+    def load(index: int, item: str | Path | EncodedImage) -> LoadedImage | LoadFailure:
+        encoded = isinstance(item, EncodedImage)
+        path = Path(item.name if encoded else item)
+        try:
+            if encoded:
+                image = decode_image(item.data, item.name, max_pixels=max_pixels)
+            else:
+                image = load_image(path, max_pixels=max_pixels)
+        except ImageReadError as err:
+            return LoadFailure(index, path, err.cause)
+        pixels = preprocessing.resize_image(image)
+        return LoadedImage(index, path, pixels, image.size, image if keep_original else None)
+
     window = max(2 * batch_size, workers * 2, 1)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eigencam-load")
     pending: deque[Future] = deque()
@@ -87,10 +83,7 @@ def iter_batches(
     try:
         while True:
             for index, item in itertools.islice(todo, window - len(pending)):
-                source = item if isinstance(item, EncodedImage) else Path(item)
-                pending.append(
-                    pool.submit(_load_one, index, source, preprocessing, max_pixels, keep_original)
-                )
+                pending.append(pool.submit(load, index, item))
             if not pending:
                 break
             item = pending.popleft().result()
