@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from eigencam.errors import EigenCAMError, OutputError, check, check_range
+from eigencam.errors import EigenCAMError, InputMismatchError, OutputError, check, check_range
 from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
@@ -113,7 +113,9 @@ class CompareTask:
 
         return [
             res if err is None else f"{type(err).__name__}: {err}"
-            for _, res, err in isolate(explain, list(range(x.shape[0])), (OutputError,))
+            for _, res, err in isolate(
+                explain, list(range(x.shape[0])), (OutputError, InputMismatchError)
+            )
         ]
 
     def process(self, batch: Batch) -> Future[Part]:
