@@ -5,8 +5,9 @@ image that still raises one is that image's failure, recorded with the error's m
 other images go on. Errors that no image can cause on its own (a wrong layer name, an option a
 method does not have, a model a method cannot explain, an input size or dtype the model cannot
 take, a missing package, an output that cannot be written) stop the run, and so does every
-exception that is not an ``EigenCAMError`` (the model's forward failing, or a bug): it becomes a :class:`~eigencam.errors.ModelForwardError`
-naming the batch and the original error (chained; ``--debug`` prints its traceback).
+exception that is not an ``EigenCAMError`` (the model's forward failing, or a bug): it becomes
+a :class:`~eigencam.errors.ModelForwardError` naming the batch and the original error (chained;
+``--debug`` prints its traceback).
 """
 
 from __future__ import annotations
