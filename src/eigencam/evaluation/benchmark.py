@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eigencam.errors import OutputError, check
+from eigencam.errors import InputMismatchError, OutputError, check
 from eigencam.evaluation.datasets import Dataset, Sample
 from eigencam.evaluation.tables import write_csv, write_text
 from eigencam.io.outputs import atomic_write, write_json
@@ -35,8 +35,9 @@ from eigencam.runs.step import classify, isolate
 
 #: Errors of a method that stop a benchmark; any other EigenCAMError of a method (it cannot
 #: explain this model or layer, say) leaves that method's cells of the image empty, as in
-#: ``eigencam compare``: the other methods are still measured.
-METHOD_RUN_ERRORS: tuple[type[Exception], ...] = (OutputError,)
+#: ``eigencam compare``: the other methods are still measured. An input the model cannot take
+#: fails every method alike, so it stops the run too.
+METHOD_RUN_ERRORS: tuple[type[Exception], ...] = (OutputError, InputMismatchError)
 
 
 @dataclass

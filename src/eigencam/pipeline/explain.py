@@ -8,7 +8,7 @@ whose activations are not finite, becomes a recorded failure; the others are sti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,37 +171,35 @@ def write_file_results(
     return report
 
 
+@dataclass
 class ExplainTask:
-    """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json``."""
+    """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json`` (see
+    :func:`explain_files` for the fields)."""
 
-    def __init__(
-        self,
-        explainer: Explainer,
-        preprocessing: Preprocessing,
-        options: OutputOptions,
-        *,
-        device: Any,
-        workers: int,
-        labels: Sequence[str] | None,
-        detections: Callable[[Any], list[Detections]] | None,
-        targets: Any,
-        run_info: dict[str, Any] | None,
-        items: Sequence[InputFile],
-        extra_failures: Sequence[tuple[str, str]],
-    ) -> None:
-        self.explainer, self.pre, self.options = explainer, preprocessing, options
-        self.device, self.labels, self.detections, self.targets = (
-            device,
-            labels,
-            detections,
-            targets,
+    explainer: Explainer
+    pre: Preprocessing
+    options: OutputOptions
+    run: RunOptions
+    labels: Sequence[str] | None
+    detections: Callable[[Any], list[Detections]] | None
+    targets: Any
+    run_info: dict[str, Any] | None
+    items: Sequence[InputFile]
+    extra_failures: Sequence[tuple[str, str]]
+    out: Path | None = None
+    writer: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.writer = ThreadPoolExecutor(
+            max(1, self.run.workers), thread_name_prefix="eigencam-write"
         )
-        self.run_info, self.items, self.extra_failures = run_info, items, extra_failures
-        self.writer = ThreadPoolExecutor(max(1, workers), thread_name_prefix="eigencam-write")
-        self.out: Path | None = None
+
+    def batches(self, todo: list[InputFile]) -> Iterator[Batch]:
+        keep = "overlay" in self.options.save
+        return image_batches(todo, self.pre, self.run, keep_original=keep)
 
     def explain(self, pairs: list[tuple[LoadedImage, InputFile]]) -> list[tuple]:
-        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.device)
+        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.run.device)
         result = self.explainer(x) if self.targets is None else self.explainer(x, self.targets)
         dets = self.detections(result.output) if self.detections is not None else None
         segments = segmentation_summary(result.output, self.labels) if dets is None else None
@@ -307,26 +305,18 @@ def explain_files(
         explainer,
         preprocessing,
         options,
-        device=run.device,
-        workers=run.workers,
-        labels=labels,
-        detections=detections,
-        targets=targets,
-        run_info=run_info,
-        items=items,
-        extra_failures=extra_failures,
+        run,
+        labels,
+        detections,
+        targets,
+        run_info,
+        items,
+        extra_failures,
     )
     identity = file_run_identity(run_info, outputs=asdict(options), targets=str(targets))
     folder = RunFolder(out_dir, identity, command="explain")
     task.out = folder.path
-    keep = "overlay" in options.save
-    return run_task(
-        task,
-        folder,
-        items,
-        run,
-        lambda todo: image_batches(todo, preprocessing, run, keep_original=keep),
-    )
+    return run_task(task, folder, items, run, task.batches)
 
 
 def slice_result(result: CAMResult, i: int) -> CAMResult:

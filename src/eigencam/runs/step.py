@@ -19,19 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eigencam import errors
 from eigencam.capture.hooks import preserved_state
-from eigencam.errors import (
-    EigenCAMError,
-    InputMismatchError,
-    InvalidParameterError,
-    LayerNotFoundError,
-    LayerSelectionError,
-    MethodNotFoundError,
-    MissingDependencyError,
-    ModelForwardError,
-    OutputError,
-    UnsupportedModelError,
-)
+from eigencam.errors import EigenCAMError, ModelForwardError
 from eigencam.methods.base import input_mismatch
 
 T = TypeVar("T")
@@ -39,14 +29,14 @@ R = TypeVar("R")
 
 #: Errors that are the run's, not one image's: they stop the run.
 RUN_ERRORS: tuple[type[EigenCAMError], ...] = (
-    InputMismatchError,
-    InvalidParameterError,
-    LayerNotFoundError,
-    LayerSelectionError,
-    MethodNotFoundError,
-    MissingDependencyError,
-    OutputError,
-    UnsupportedModelError,
+    errors.InputMismatchError,
+    errors.InvalidParameterError,
+    errors.LayerNotFoundError,
+    errors.LayerSelectionError,
+    errors.MethodNotFoundError,
+    errors.MissingDependencyError,
+    errors.OutputError,
+    errors.UnsupportedModelError,
 )
 
 
