@@ -7,15 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from eigencam.cli.args import (
-    add_dataset_args,
-    add_methods_args,
-    add_model_args,
-    add_run_args,
-    command,
-    option,
-)
-from eigencam.cli.common import run_benchmark
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import InvalidParameterError, check_range
 from eigencam.evaluation.robustness import AttackSettings, run_attack
 from eigencam.methods import parse_spec
@@ -34,7 +27,7 @@ examples:
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "attack",
         "Attack each image with DeepFool (multi-class, top-10 candidates, overshoot 0.02, at "
@@ -49,13 +42,13 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         EXAMPLE,
         run_attack_command,
     )
-    add_dataset_args(p)
-    add_model_args(p)
-    add_methods_args(p, DEFAULT_METHODS)
+    cli_args.add_dataset_args(p)
+    cli_args.add_model_args(p)
+    cli_args.add_methods_args(p, DEFAULT_METHODS)
     a = p.add_argument_group("attack (DeepFool)")
-    option(a, "--candidates", 10, "top classes considered")
-    option(a, "--overshoot", 0.02, "overshoot eta")
-    option(a, "--max-iter", 50, "maximum steps")
+    cli_args.option(a, "--candidates", 10, "top classes considered")
+    cli_args.option(a, "--overshoot", 0.02, "overshoot eta")
+    cli_args.option(a, "--max-iter", 50, "maximum steps")
     s = p.add_argument_group("measures")
     s.add_argument(
         "--box-threshold",
@@ -74,8 +67,8 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         "metrics.json); repeatable (the first run naming a method wins); methods none names "
         "use --box-threshold",
     )
-    option(s, "--top-fraction", 0.15, "share of pixels in the top regions compared")
-    option(s, "--iou", 0.5, "IoU for a box to localize")
+    cli_args.option(s, "--top-fraction", 0.15, "share of pixels in the top regions compared")
+    cli_args.option(s, "--iou", 0.5, "IoU for a box to localize")
     s.add_argument(
         "--no-same-class",
         action="store_true",
@@ -88,10 +81,10 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         "perturbation (one more explanation per method and image)",
     )
     paired = "method the others are paired with in the comparison table"
-    option(s, "--reference", "eigencam", paired, metavar="METHOD")
-    o, _ = add_run_args(p, "eigencam-attack", 8)
+    cli_args.option(s, "--reference", "eigencam", paired, metavar="METHOD")
+    o, _ = cli_args.add_run_args(p, "eigencam-attack", 8)
     o.add_argument("--no-figures", action="store_true", help="do not write figures/")
-    option(o, "--tile", 224, "cell size of the figures")
+    cli_args.option(o, "--tile", 224, "cell size of the figures")
 
 
 def thresholds_from(runs: list[str | Path]) -> dict[str, float]:
@@ -129,7 +122,7 @@ def run_attack_command(args: argparse.Namespace) -> int:
         noise_control=args.noise_control,
         seed=args.seed,
     )
-    return run_benchmark(
+    return common.run_benchmark(
         args,
         run_attack,
         settings=settings,

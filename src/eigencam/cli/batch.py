@@ -13,15 +13,8 @@ from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS, plan_inputs
 from eigencam.batch.run import run_batch
 from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
 from eigencam.batch.worker import DEFAULT_THRESHOLD, BatchSpec
-from eigencam.cli.args import (
-    add_method_args,
-    add_model_args,
-    add_run_args,
-    comma_list,
-    command,
-    option,
-)
-from eigencam.cli.common import Progress, input_size, method_flags, parse_model_args
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import BatchError, check
 from eigencam.methods import parse_spec
 from eigencam.models import RandomWeightsWarning, model_entry
@@ -43,7 +36,7 @@ See docs/scale.md.
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "batch",
         "Explain every image of a folder, glob, list of paths, Parquet files or WebDataset tars. "
@@ -75,19 +68,19 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         "WebDataset: the image member's extension (default: jpg, png, ... whichever is there)",
     )
     i.add_argument("--id-column", metavar="NAME", help="Parquet: a column of image ids")
-    option(
+    cli_args.option(
         i,
         "--shard-size",
         DEFAULT_SHARD_SIZE,
         "images per output shard (paths, Parquet rows; a tar is one shard)",
         metavar="N",
     )
-    add_model_args(p)
-    add_method_args(p)
-    o, t = add_run_args(p, "eigencam-batch", 32, resume=False, workers=False)
+    cli_args.add_model_args(p)
+    cli_args.add_method_args(p)
+    o, t = cli_args.add_run_args(p, "eigencam-batch", 32, resume=False, workers=False)
     o.add_argument(
         "--save",
-        type=comma_list,
+        type=cli_args.comma_list,
         default=list(DEFAULT_SAVE),
         metavar="LIST",
         help=f"what to store: {', '.join(SAVE_KINDS)} (maps: uint8 at the layer's resolution; "
@@ -102,18 +95,20 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="box threshold, a fraction of the map's maximum (default: %(default)s, the best "
         "for Eigen-CAM on the ILSVRC dev set; docs/scale.md)",
     )
-    option(o, "--colormap", "jet", "overlay colormap")
-    option(o, "--alpha", 0.5, "overlay opacity")
-    option(t, "--decode-threads", 2, "image decoding threads per worker", metavar="N")
+    cli_args.option(o, "--colormap", "jet", "overlay colormap")
+    cli_args.option(o, "--alpha", 0.5, "overlay opacity")
+    cli_args.option(t, "--decode-threads", 2, "image decoding threads per worker", metavar="N")
     e = p.add_argument_group("engine")
-    option(e, "--engine", "local", "local: this process; ray: a Ray actor pool", choices=ENGINES)
+    cli_args.option(
+        e, "--engine", "local", "local: this process; ray: a Ray actor pool", choices=ENGINES
+    )
     e.add_argument(
         "--ray-address",
         metavar="ADDR",
         help="an existing Ray cluster (auto, host:6379, ray://host:10001); default: start a "
         "local Ray for the run",
     )
-    option(
+    cli_args.option(
         e,
         "--ray-timeout",
         DEFAULT_RAY_TIMEOUT,
@@ -127,7 +122,7 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="Ray actors holding the model (default: as many as the CPUs, or the GPUs with "
         "--num-gpus-per-worker, allow)",
     )
-    option(e, "--num-cpus-per-worker", 1.0, "CPUs per Ray actor", metavar="C")
+    cli_args.option(e, "--num-cpus-per-worker", 1.0, "CPUs per Ray actor", metavar="C")
     e.add_argument(
         "--num-gpus-per-worker",
         type=float,
@@ -147,14 +142,14 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
 def build_spec(args: argparse.Namespace) -> BatchSpec:
     """The :class:`~eigencam.batch.BatchSpec` of the command line."""
     spec = parse_spec(args.method)
-    size = input_size(args.input_size)
+    size = common.input_size(args.input_size)
     converted = {
-        "model_args": parse_model_args(args.model_arg),
+        "model_args": common.parse_model_args(args.model_arg),
         "input_size": size,
         "mean": None if args.mean is None else tuple(args.mean),
         "std": None if args.std is None else tuple(args.std),
         "method": spec.name,
-        "method_options": {**method_flags(args, spec), **spec.options},
+        "method_options": {**common.method_flags(args, spec), **spec.options},
         "save": tuple(args.save),
     }
     # Every other field is the option of the same name.
@@ -179,7 +174,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     for item, reason in plan.unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
     total = plan.items
-    bar = Progress(
+    bar = common.Progress(
         total if total is not None else len(plan.shards), "batch", enabled=not args.quiet
     )
     state = {"done": 0, "failed": 0}

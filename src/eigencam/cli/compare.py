@@ -6,22 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from eigencam.cli.args import (
-    add_images_arg,
-    add_methods_args,
-    add_model_args,
-    add_run_args,
-    command,
-    option,
-)
-from eigencam.cli.common import (
-    Progress,
-    explainers_from_args,
-    load_model_from_args,
-    preprocessing_info,
-    run_info,
-    run_options,
-)
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import check_range
 from eigencam.io import expand_inputs
 from eigencam.pipeline.compare import CompareOptions, compare_files
@@ -40,7 +26,7 @@ examples:
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "compare",
         "Explain each image with several methods and write <stem>_compare.png: the image, then "
@@ -51,9 +37,9 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         EXAMPLE,
         run_compare,
     )
-    add_images_arg(p)
-    add_model_args(p)
-    g = add_methods_args(p, DEFAULT_METHODS, ", in column order")
+    cli_args.add_images_arg(p)
+    cli_args.add_model_args(p)
+    g = cli_args.add_methods_args(p, DEFAULT_METHODS, ", in column order")
     g.add_argument(
         "--targets",
         default="predicted",
@@ -61,10 +47,10 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="class-specific methods explain the predicted class (default) or each of the top-k "
         "classes, one row per class; class-agnostic methods appear once",
     )
-    o, _ = add_run_args(p, "eigencam-compare", 4)
-    option(o, "--tile", 224, "longer side of each cell in pixels")
-    option(o, "--colormap", "jet", "matplotlib colormap")
-    option(o, "--alpha", 0.5, "heat-map opacity")
+    o, _ = cli_args.add_run_args(p, "eigencam-compare", 4)
+    cli_args.option(o, "--tile", 224, "longer side of each cell in pixels")
+    cli_args.option(o, "--colormap", "jet", "matplotlib colormap")
+    cli_args.option(o, "--alpha", 0.5, "heat-map opacity")
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -74,13 +60,15 @@ def run_compare(args: argparse.Namespace) -> int:
     colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     check_range("--batch-size", args.batch_size, 1)
     paths, unmatched = expand_inputs(args.images)
-    loaded, pre, device = load_model_from_args(args)
-    explainers = explainers_from_args(args.methods, args, loaded)
+    loaded, pre, device = common.load_model_from_args(args)
+    explainers = common.explainers_from_args(args.methods, args, loaded)
     layer = args.layer or loaded.target_layer
-    info = run_info(args, loaded, device, layer=layer, preprocessing=preprocessing_info(pre))
+    info = common.run_info(
+        args, loaded, device, layer=layer, preprocessing=common.preprocessing_info(pre)
+    )
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
-    with Progress(None, "compare", enabled=not args.quiet, min_items=2) as progress:
+    with common.Progress(None, "compare", enabled=not args.quiet, min_items=2) as progress:
         report = compare_files(
             paths,
             loaded.model,
@@ -89,7 +77,7 @@ def run_compare(args: argparse.Namespace) -> int:
             args.out,
             labels=loaded.labels,
             options=options,
-            run=run_options(args, device, progress),
+            run=common.run_options(args, device, progress),
             run_info=info,
             extra_failures=unmatched,
         )

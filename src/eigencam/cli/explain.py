@@ -8,24 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from eigencam import __version__
-from eigencam.cli.args import (
-    add_images_arg,
-    add_method_args,
-    add_model_args,
-    add_run_args,
-    comma_list,
-    command,
-    option,
-)
-from eigencam.cli.common import (
-    Progress,
-    explainers_from_args,
-    load_model_from_args,
-    preprocessing_info,
-    resolve_device,
-    run_info,
-    run_options,
-)
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import InvalidParameterError, check_range
 from eigencam.io import expand_inputs
 from eigencam.methods import EigenCAM
@@ -68,7 +52,7 @@ def explainer_targets(args: argparse.Namespace, cls: Any) -> Any:
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "explain",
         "Compute class activation maps for images (files, folders, globs) and write "
@@ -77,22 +61,24 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         EXPLAIN_EXAMPLE,
         run_explain,
     )
-    add_images_arg(p)
-    add_model_args(p)
-    add_method_args(p)
-    g, _ = add_run_args(p, "eigencam-out", 8)
+    cli_args.add_images_arg(p)
+    cli_args.add_model_args(p)
+    cli_args.add_method_args(p)
+    g, _ = cli_args.add_run_args(p, "eigencam-out", 8)
     g.add_argument(
         "--save",
-        type=comma_list,
+        type=cli_args.comma_list,
         default=["overlay", "npy"],
         metavar="overlay,npy",
         help="per-image files to write (default: overlay,npy)",
     )
-    option(g, "--colormap", "jet", "matplotlib colormap")
-    option(g, "--alpha", 0.5, "heat-map opacity")
+    cli_args.option(g, "--colormap", "jet", "matplotlib colormap")
+    cli_args.option(g, "--alpha", 0.5, "heat-map opacity")
     g.add_argument("--caption", action="store_true", help="caption overlays with the top-3 classes")
     d = p.add_argument_group("detectors")
-    option(d, "--score-threshold", 0.5, "record and draw the boxes scoring at least S", metavar="S")
+    cli_args.option(
+        d, "--score-threshold", 0.5, "record and draw the boxes scoring at least S", metavar="S"
+    )
     d.add_argument("--max-boxes", type=int, default=100, help="at most this many boxes per image")
     d.add_argument("--no-boxes", action="store_true", help="do not draw the boxes on overlays")
     d.add_argument(
@@ -101,7 +87,7 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="normalise the map inside each box on its own and zero it outside the boxes",
     )
 
-    d = command(
+    d = cli_args.command(
         parsers,
         "demo",
         "Run Eigen-CAM with the embedded EfficientNet-Lite0 (real ImageNet weights) on the "
@@ -109,7 +95,7 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         DEMO_EXAMPLE,
         run_demo,
     )
-    option(d, "--out", "eigencam-demo", "output folder", metavar="DIR")
+    cli_args.option(d, "--out", "eigencam-demo", "output folder", metavar="DIR")
     d.add_argument(
         "--components", type=int, default=1, metavar="K", help="principal components per image"
     )
@@ -134,8 +120,8 @@ def run_explain(args: argparse.Namespace) -> int:
     if "overlay" in options.save:
         colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
     check_range("--batch-size", args.batch_size, 1)
-    loaded, pre, device = load_model_from_args(args)
-    explainer = next(iter(explainers_from_args([args.method], args, loaded).values()))
+    loaded, pre, device = common.load_model_from_args(args)
+    explainer = next(iter(common.explainers_from_args([args.method], args, loaded).values()))
     targets = explainer_targets(args, type(explainer))
     detects = loaded.detections
     params = {
@@ -149,14 +135,14 @@ def run_explain(args: argparse.Namespace) -> int:
         "score_threshold": args.score_threshold if detects else None,
         "renormalize_boxes": args.renormalize_boxes if detects else None,
     }
-    info = run_info(
+    info = common.run_info(
         args,
         loaded,
         device,
         task=loaded.task,
         method=args.method,
         params=params,
-        preprocessing=preprocessing_info(pre),
+        preprocessing=common.preprocessing_info(pre),
     )
     return _run(paths, unmatched, explainer, loaded, pre, device, options, args, info, targets)
 
@@ -167,7 +153,7 @@ def _run(
     """Explain ``paths`` into ``--out`` and report; the exit code (1 when some image failed)."""
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
-    with Progress(None, args.command, enabled=not args.quiet) as progress:
+    with common.Progress(None, args.command, enabled=not args.quiet) as progress:
         report = explain_files(
             paths,
             explainer,
@@ -175,7 +161,7 @@ def _run(
             args.out,
             labels=loaded.labels,
             options=options,
-            run=run_options(args, device, progress),
+            run=common.run_options(args, device, progress),
             run_info=info,
             extra_failures=unmatched,
             targets=targets,
@@ -194,7 +180,7 @@ def _run(
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    device = common.resolve_device(args.device)
     loaded = load_model(device=device)
     explainer = EigenCAM(loaded.model, loaded.target_layer, n_components=args.components)
     info = {

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from eigencam.cli.args import (
-    add_dataset_args,
-    add_methods_args,
-    add_model_args,
-    add_run_args,
-    comma_list,
-    command,
-    option,
-)
-from eigencam.cli.common import run_benchmark
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import InvalidParameterError, check_range
 from eigencam.evaluation.faithfulness_run import FaithfulnessSettings, run_faithfulness
 
@@ -30,7 +22,7 @@ examples:
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "faithfulness",
         "Each method explains every image's top-1 predicted class; its map is scored with "
@@ -43,14 +35,14 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         EXAMPLE,
         run_faithfulness_command,
     )
-    add_dataset_args(p)
-    add_model_args(p)
-    add_methods_args(p, DEFAULT_METHODS, "; the baselines are always added")
+    cli_args.add_dataset_args(p)
+    cli_args.add_model_args(p)
+    cli_args.add_methods_args(p, DEFAULT_METHODS, "; the baselines are always added")
     f = p.add_argument_group("metrics")
-    option(f, "--steps", 20, "deletion / insertion steps")
+    cli_args.option(f, "--steps", 20, "deletion / insertion steps")
     baseline = "what deleted pixels become and insertion starts from"
-    option(f, "--baseline", "blur", baseline, choices=["blur", "constant"])
-    option(f, "--constant", 0.0, "pixel value in [0, 1] of --baseline constant")
+    cli_args.option(f, "--baseline", "blur", baseline, choices=["blur", "constant"])
+    cli_args.option(f, "--constant", 0.0, "pixel value in [0, 1] of --baseline constant")
     f.add_argument(
         "--blur-sigma",
         type=float,
@@ -58,17 +50,17 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         help="sigma in pixels of --baseline blur (default: 5%% of the side)",
     )
     fractions = "fractions of pixels imputed by ROAD"
-    option(f, "--road-fractions", "0.1,0.3,0.5,0.7,0.9", fractions, metavar="LIST")
-    option(f, "--road-noise", 0.01, "ROAD imputation noise, pixel units")
+    cli_args.option(f, "--road-fractions", "0.1,0.3,0.5,0.7,0.9", fractions, metavar="LIST")
+    cli_args.option(f, "--road-noise", 0.01, "ROAD imputation noise, pixel units")
     sigma = "centre-Gaussian baseline sigma, fraction of the side"
-    option(f, "--gaussian-sigma", 0.25, sigma)
-    add_run_args(p, "eigencam-faithfulness", 8)
+    cli_args.option(f, "--gaussian-sigma", 0.25, sigma)
+    cli_args.add_run_args(p, "eigencam-faithfulness", 8)
 
 
 def run_faithfulness_command(args: argparse.Namespace) -> int:
     check_range("--batch-size", args.batch_size, 1)
     try:
-        fractions = tuple(float(v) for v in comma_list(args.road_fractions))
+        fractions = tuple(float(v) for v in cli_args.comma_list(args.road_fractions))
     except (ValueError, argparse.ArgumentTypeError):
         raise InvalidParameterError(
             "--road-fractions takes numbers in (0, 1) like 0.1,0.5,0.9, "
@@ -84,4 +76,4 @@ def run_faithfulness_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         gaussian_sigma=args.gaussian_sigma,
     )
-    return run_benchmark(args, run_faithfulness, settings=settings)
+    return common.run_benchmark(args, run_faithfulness, settings=settings)

@@ -8,8 +8,8 @@ import sys
 
 from eigencam.capture import family_of, list_layers, runner_for
 from eigencam.capture.reshape import parse_reshape
-from eigencam.cli.args import add_model_args, add_reshape_arg, command
-from eigencam.cli.common import load_model_from_args, print_table
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.methods import available_methods, method_info
 from eigencam.methods.catalog import methods_page
 from eigencam.models import registered_models
@@ -19,7 +19,7 @@ from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    m = command(
+    m = cli_args.command(
         parsers,
         "models",
         "List the models --model accepts: registered models (with shipped weights) first, then "
@@ -31,7 +31,7 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
     )
     m.add_argument("--json", action="store_true", help="machine-readable output")
 
-    la = command(
+    la = cli_args.command(
         parsers,
         "layers",
         "Run one forward pass on a blank image and print every module whose output can be "
@@ -47,12 +47,12 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         run_layers,
     )
     la.add_argument("model_name", metavar="MODEL", help="model name (see eigencam models)")
-    add_model_args(la)
-    add_reshape_arg(la)
+    cli_args.add_model_args(la)
+    cli_args.add_reshape_arg(la)
     la.add_argument("--all", action="store_true", help="list every module, not only candidates")
     la.add_argument("--json", action="store_true", help="machine-readable output")
 
-    me = command(
+    me = cli_args.command(
         parsers,
         "methods",
         "List every registered explanation method with a one-line description: whether it "
@@ -109,7 +109,7 @@ def run_models(args: argparse.Namespace) -> int:
         )
         for e in registered
     ]
-    print_table(rows, ("name", "weights", "input", "description"))
+    common.print_table(rows, ("name", "weights", "input", "description"))
     for title, group in (
         ("torchvision classifiers", tv),
         ("torchvision detectors", list(DETECTORS)),
@@ -134,7 +134,7 @@ def run_layers(args: argparse.Namespace) -> int:
     import torch
 
     args.model = args.model_name
-    loaded, pre, device = load_model_from_args(args)
+    loaded, pre, device = common.load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
     reshape = parse_reshape(args.reshape)
     infos = list_layers(loaded.model, example, reshape)
@@ -170,7 +170,9 @@ def run_layers(args: argparse.Namespace) -> int:
     if family is not None:
         transform = repr(family.transform) if family.transform is not None else "none"
         print(f"family: {family.name} (default layer {family.layer}, reshape {transform})")
-    print_table(rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls"))
+    common.print_table(
+        rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls")
+    )
     if not any(i.auto for i in infos):
         print("no automatic choice: pass --layer NAME", file=sys.stderr)
     return 0
@@ -194,6 +196,6 @@ def run_methods(args: argparse.Namespace) -> int:
         )
         for i in infos
     ]
-    print_table(rows, ("method", "gradients", "class-specific", "description"))
+    common.print_table(rows, ("method", "gradients", "class-specific", "description"))
     print("\npapers, layer requirements and costs: eigencam methods --markdown (docs/methods.md)")
     return 0

@@ -8,25 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from eigencam.cli.args import (
-    add_dataset_args,
-    add_methods_args,
-    add_model_args,
-    add_run_args,
-    comma_list,
-    command,
-    option,
-)
-from eigencam.cli.common import (
-    Progress,
-    benchmark_explainers,
-    load_model_from_args,
-    open_dataset_from_args,
-    print_table,
-    read_dataset,
-    run_info,
-    run_options,
-)
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import InvalidParameterError, check_range
 from eigencam.evaluation.localization import LocalizeSettings, localize
 from eigencam.evaluation.metrics.protocols import parse_grid
@@ -53,7 +36,7 @@ example:
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    p = command(
+    p = cli_args.command(
         parsers,
         "localize",
         "Evaluate maps as object localizers on a dataset with ground-truth boxes (ILSVRC val, "
@@ -63,31 +46,31 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         LOCALIZE_EXAMPLE,
         run_localize,
     )
-    add_dataset_args(p, "dataset", stratified=False)
-    add_model_args(p)
-    add_methods_args(p, "eigencam")
+    cli_args.add_dataset_args(p, "dataset", stratified=False)
+    cli_args.add_model_args(p)
+    cli_args.add_methods_args(p, "eigencam")
     pr = p.add_argument_group("protocol")
     sweep = "paper protocol sweep, start:stop:step or a,b,c"
-    option(pr, "--thresholds", "0.05:0.15:0.01", sweep, metavar="GRID")
+    cli_args.option(pr, "--thresholds", "0.05:0.15:0.01", sweep, metavar="GRID")
     pr.add_argument(
         "--box-grid",
         default="0:0.99:0.01",
         metavar="GRID",
         help="MaxBoxAcc threshold grid (default: %(default)s, Choe et al.)",
     )
-    option(pr, "--iou", 0.5, "IoU for a correct box")
-    option(pr, "--v2-ious", "0.3,0.5,0.7", "MaxBoxAccV2 IoU thresholds", metavar="LIST")
-    option(pr, "--connectivity", 8, "connected components", choices=[4, 8])
+    cli_args.option(pr, "--iou", 0.5, "IoU for a correct box")
+    cli_args.option(pr, "--v2-ious", "0.3,0.5,0.7", "MaxBoxAccV2 IoU thresholds", metavar="LIST")
+    cli_args.option(pr, "--connectivity", 8, "connected components", choices=[4, 8])
     pr.add_argument(
         "--calibrate-on",
         metavar="DIR",
         help="choose thresholds on held-out data: a finished localize run folder, or a "
         "dataset evaluated first into OUT/calibration",
     )
-    o, t = add_run_args(p, "eigencam-localize", 16)
+    o, t = cli_args.add_run_args(p, "eigencam-localize", 16)
     o.add_argument("--name", metavar="LABEL", help="column name in the tables (default: model)")
     gallery = "best and worst cases per method in report.html"
-    option(o, "--gallery", 4, gallery, metavar="K")
+    cli_args.option(o, "--gallery", 4, gallery, metavar="K")
     o.add_argument(
         "--csv-thresholds",
         default="paper",
@@ -103,7 +86,7 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         "a background thread; use most spare cores on a big machine)",
     )
 
-    t = command(
+    t = cli_args.command(
         parsers,
         "localize-table",
         "Read the metrics.json of several `eigencam localize` runs (one per model) and write "
@@ -122,25 +105,25 @@ def run_localize(args: argparse.Namespace) -> int:
         thresholds=parse_grid(args.thresholds),
         box_grid=parse_grid(args.box_grid),
         iou_threshold=args.iou,
-        v2_ious=tuple(float(v) for v in comma_list(args.v2_ious)),
+        v2_ious=tuple(float(v) for v in cli_args.comma_list(args.v2_ious)),
         connectivity=args.connectivity,
     )
-    dataset = open_dataset_from_args(args)
-    loaded, pre, device = load_model_from_args(args)
-    explainers = benchmark_explainers(args, loaded)
+    dataset = common.open_dataset_from_args(args)
+    loaded, pre, device = common.load_model_from_args(args)
+    explainers = common.benchmark_explainers(args, loaded)
     calibration = None
     if args.calibrate_on:
         cal = Path(args.calibrate_on)
         if (cal / "metrics.json").is_file() or (cal.suffix == ".json" and cal.is_file()):
             calibration = cal
         else:
-            calibration = read_dataset(args, args.calibrate_on)
+            calibration = common.read_dataset(args, args.calibrate_on)
     head = {"argv": sys.argv[1:], "name": args.name or loaded.name}
-    info = run_info(args, loaded, device, head, part=args.part, limit=args.limit)
+    info = common.run_info(args, loaded, device, head, part=args.part, limit=args.limit)
     quiet = args.quiet
     with (
-        Progress(None, "localize", enabled=not quiet) as progress,
-        Progress(None, "calibrate", enabled=not quiet) as cal_progress,
+        common.Progress(None, "localize", enabled=not quiet) as progress,
+        common.Progress(None, "calibrate", enabled=not quiet) as cal_progress,
     ):
         metrics = localize(
             dataset,
@@ -152,7 +135,7 @@ def run_localize(args: argparse.Namespace) -> int:
             calibration=calibration,
             run_info=info,
             labels=loaded.labels,
-            run=run_options(args, device, progress),
+            run=common.run_options(args, device, progress),
             gallery=args.gallery,
             csv_thresholds=args.csv_thresholds,
             calibration_progress=cal_progress,
@@ -202,7 +185,7 @@ def _print_summary(metrics: dict) -> None:
         f"{cls['images']} images, top-1 accuracy {_pct(cls['top1_acc'])}%, "
         f"top-5 {_pct(cls['top5_acc'])}%"
     )
-    print_table(rows, SUMMARY_HEADER)
+    common.print_table(rows, SUMMARY_HEADER)
 
 
 def run_table(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ drawn as a grey cell.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
-    InputFile,
+    FileTask,
     RunReport,
     _part,
     file_run_identity,
@@ -30,13 +30,12 @@ from eigencam.pipeline.explain import (
     slice_result,
     target_records,
     top_predictions,
-    write_file_results,
 )
 from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs.folder import RunFolder
-from eigencam.runs.loop import Part, RunStats, gather, run_task
+from eigencam.runs.loop import Part, RunStats, gather
 from eigencam.runs.options import RunOptions
-from eigencam.runs.source import Batch, LoadedImage, image_batches
+from eigencam.runs.source import Batch, LoadedImage
 from eigencam.runs.step import classify, isolate, to_batch
 from eigencam.viz.grid import compose_grid, failed_tile, fit_size, heat_tile, resize_rgb
 
@@ -79,28 +78,12 @@ class CompareOptions:
 
 
 @dataclass
-class CompareTask:
+class CompareTask(FileTask):
     """The task of :func:`compare_files` (see there for the fields)."""
 
     model: nn.Module
     explainers: Mapping[str, Explainer]
-    pre: Preprocessing
     options: CompareOptions
-    run: RunOptions
-    labels: Sequence[str] | None
-    run_info: dict[str, Any] | None
-    items: Sequence[InputFile]
-    extra_failures: Sequence[tuple[str, str]]
-    out: Path | None = None
-    writer: ThreadPoolExecutor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.writer = ThreadPoolExecutor(
-            max(1, self.run.workers), thread_name_prefix="eigencam-grid"
-        )
-
-    def batches(self, todo: list[InputFile]) -> Iterator[Batch]:
-        return image_batches(todo, self.pre, self.run, keep_original=True)
 
     def _method(self, explainer: Explainer, x: Tensor) -> list[CAMResult | str]:
         """One result (or error message) per image; a failing batch is retried image by image."""
@@ -177,15 +160,8 @@ class CompareTask:
             record.update(status="error", error=f"writing the figure failed: {err}", outputs={})
 
     def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
-        self.writer.shutdown(wait=True)
-        return write_file_results(
-            folder,
-            stats,
-            self.run_info,
-            self.items,
-            self.extra_failures,
-            methods=list(self.explainers),
-            targets=self.options.targets,
+        return self.results(
+            folder, stats, methods=list(self.explainers), targets=self.options.targets
         )
 
 
@@ -227,12 +203,10 @@ def compare_files(
     run = run or RunOptions(batch_size=4)
     items = input_files(paths)
     task = CompareTask(
-        model, explainers, preprocessing, options, run, labels, run_info, items, extra_failures
+        preprocessing, run, labels, run_info, items, extra_failures, model, explainers, options
     )
     identity = file_run_identity(run_info, methods=list(explainers), options=asdict(options))
-    folder = RunFolder(out_dir, identity, command="compare")
-    task.out = folder.path
-    return run_task(task, folder, items, run, task.batches)
+    return task.start(out_dir, identity, "compare")
 
 
 def _stats(raw: Tensor, heat: np.ndarray) -> dict[str, Any]:

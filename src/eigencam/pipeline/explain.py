@@ -172,31 +172,56 @@ def write_file_results(
 
 
 @dataclass
-class ExplainTask:
+class FileTask:
+    """What the tasks of runs over image files share (``explain``, ``compare``): the inputs,
+    how they are read, the threads that write each image's files, and ``results.json``."""
+
+    pre: Preprocessing
+    run: RunOptions
+    labels: Sequence[str] | None
+    run_info: dict[str, Any] | None
+    items: Sequence[InputFile]
+    extra_failures: Sequence[tuple[str, str]]
+    out: Path | None = field(default=None, init=False)
+    writer: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        workers = max(1, self.run.workers)
+        self.writer = ThreadPoolExecutor(workers, thread_name_prefix="eigencam-write")
+
+    def keep_original(self) -> bool:
+        """Whether the batches keep each original image (to draw on it)."""
+        return True
+
+    def batches(self, todo: list[InputFile]) -> Iterator[Batch]:
+        return image_batches(todo, self.pre, self.run, keep_original=self.keep_original())
+
+    def start(self, out_dir: str | Path, identity: dict[str, Any], command: str) -> Any:
+        """Run the task into the run folder ``out_dir``: what ``finish`` returns."""
+        folder = RunFolder(out_dir, identity, command=command)
+        self.out = folder.path
+        return run_task(self, folder, self.items, self.run, self.batches)
+
+    def results(self, folder: RunFolder, stats: RunStats, **fields: Any) -> RunReport:
+        """Wait for the writers, then write ``results.json`` (:func:`write_file_results`)."""
+        self.writer.shutdown(wait=True)
+        return write_file_results(
+            folder, stats, self.run_info, self.items, self.extra_failures, **fields
+        )
+
+
+@dataclass
+class ExplainTask(FileTask):
     """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json`` (see
     :func:`explain_files` for the fields)."""
 
     explainer: Explainer
-    pre: Preprocessing
     options: OutputOptions
-    run: RunOptions
-    labels: Sequence[str] | None
     detections: Callable[[Any], list[Detections]] | None
     targets: Any
-    run_info: dict[str, Any] | None
-    items: Sequence[InputFile]
-    extra_failures: Sequence[tuple[str, str]]
-    out: Path | None = None
-    writer: ThreadPoolExecutor = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.writer = ThreadPoolExecutor(
-            max(1, self.run.workers), thread_name_prefix="eigencam-write"
-        )
-
-    def batches(self, todo: list[InputFile]) -> Iterator[Batch]:
-        keep = "overlay" in self.options.save
-        return image_batches(todo, self.pre, self.run, keep_original=keep)
+    def keep_original(self) -> bool:
+        return "overlay" in self.options.save
 
     def explain(self, pairs: list[tuple[LoadedImage, InputFile]]) -> list[tuple]:
         x = to_batch([img.pixels for img, _ in pairs], self.pre, self.run.device)
@@ -249,8 +274,7 @@ class ExplainTask:
         return gather(writes, lambda: _part(records))
 
     def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
-        self.writer.shutdown(wait=True)
-        return write_file_results(folder, stats, self.run_info, self.items, self.extra_failures)
+        return self.results(folder, stats)
 
 
 def _part(records: list[dict[str, Any]]) -> Part:
@@ -302,21 +326,11 @@ def explain_files(
     run = run or RunOptions()
     items = input_files(paths)
     task = ExplainTask(
-        explainer,
-        preprocessing,
-        options,
-        run,
-        labels,
-        detections,
-        targets,
-        run_info,
-        items,
-        extra_failures,
-    )
+        preprocessing, run, labels, run_info, items, extra_failures,
+        explainer, options, detections, targets,
+    )  # fmt: skip
     identity = file_run_identity(run_info, outputs=asdict(options), targets=str(targets))
-    folder = RunFolder(out_dir, identity, command="explain")
-    task.out = folder.path
-    return run_task(task, folder, items, run, task.batches)
+    return task.start(out_dir, identity, "explain")
 
 
 def slice_result(result: CAMResult, i: int) -> CAMResult:
