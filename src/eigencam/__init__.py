@@ -17,41 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-_LAZY = {
-    "EigenCAM": "eigencam.methods",
-    "CAM": "eigencam.methods",
-    "GradCAM": "eigencam.methods",
-    "GradCAMPlusPlus": "eigencam.methods",
-    "XGradCAM": "eigencam.methods",
-    "LayerCAM": "eigencam.methods",
-    "HiResCAM": "eigencam.methods",
-    "EigenGradCAM": "eigencam.methods",
-    "Saliency": "eigencam.methods",
-    "CNNFixations": "eigencam.methods",
-    "ContrastiveMWP": "eigencam.methods",
-    "ScoreCAM": "eigencam.methods",
-    "AblationCAM": "eigencam.methods",
-    "CAMResult": "eigencam.methods",
-    "Explainer": "eigencam.methods",
-    "get_method": "eigencam.methods",
-    "available_methods": "eigencam.methods",
-    "eigen_cam": "eigencam.decomposition",
-    "Decomposition": "eigencam.decomposition",
-    "tokens_to_grid": "eigencam.capture",
-    "FeaturePyramid": "eigencam.capture",
-    "SegmentationTarget": "eigencam.methods.segmentation_target",
-    "OnnxModel": "eigencam.models",
-    "Detections": "eigencam.models",
-    "list_layers": "eigencam.capture",
-    "LayerRef": "eigencam.capture",
-    "load_model": "eigencam.models",
-    "available_models": "eigencam.models",
-    "Preprocessing": "eigencam.models",
-    "normalize": "eigencam.postprocess.maps",
-    "upsample": "eigencam.postprocess.maps",
-    "errors": "eigencam.errors",
+# The module each public name is imported from on first use.
+_SOURCES = {
+    "eigencam.methods": (
+        "EigenCAM CAM GradCAM GradCAMPlusPlus XGradCAM LayerCAM HiResCAM EigenGradCAM Saliency "
+        "CNNFixations ContrastiveMWP ScoreCAM AblationCAM CAMResult Explainer get_method "
+        "available_methods"
+    ),
+    "eigencam.decomposition": "eigen_cam Decomposition",
+    "eigencam.capture": "tokens_to_grid FeaturePyramid list_layers LayerRef",
+    "eigencam.methods.segmentation_target": "SegmentationTarget",
+    "eigencam.models": "OnnxModel Detections load_model available_models Preprocessing",
+    "eigencam.postprocess.maps": "normalize upsample",
+    "eigencam.errors": "errors",
 }
-
+_LAZY = {name: module for module, names in _SOURCES.items() for name in names.split()}
 __all__ = [
     "CAM",
     "AblationCAM",

@@ -91,6 +91,11 @@ class ShapeError(EigenCAMError, ValueError):
         super().__init__(msg)
 
 
+class InputMismatchError(EigenCAMError, ValueError):
+    """The input batch does not fit the model: its channel count, its dtype, or a size smaller
+    than the network can take. The message names what the model expects."""
+
+
 class ModelNotFoundError(EigenCAMError, KeyError):
     """An unknown model name was given."""
 

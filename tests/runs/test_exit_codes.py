@@ -123,3 +123,47 @@ def test_exit_3_when_the_model_forward_raises(tmp_path, capsys, sample_images):
     assert "Traceback" not in err and "--debug" in err
     code, _, err = run(capsys, "--debug", *args[:-3], "--out", tmp_path / "out2", "--quiet")
     assert code == 3 and "Traceback" in err
+
+
+def test_the_batch_a_failing_model_stopped_is_recorded_as_failed_and_retried_on_resume(
+    tmp_path, capsys, sample_images
+):
+    model = tmp_path / "broken_model.py"
+    model.write_text(BROKEN_MODEL)
+    out = tmp_path / "out"
+    common = ["--layer", "conv", "--input-size", "32", "--out", out, "--quiet"]
+    code, _, _ = run(capsys, "explain", *sample_images[:2], "--model", f"{model}:build", *common)
+    assert code == 3
+    results = json.loads((out / "results.json").read_text())
+    assert results["counts"] == {"images": 2, "ok": 0, "failed": 2, "not_processed": 0}
+    for image in results["images"]:
+        assert image["status"] == "error"
+        assert "model forward failed on a batch of 2 image(s)" in image["error"]
+    # The fixed model resumes the same run: the images that failed with it are explained now.
+    model.write_text(
+        BROKEN_MODEL.replace('raise RuntimeError("CUDA kernel exploded")', "return y.mean((2, 3))")
+    )
+    code, _, err = run(
+        capsys,
+        "explain",
+        *sample_images[:2],
+        "--model",
+        f"{model}:build",
+        *common[:-1],
+        "--resume",
+        "--quiet",
+    )
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    assert results["counts"]["ok"] == 2 and results["resumed"] == 0
+
+
+def test_an_input_size_the_model_cannot_take_is_a_usage_error_in_one_line(
+    tmp_path, capsys, sample_images
+):
+    code, _, err = run(
+        capsys, "explain", sample_images[0], "--input-size", "1", "--out", tmp_path, "--quiet"
+    )
+    assert code == 2
+    assert "inputs of 1 x 1 pixels are too small for this model" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -32,16 +32,14 @@ class DeepFoolResult:
     """Outcome of :func:`deepfool` for a batch.
 
     Attributes:
-        adversarial: (B, C, H, W) adversarial inputs, in the model's input space.
-        perturbation: (B, C, H, W) ``adversarial - inputs``.
-        clean_label, adversarial_label: (B,) int64 top-1 classes before and after.
-        success: (B,) bool, the label changed.
+        adversarial, perturbation: (B, C, H, W) adversarial inputs (model input space) and
+            ``adversarial - inputs``.
+        clean_label, adversarial_label, success: (B,) int64 top-1 classes before and after;
+            (B,) bool, the label changed.
         iterations: (B,) int64 steps taken.
-        l2: (B,) L2 norm of the perturbation in [0, 1] pixel units (``pixel_scale`` applied).
-        linf: (B,) L-infinity norm, likewise.
+        l2, linf: (B,) norms of the perturbation in [0, 1] pixel units (``pixel_scale``).
         rho: (B,) ``l2 / ||x||_2`` in pixel units, the robustness measure of the DeepFool paper.
-        clean_logits, adversarial_logits: (B, classes) float32 model outputs on the clean and
-            the adversarial inputs (probabilities: ``.softmax(1)``).
+        clean_logits, adversarial_logits: (B, classes) float32 model outputs.
     """
 
     adversarial: Tensor
@@ -80,8 +78,8 @@ def deepfool(
             pixel units for the reported norms (the normalisation std); default 1.
 
     Returns:
-        :class:`DeepFoolResult`. The model's parameters get no ``.grad`` and its flags are
-        restored; gradients are taken with respect to the input only.
+        :class:`DeepFoolResult`. Gradients are taken with respect to the input only: the model's
+        parameters get no ``.grad``, and its flags are restored.
     """
     if not isinstance(inputs, Tensor) or inputs.ndim != 4 or not inputs.is_floating_point():
         raise ShapeError(
@@ -128,9 +126,8 @@ def deepfool(
             dist = fd.abs() / wn
             best = dist.argmin(1)
             w_l = w[torch.arange(len(idx)), best]
-            step = (fd.abs().gather(1, best[:, None])[:, 0] + 1e-4) / wn.gather(1, best[:, None])[
-                :, 0
-            ] ** 2
+            pick = best[:, None]
+            step = (fd.abs().gather(1, pick)[:, 0] + 1e-4) / wn.gather(1, pick)[:, 0] ** 2
             r = step.view(-1, 1, 1, 1) * w_l
             # images that already flipped take no step
             r = torch.where(still.view(-1, 1, 1, 1), r, torch.zeros_like(r))
@@ -165,11 +162,10 @@ def deepfool(
 
 
 def _candidate_gradients(f: Tensor, xi: Tensor) -> Tensor:
-    """Gradients of every column of ``f`` (b, k) with respect to ``xi``: (b, k, *xi.shape[1:]).
+    """(b, k, *xi.shape[1:]) gradients of every column of ``f`` (b, k) with respect to ``xi``.
 
     One vectorised backward pass (``is_grads_batched``, about 2.4x faster than k passes on the
-    embedded model on CPU); k separate passes when an operation of the model has no batching
-    rule for the vectorised backward.
+    embedded model on CPU), or k passes when an operation of the model has no batching rule.
     """
     k = f.shape[1]
     eye = torch.eye(k, dtype=f.dtype, device=f.device)[:, None, :].expand(k, *f.shape)

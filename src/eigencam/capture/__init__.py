@@ -1,26 +1,17 @@
 """Capture of activations: target layers, one-call hooks, model state, reshape transforms."""
 
-from eigencam.capture.adapters import runner_for
-from eigencam.capture.families import Family, family_of
-from eigencam.capture.hooks import LayerRef, capture_outputs, preserved_state
-from eigencam.capture.layers import LayerInfo, list_layers, resolve_named
-from eigencam.capture.reshape import FeaturePyramid, tokens_to_grid
-from eigencam.capture.scripted import ScriptedModel
-from eigencam.capture.tree import first_tensor, map_tensors
-
-__all__ = [
-    "Family",
-    "FeaturePyramid",
-    "LayerInfo",
-    "LayerRef",
-    "ScriptedModel",
-    "capture_outputs",
-    "family_of",
-    "first_tensor",
-    "list_layers",
-    "map_tensors",
-    "preserved_state",
-    "resolve_named",
-    "runner_for",
-    "tokens_to_grid",
-]
+# The public names: each imported as itself (``X as X``, the explicit re-export).
+from eigencam.capture.adapters import runner_for as runner_for
+from eigencam.capture.families import Family as Family
+from eigencam.capture.families import family_of as family_of
+from eigencam.capture.hooks import LayerRef as LayerRef
+from eigencam.capture.hooks import capture_outputs as capture_outputs
+from eigencam.capture.hooks import preserved_state as preserved_state
+from eigencam.capture.layers import LayerInfo as LayerInfo
+from eigencam.capture.layers import list_layers as list_layers
+from eigencam.capture.layers import resolve_named as resolve_named
+from eigencam.capture.reshape import FeaturePyramid as FeaturePyramid
+from eigencam.capture.reshape import tokens_to_grid as tokens_to_grid
+from eigencam.capture.scripted import ScriptedModel as ScriptedModel
+from eigencam.capture.tree import first_tensor as first_tensor
+from eigencam.capture.tree import map_tensors as map_tensors

@@ -3,20 +3,16 @@
 :func:`runner_for` maps what the user passed to the module whose forward pass eigencam runs,
 whose submodules it hooks and whose names ``target_layer`` refers to:
 
-- a ``torch.compile``-d module (``OptimizedModule``): its original module ``_orig_mod``. It
-  shares the parameters, so the maps and outputs are the same; hooking inside a compiled graph
-  would make dynamo recompile on every call (hooks are guarded on) and hold the hooks' side
-  effects in the graph. Layer names are the original module's (``layer4``, not
-  ``_orig_mod.layer4``).
-- an Ultralytics ``YOLO`` / ``RTDETR`` wrapper (``ultralytics.engine.model.Model``): its
-  ``.model`` (``DetectionModel`` ...). The wrapper's ``__call__`` runs its predictor (which
-  fuses layers and changes dtypes) and its ``train()`` starts a training run, so eigencam never
-  calls the wrapper: it calls the inner network, whose flags it sets directly.
-- a TorchScript module: a :class:`~eigencam.capture.scripted.ScriptedModel` (made once per
-  module and kept while the module lives), which reads layer outputs from the scripted graph.
+- a ``torch.compile``-d module: its ``_orig_mod`` (same parameters, so the same maps; hooks
+  inside a compiled graph would make dynamo recompile on every call). Layer names are the
+  original module's (``layer4``, not ``_orig_mod.layer4``).
+- an Ultralytics ``YOLO`` / ``RTDETR`` wrapper: its ``.model``; the wrapper's ``__call__`` runs
+  its predictor (which fuses layers and changes dtypes) and its ``train()`` starts training.
+- a TorchScript module: a :class:`~eigencam.capture.scripted.ScriptedModel`, made once per
+  module and kept while the module lives.
 - anything else: the model itself.
 
-The model's mode flags are always saved and restored on the object the user passed.
+The mode flags are always saved and restored on the object the user passed.
 """
 
 from __future__ import annotations

@@ -24,14 +24,11 @@ torchvision segmenters  the backbone's ``out`` layer (``backbone.     none
 LR-ASPP)
 ======================  ===========================================  ========================
 
-Why these: a ViT's patch tokens after the last block only feed the class token through the
-final norm, so the peers (pytorch-grad-cam, its ViT tutorial) take the last block's first norm,
-whose tokens the last attention reads; Swin blocks keep (B, h, w, C) maps; a detector's
-evidence lives in its multi-scale backbone/neck maps, not in box-regression heads (the generic
-rule would pick a head convolution or YOLO's DFL); a segmenter's head outputs class logits, and
-Eigen-CAM explains the backbone's features. Layer names of the matching family get the same
-reshape when given explicitly (``target_layer="encoder.layers.encoder_layer_5"`` on a ViT
-needs no ``reshape_transform``).
+Why: a ViT's patch tokens after the last block only reach the class token through the final
+norm, so the peers take the last block's first norm, whose tokens the last attention reads; a
+detector's evidence lives in its backbone/neck maps, not in box heads (the generic rule would
+pick a head convolution or YOLO's DFL); a segmenter's head outputs logits. A layer of the family
+given explicitly gets the same reshape (``target_layer="encoder.layers.encoder_layer_5"``).
 """
 
 from __future__ import annotations
@@ -55,14 +52,12 @@ class Family:
 
     Attributes:
         name: shown in ``eigencam layers`` and the docs.
-        layer: default target layer (dotted name).
-        transform: reshape transform for ``layer``.
-        proposals: the layers worth proposing (``eigencam layers``): a detector's backbone and
-            neck levels, a ViT's blocks, YOLO's layers; empty: every usable layer.
-        transform_for: the reshape transform for any layer of the family (by name and module),
-            used when a layer is given explicitly without a ``reshape_transform``.
-        input_multiple: input height and width must be multiples of this (YOLO: its largest
-            stride), or None.
+        layer, transform: default target layer (dotted name) and its reshape transform.
+        proposals: the layers ``eigencam layers`` proposes (a detector's backbone and neck
+            levels, a ViT's blocks...); empty: every usable layer.
+        transform_for: the reshape transform for a layer (name, module) given explicitly
+            without a ``reshape_transform``.
+        input_multiple: input height and width must be multiples of this (YOLO), or None.
     """
 
     name: str

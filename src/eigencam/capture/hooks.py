@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -11,7 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from eigencam.capture.taps import layer_type
-from eigencam.capture.tree import first_tensor
+from eigencam.capture.tree import first_tensor, replace_first_tensor
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,31 @@ def submodule(model: nn.Module, name: str) -> nn.Module | None:
         return dict(model.named_modules()).get(name)
 
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The one re-entrant lock of ``model``, made on first use.
+
+    Hooks, mode flags and ``requires_grad`` are state of the model, not of the caller: two
+    threads explaining with one model would record each other's forward passes. Every explainer
+    call, and every :func:`preserved_state` block, holds this lock, so calls on one model run
+    one at a time (calls on different models run in parallel). Uncontended, it costs well under
+    a microsecond per call.
+    """
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextmanager
 def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
     """Put every submodule in eval mode for the call, then restore all flags exactly.
+
+    The block holds :func:`model_lock`, so no other thread changes the flags meanwhile.
 
     ``training`` is set on each module directly rather than through ``model.eval()``: some
     wrappers (Ultralytics YOLO) override ``train()``/``eval()`` with side effects. Each
@@ -62,6 +85,11 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True) -> Iterator[Non
     backward). Objects mutated in place are not tracked. Snapshotting every module of every
     model would cost milliseconds per call, so other modules are not snapshotted.
     """
+    with model_lock(model):
+        yield from _preserved(model, eval_mode)
+
+
+def _preserved(model: nn.Module, eval_mode: bool) -> Iterator[None]:
     modules = list(model.modules())
     training = [m.training for m in modules]
     params = list(model.parameters())
@@ -136,6 +164,11 @@ def capture_outputs(
 
     The hooks are registered on entry and removed in ``finally``: none survive the block, also
     when the forward pass raises.
+
+    What is stored is the output as it left the layer: the rest of the network gets a copy of
+    its first tensor, so a later in-place operation (ResNet's ``out += identity`` into the
+    output of ``bn2``, an in-place ReLU) changes the copy and not what is explained. The copy
+    costs one pass over one layer's output per call.
     """
     store = OutputStore()
     handles = []
@@ -154,21 +187,31 @@ def capture_outputs(
 def _make_hook(
     ref: LayerRef, store: OutputStore, on_output: Callable | None, first_kept: int
 ) -> Callable:
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
         count = store.calls.get(ref.label, 0)
         store.calls[ref.label] = count + 1
         if count == first_kept if ref.call is not None else count >= first_kept:
             store.outputs[ref.label] = output if on_output is None else on_output(ref, output)
+            return _passed_on(output)
+        return None
 
     return hook
+
+
+def _passed_on(output: Any) -> Any:
+    """What the network downstream of a captured layer gets: ``output`` with a copy of its
+    first tensor (None, leaving it as is, when it has no tensor)."""
+    t = first_tensor(output)
+    return None if t is None else replace_first_tensor(output, t.clone())
 
 
 class ForwardRecorder:
     """Records, for every submodule, each call's output (weakly) and shape in completion order.
 
     Used to pick the target layer automatically and to list candidate layers. Outputs are held
-    by weak reference (plus the current best candidate, strongly), so recording a batch costs
-    no memory beyond the forward pass itself.
+    by weak reference, plus a copy of the current best candidate (a copy, so that a later
+    in-place operation does not change it), so recording a batch costs one layer's output of
+    memory beyond the forward pass itself.
     """
 
     def __init__(
@@ -207,7 +250,7 @@ class ForwardRecorder:
             if self._is_pooled(t) or not self.accept(t):
                 return
             # The same tensor re-emitted by an enclosing container: prefer the outer name.
-            self.candidate = t
+            self.candidate = t.clone()
             self.candidate_ref = LayerRef(name, module, call)
 
         return hook

@@ -1,13 +1,10 @@
 """Target-layer resolution: by module, by dotted name, or automatically.
 
-Automatic choice ("auto"): the last module, in forward-execution order, whose output is a
-spatial map (4-D, more than one position) that is not the output of a pooling layer; when a
-container re-emits its last child's tensor (``layer4`` of a ResNet), the outermost name is
-used. This is the last convolutional feature map before the global pooling / flatten: ``layer4``
-for ResNets, ``features.29`` (conv5_3 + ReLU, 14 x 14) for VGG-16, the head activation of
-EfficientNets. Models that declare their feature layers (timm's ``feature_info``) use the last
-declared one. With a ``reshape_transform`` (vision transformers), the last module whose output
-the transform turns into a spatial map is chosen instead.
+``"auto"``: the last module to complete whose output is a spatial map (4-D, more than one
+position) and not a pooling output, under its outermost name when containers re-emit it: the
+last feature map before the global pooling (``layer4`` for ResNets, ``features.29`` for VGG-16).
+Models that declare feature layers (timm's ``feature_info``) use the last declared one; with a
+``reshape_transform``, the last module whose output it turns into a spatial map is chosen.
 """
 
 from __future__ import annotations
@@ -92,22 +89,13 @@ def resolve_target(
     reshape_transform: Callable[[Any], Tensor] | None,
     inputs: Tensor | None = None,
 ) -> tuple[LayerRef | None, Callable[[Any], Tensor] | None]:
-    """The target layer and the reshape transform to use for it.
+    """(layer or None, transform or None) for ``spec`` on ``model`` (the module that runs).
 
     ``"auto"`` takes, in order: the model family's default layer and transform
-    (:mod:`eigencam.capture.families`: ViT, Swin, detectors, YOLO, segmenters) when no
-    ``reshape_transform`` is given; the layer the model declares (timm's ``feature_info``); else
-    None, meaning "search the forward pass" (:class:`ForwardRecorder`). A layer given explicitly
-    gets its family's transform when the caller gave none.
-
-    Args:
-        model: the module eigencam runs (see :func:`eigencam.capture.adapters.runner_for`).
-        spec: module, dotted name, ``name#call``, LayerRef or ``"auto"``.
-        reshape_transform: the caller's transform, or None.
-        inputs: the batch about to run, checked against the family's input constraints.
-
-    Returns:
-        (layer or None, transform or None).
+    (:mod:`eigencam.capture.families`) when no ``reshape_transform`` is given; the layer the
+    model declares (timm's ``feature_info``); else None, "search the forward pass"
+    (:class:`ForwardRecorder`). A layer given explicitly gets its family's transform when the
+    caller gave none. ``inputs``, when given, are checked against the family's constraints.
     """
     family = family_of(model)
     if family is not None and inputs is not None:
@@ -152,11 +140,8 @@ def acceptor(reshape_transform: Callable[[Any], Tensor] | None) -> Callable[[Ten
 def cached_auto(model: nn.Module, key: Any) -> LayerRef | None:
     """An automatic choice made earlier for this model and input signature, if still valid."""
     ref = _AUTO_CACHE.get(model, {}).get(key)
-    if ref is None:
-        return None
-    if submodule(model, ref.name) is not ref.module:  # model was edited
-        return None
-    return ref
+    valid = ref is not None and submodule(model, ref.name) is ref.module  # not since edited
+    return ref if valid else None
 
 
 def remember_auto(model: nn.Module, key: Any, ref: LayerRef) -> None:
@@ -196,13 +181,11 @@ class LayerInfo:
     """One row of :func:`list_layers`.
 
     Attributes:
-        name: dotted module name (``layer4``; a tensor name for ONNX models).
-        type: the module's type (the operator type for ONNX tensors).
-        shape: shape of the module's output (its first tensor for tuple/dict outputs).
+        name, type: dotted module name and type (ONNX models: the tensor and operator names).
+        shape: of the module's output (its first tensor for tuple/dict outputs).
         calls: how many times the module ran in the forward pass.
-        candidate: usable as a target layer: its output gives (B, C, h, w) maps with h*w > 1
-            (after the reshape transform that applies) and it is a layer the model family
-            proposes (a detector's backbone and neck, say).
+        candidate: usable as a target layer: (B, C, h, w) maps with h*w > 1 (after the reshape
+            transform that applies), in a layer the model family proposes.
         auto: the layer ``target_layer="auto"`` picks.
         map_shape: (B, C, h, w) the explainer would decompose, or None.
         levels: shapes of the maps of a multi-level output (feature pyramid), else None.
@@ -223,31 +206,18 @@ def list_layers(
     example: Tensor,
     reshape_transform: Callable[[Any], Tensor] | None = None,
 ) -> list[LayerInfo]:
-    """Every submodule with its output shape on ``example``, marking candidates and the auto choice.
-
-    Args:
-        model: the model (wrapped, compiled, scripted and ONNX models are handled as by the
-            explainers).
-        example: an input batch (B, C, H, W); one image is enough.
-        reshape_transform: as for the explainers; None uses the model family's transforms.
-
-    Returns:
-        One :class:`LayerInfo` per module that ran, in completion order.
-    """
+    """One :class:`LayerInfo` per submodule that ran on ``example`` (B, C, H, W) (one image is
+    enough), in completion order, marking candidates and the auto choice. ``model`` and
+    ``reshape_transform`` are as for the explainers (None: the model family's transforms)."""
     runner = runner_for(model)
     family = family_of(runner)
     declared, _ = resolve_target(runner, "auto", reshape_transform)
 
-    def transform_for(name: str, module: nn.Module) -> Callable[[Any], Tensor] | None:
-        if reshape_transform is not None:
-            return reshape_transform
-        if family is not None and family.transform_for is not None:
-            return family.transform_for(name, module)
-        return None
-
     def describe(name: str, module: nn.Module, output: Any) -> tuple:
         levels = pyramid_levels(output) if isinstance(output, (dict, list, tuple)) else []
-        transform = transform_for(name, module)
+        transform = reshape_transform
+        if transform is None and family is not None and family.transform_for is not None:
+            transform = family.transform_for(name, module)
         try:
             t = transform(output) if transform is not None else first_tensor(output)
         except Exception:  # a transform that cannot take this output: not a candidate
@@ -261,11 +231,8 @@ def list_layers(
         runner(example)
     auto = declared or recorder.chosen()
     batch = int(example.shape[0])
-    seen: dict[str, LayerInfo] = {}
-    order: list[str] = []
+    seen: dict[str, LayerInfo] = {}  # in order of first completion
     for name, type_name, shape, call in recorder.events:
-        if name not in seen:
-            order.append(name)
         map_shape, levels = recorder.details.get((name, call), (None, None))
         is_candidate = (
             map_shape is not None
@@ -286,4 +253,4 @@ def list_layers(
             map_shape=map_shape,
             levels=levels,
         )
-    return [seen[n] for n in order]
+    return list(seen.values())

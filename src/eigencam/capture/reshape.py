@@ -13,6 +13,8 @@ from torch import Tensor
 
 from eigencam.errors import InvalidParameterError, ShapeError
 
+_NHWC_HINT = "Use tokens_to_grid(channels_last=True) for (B, h, w, C) outputs."
+
 
 @dataclass(frozen=True)
 class tokens_to_grid:
@@ -40,12 +42,7 @@ class tokens_to_grid:
                 raise ShapeError("channels-last output", "(B, h, w, C)", tuple(tokens.shape))
             return tokens.permute(0, 3, 1, 2)
         if tokens.ndim != 3:
-            raise ShapeError(
-                "token output",
-                "(B, N, C)",
-                tuple(tokens.shape),
-                "Use tokens_to_grid(channels_last=True) for (B, h, w, C) outputs.",
-            )
+            raise ShapeError("token output", "(B, N, C)", tuple(tokens.shape), _NHWC_HINT)
         batch, n, channels = tokens.shape
         prefix = self.num_prefix_tokens
         if prefix is None:
@@ -86,19 +83,12 @@ class FeaturePyramid:
     """Multi-level feature maps (a feature pyramid) -> one (B, sum of C_l, h, w) map.
 
     Detector backbones return several maps of decreasing resolution (torchvision's FPN: a dict
-    ``{"0": (B, 256, H/4, W/4), ..., "pool": (B, 256, H/64, W/64)}``; SSD: six maps). Each
-    level is resized (bilinear, ``align_corners=False``: every level covers the same image) to
-    one grid and the levels are concatenated along channels, so Eigen-CAM's principal component
-    mixes all scales. The grid is that of the finest level with at most ``max_positions``
-    positions (stride 16 for an 800-pixel detector input with the default 4096), which bounds
-    the cost of the decomposition whatever the image size.
-
-    Args:
-        max_positions: the largest grid (h * w) to resize to; when every level is larger, the
-            coarsest level's grid is used.
-        levels: names (dict keys) or indices (lists) of the levels to keep; None keeps all.
-
-    A single 4-D tensor passes through unchanged, so the transform can be used on any level.
+    ``{"0": (B, 256, H/4, W/4), ..., "pool": ...}``; SSD: six maps). Each level is resized
+    (bilinear, ``align_corners=False``) to the grid of the finest level with at most
+    ``max_positions`` positions (the coarsest when all are larger), which bounds the cost of
+    the decomposition, and the levels are concatenated along channels, so the principal
+    component mixes all scales. ``levels``: names (dict keys) or indices of the levels to keep
+    (None: all). A single 4-D tensor passes through unchanged.
 
     Example:
         >>> EigenCAM(fasterrcnn, target_layer="backbone", reshape_transform=FeaturePyramid())

@@ -1,27 +1,23 @@
 """TorchScript modules: layer outputs read from the scripted graph itself.
 
-Forward hooks cannot be registered on a scripted or traced module (``register_forward_hook is
-not supported on ScriptModules``), and its submodules run inside the TorchScript interpreter. We
-do not need hooks: a copy of the module's ``forward`` graph is edited so the wanted submodule
-calls become extra graph outputs, and that graph is run as a TorchScript function on the
-module's own object (same parameters, same ``training`` attributes; the module and its methods
-are never modified).
+Forward hooks cannot be registered on a ScriptModule, whose submodules run inside the
+TorchScript interpreter. Instead a copy of its ``forward`` graph is edited and run as a
+TorchScript function on the module's own object (the module is never modified):
 
-The edit, for target layers such as ``layer4`` or ``features.29``:
-
-1. every ``prim::CallMethod`` on a module *along the path* to a target (``self._forward_impl``,
-   ``self.features.forward``...) is inlined, so the call to the target itself appears in the
-   top-level graph (calls elsewhere stay calls);
-2. the outputs of the target's ``forward`` calls (one per call, in execution order: ``relu#1``
-   is the second call of a shared module) are added to the graph's outputs;
+1. every ``prim::CallMethod`` on a module *along the path* to a target layer
+   (``self._forward_impl``, ``self.features.forward``...) is inlined, so the target's calls
+   appear in the top-level graph;
+2. the outputs of the target's ``forward`` calls (in execution order: ``relu#1`` is the second
+   call of a shared module) are added to the graph's outputs;
 3. the graph becomes a function ``(self, *inputs) -> (outputs, *layer values)``.
 
-A layer called inside TorchScript control flow (an ``if`` or a loop that was not unrolled) has
-no value at the top level of the graph and cannot be exposed: pick its parent or a neighbour.
+A layer called inside TorchScript control flow (an ``if``, a loop not unrolled) has no value at
+the top level of the graph and cannot be exposed: pick its parent or a neighbour.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import weakref
 from dataclasses import dataclass
@@ -48,14 +44,10 @@ class _Program:
 class ScriptedModel(nn.Module):
     """Runs a TorchScript module; its submodules' outputs reach hooks on same-named taps.
 
-    ``ScriptedModel(scripted).named_modules()`` mirrors ``scripted.named_modules()`` with
-    :class:`~eigencam.capture.taps.Tap` modules, so ``target_layer="layer4"`` means the scripted
-    module's ``layer4``. Without hooks, calling it simply calls the scripted module.
-
-    Args:
-        scripted: a ``torch.jit.ScriptModule`` (scripted or traced). It is held, not copied, and
-            not registered as a child (its parameters stay the caller's).
-        weak: hold ``scripted`` by weak reference (for a cache keyed by the module itself).
+    Its ``named_modules()`` mirror the scripted module's with :class:`~eigencam.capture.taps.Tap`
+    modules (``target_layer="layer4"`` is the scripted ``layer4``); without hooks, calling it
+    calls the scripted module, which is held (by weak reference with ``weak``), not copied, and
+    not registered as a child.
     """
 
     def __init__(self, scripted: torch.jit.ScriptModule, *, weak: bool = False) -> None:
@@ -123,13 +115,6 @@ class ScriptedModel(nn.Module):
             return program
 
 
-def _submodule(root: Any, path: tuple[str, ...]) -> Any:
-    module = root
-    for part in path:
-        module = getattr(module, part)
-    return module
-
-
 def expose_layers(scripted: torch.jit.ScriptModule, names: tuple[str, ...]) -> _Program:
     """A TorchScript function returning the module's outputs and the named layers' outputs."""
     try:
@@ -170,7 +155,7 @@ def expose_layers(scripted: torch.jit.ScriptModule, names: tuple[str, ...]) -> _
         if node is None:
             break
         path, method = module_path(node.inputsAt(0)), node.s("name")
-        callee = _submodule(scripted, path)._c._get_method(method).graph
+        callee = functools.reduce(getattr, path, scripted)._c._get_method(method).graph
         with graph.insert_point_guard(node):
             new_outputs = graph.insertGraph(callee, list(node.inputs()))
         for new, old in zip(new_outputs, node.outputs()):

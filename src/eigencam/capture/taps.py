@@ -1,12 +1,10 @@
 """Taps: stand-in modules through which models that cannot be hooked expose their layers.
 
-A TorchScript module or an ONNX graph runs outside Python, so forward hooks on its layers never
-fire. Its runner (:class:`eigencam.capture.scripted.ScriptedModel`,
-:class:`eigencam.models.OnnxModel`) holds one :class:`Tap` per layer, named like the layer.
-Before running, it asks which taps carry hooks (:func:`hooked_taps`), runs the graph with those
-layers' values as extra outputs, and calls each tap with its value: the hooks fire as they would
-on an eager module, so every explainer, ``list_layers`` and the automatic layer choice work
-unchanged.
+A TorchScript or ONNX graph runs outside Python, so hooks on its layers never fire. Its runner
+(:class:`eigencam.capture.scripted.ScriptedModel`, :class:`eigencam.models.OnnxModel`) holds one
+:class:`Tap` per layer, named like it; it runs the graph with the values of the hooked taps
+(:func:`hooked_taps`) as extra outputs and calls each tap with its value, so hooks fire as on
+an eager module and every explainer and ``list_layers`` work unchanged.
 """
 
 from __future__ import annotations

@@ -13,15 +13,8 @@ from eigencam.batch.inputs import DEFAULT_SHARD_SIZE, INPUT_FORMATS, plan_inputs
 from eigencam.batch.run import run_batch
 from eigencam.batch.shards import DEFAULT_SAVE, SAVE_KINDS
 from eigencam.batch.worker import DEFAULT_THRESHOLD, BatchSpec
-from eigencam.cli.common import (
-    Progress,
-    add_model_args,
-    comma_list,
-    method_flags,
-    parse_model_args,
-    pixel_limit,
-)
-from eigencam.cli.explain import add_method_args
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.errors import BatchError, check
 from eigencam.methods import parse_spec
 from eigencam.models import RandomWeightsWarning, model_entry
@@ -42,18 +35,17 @@ See docs/scale.md.
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    p = cli_args.command(
+        parsers,
         "batch",
-        help="explain a dataset into Parquet shards (resumable; locally or on Ray)",
-        description="Explain every image of a folder, glob, list of paths, Parquet files or "
-        "WebDataset tars. Writes one Parquet file per shard (id, model, layer, method, top-5 "
-        "classes, explained variance, the box at the threshold, the map as uint8 at the "
-        "layer's resolution), overlays when asked, and manifest.json (versions, arguments, "
-        "counts, failures). Shards are written atomically: rerun the same command after a "
-        "crash to finish the run.",
-        epilog=BATCH_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Explain every image of a folder, glob, list of paths, Parquet files or WebDataset tars. "
+        "Writes one Parquet file per shard (id, model, layer, method, top-5 classes, explained "
+        "variance, the box at the threshold, the map as uint8 at the layer's resolution), "
+        "overlays when asked, and manifest.json (versions, arguments, counts, failures). Shards "
+        "are written atomically: rerun the same command after a crash to finish the run.",
+        BATCH_EXAMPLE,
+        run_batch_command,
     )
     p.add_argument(
         "inputs",
@@ -76,23 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "WebDataset: the image member's extension (default: jpg, png, ... whichever is there)",
     )
     i.add_argument("--id-column", metavar="NAME", help="Parquet: a column of image ids")
-    i.add_argument(
+    cli_args.option(
+        i,
         "--shard-size",
-        type=int,
-        default=DEFAULT_SHARD_SIZE,
+        DEFAULT_SHARD_SIZE,
+        "images per output shard (paths, Parquet rows; a tar is one shard)",
         metavar="N",
-        help="images per output shard (paths, Parquet rows; a tar is one shard) "
-        "(default: %(default)s)",
     )
-    add_model_args(p)
-    add_method_args(p)
-    o = p.add_argument_group("output")
-    o.add_argument(
-        "--out", default="eigencam-batch", metavar="DIR", help="run folder (default: %(default)s)"
-    )
+    cli_args.add_model_args(p)
+    cli_args.add_method_args(p)
+    o, t = cli_args.add_run_args(p, "eigencam-batch", 32, resume=False, workers=False)
     o.add_argument(
         "--save",
-        type=comma_list,
+        type=cli_args.comma_list,
         default=list(DEFAULT_SAVE),
         metavar="LIST",
         help=f"what to store: {', '.join(SAVE_KINDS)} (maps: uint8 at the layer's resolution; "
@@ -107,14 +95,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="box threshold, a fraction of the map's maximum (default: %(default)s, the best "
         "for Eigen-CAM on the ILSVRC dev set; docs/scale.md)",
     )
-    o.add_argument("--colormap", default="jet", help="overlay colormap (default: %(default)s)")
-    o.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (default: 0.5)")
+    cli_args.option(o, "--colormap", "jet", "overlay colormap")
+    cli_args.option(o, "--alpha", 0.5, "overlay opacity")
+    cli_args.option(t, "--decode-threads", 2, "image decoding threads per worker", metavar="N")
     e = p.add_argument_group("engine")
-    e.add_argument(
-        "--engine",
-        default="local",
-        choices=ENGINES,
-        help="local: this process; ray: a Ray actor pool (default: %(default)s)",
+    cli_args.option(
+        e, "--engine", "local", "local: this process; ray: a Ray actor pool", choices=ENGINES
     )
     e.add_argument(
         "--ray-address",
@@ -122,12 +108,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="an existing Ray cluster (auto, host:6379, ray://host:10001); default: start a "
         "local Ray for the run",
     )
-    e.add_argument(
+    cli_args.option(
+        e,
         "--ray-timeout",
-        type=float,
-        default=DEFAULT_RAY_TIMEOUT,
+        DEFAULT_RAY_TIMEOUT,
+        "how long to wait for the cluster at --ray-address to answer",
         metavar="SECONDS",
-        help="how long to wait for the cluster at --ray-address to answer (default: %(default)s)",
     )
     e.add_argument(
         "--num-workers",
@@ -136,13 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Ray actors holding the model (default: as many as the CPUs, or the GPUs with "
         "--num-gpus-per-worker, allow)",
     )
-    e.add_argument(
-        "--num-cpus-per-worker",
-        type=float,
-        default=1.0,
-        metavar="C",
-        help="CPUs per Ray actor (default: %(default)s)",
-    )
+    cli_args.option(e, "--num-cpus-per-worker", 1.0, "CPUs per Ray actor", metavar="C")
     e.add_argument(
         "--num-gpus-per-worker",
         type=float,
@@ -157,42 +137,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="torch threads per worker on CPU (default: local: all cores; ray: "
         "--num-cpus-per-worker). CPU results depend on it in the last bits",
     )
-    t = p.add_argument_group("throughput")
-    t.add_argument(
-        "--batch-size", type=int, default=32, help="images per forward pass (default: 32)"
-    )
-    t.add_argument(
-        "--decode-threads",
-        type=int,
-        default=2,
-        metavar="N",
-        help="image decoding threads per worker (default: %(default)s)",
-    )
-    t.add_argument(
-        "--max-pixels",
-        type=pixel_limit,
-        default=89_478_485,
-        help="refuse larger images, a decompression-bomb guard (default: %(default)s)",
-    )
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_batch_command)
 
 
 def build_spec(args: argparse.Namespace) -> BatchSpec:
     """The :class:`~eigencam.batch.BatchSpec` of the command line."""
     spec = parse_spec(args.method)
-    size = args.input_size
-    check(
-        size is None or len(size) in (1, 2),
-        f"--input-size takes N or H W, got {len(size or ())} values",
-    )
+    size = common.input_size(args.input_size)
     converted = {
-        "model_args": parse_model_args(args.model_arg),
-        "input_size": None if size is None else tuple((size * 2)[:2]),
+        "model_args": common.parse_model_args(args.model_arg),
+        "input_size": size,
         "mean": None if args.mean is None else tuple(args.mean),
         "std": None if args.std is None else tuple(args.std),
         "method": spec.name,
-        "method_options": {**method_flags(args, spec), **spec.options},
+        "method_options": {**common.method_flags(args, spec), **spec.options},
         "save": tuple(args.save),
     }
     # Every other field is the option of the same name.
@@ -217,7 +174,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     for item, reason in plan.unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
     total = plan.items
-    bar = Progress(
+    bar = common.Progress(
         total if total is not None else len(plan.shards), "batch", enabled=not args.quiet
     )
     state = {"done": 0, "failed": 0}

@@ -1,4 +1,6 @@
-"""Arguments and helpers shared by the commands. The CLI stays a thin layer over the API."""
+"""What the commands make of the groups of :mod:`eigencam.cli.args`: the model, the explainers,
+the dataset, the run options and provenance, the progress bar. The CLI stays a thin layer over
+the API."""
 
 from __future__ import annotations
 
@@ -6,12 +8,14 @@ import argparse
 import ast
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+from eigencam import __version__
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
-from eigencam.errors import EigenCAMError, InvalidParameterError
-from eigencam.io.images import DEFAULT_MAX_PIXELS
+from eigencam.errors import InvalidParameterError, check
+from eigencam.evaluation.datasets import Dataset, open_dataset, read_class_map, stratified
 from eigencam.methods import (
     Explainer,
     MethodSpec,
@@ -22,50 +26,7 @@ from eigencam.methods import (
 )
 from eigencam.methods.base import param_names
 from eigencam.models import RandomWeightsWarning, load_model
-
-DEVICE_HELP = "cpu, cuda, cuda:1... (default: cuda when available, else cpu)"
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--model, --weights and the preprocessing overrides."""
-    g = parser.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        default="efficientnet_lite0",
-        metavar="NAME",
-        help="embedded default efficientnet_lite0 (real ImageNet weights); a torchvision "
-        "classifier, detector or segmenter (resnet50, vit_b_16, fasterrcnn_resnet50_fpn, "
-        "deeplabv3_resnet50...); timm:NAME; an Ultralytics yaml (yolov8n.yaml); a .onnx or "
-        "TorchScript file; or package.module:factory / file.py:factory "
-        "(default: %(default)s; list: eigencam models)",
-    )
-    g.add_argument(
-        "--model-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="option for the model's constructor, repeatable (--model-arg image_size=64, "
-        "--model-arg min_size=512); VALUE is read as a Python literal",
-    )
-    g.add_argument(
-        "--weights",
-        metavar="FILE",
-        help="state dict (.pt/.pth, read with weights_only=True) or .safetensors for --model",
-    )
-    g.add_argument(
-        "--input-size", type=int, nargs="+", metavar="N", help="model input size: N or H W"
-    )
-    g.add_argument(
-        "--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation mean"
-    )
-    g.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="normalisation std")
-    g.add_argument(
-        "--resize",
-        choices=["stretch", "center-crop", "letterbox"],
-        help="stretch the whole image to the input size, take the centre crop, or letterbox "
-        "(keep the aspect ratio, pad; detectors' default)",
-    )
-    g.add_argument("--device", default=None, help=DEVICE_HELP)
+from eigencam.runs import RunOptions
 
 
 def resolve_device(name: str | None):
@@ -86,7 +47,6 @@ def resolve_device(name: str | None):
 
 def load_model_from_args(args: argparse.Namespace):
     """(LoadedModel, Preprocessing, device) from the model arguments; warnings go to stderr."""
-
     device = resolve_device(args.device)
     options = parse_model_args(getattr(args, "model_arg", None) or [])
     with warnings.catch_warnings(record=True) as caught:
@@ -95,16 +55,20 @@ def load_model_from_args(args: argparse.Namespace):
     for w in caught:
         if issubclass(w.category, RandomWeightsWarning):
             print(f"eigencam: warning: {w.message}", file=sys.stderr)
-    input_size = args.input_size
-    if input_size is not None and len(input_size) not in (1, 2):
-        raise InvalidParameterError(f"--input-size takes N or H W, got {len(input_size)} values")
     pre = loaded.preprocessing.with_overrides(
-        input_size=None if input_size is None else (input_size * 2)[:2],
+        input_size=input_size(args.input_size),
         mean=args.mean,
         std=args.std,
         resize=args.resize,
     )
     return loaded, pre, device
+
+
+def input_size(values: Sequence[int] | None) -> tuple[int, int] | None:
+    """``--input-size`` (N or H W) as (H, W)."""
+    if values is not None and len(values) not in (1, 2):
+        raise InvalidParameterError(f"--input-size takes N or H W, got {len(values)} values")
+    return None if values is None else tuple((list(values) * 2)[:2])
 
 
 def parse_model_args(items: Sequence[str]) -> dict[str, Any]:
@@ -144,9 +108,8 @@ METHOD_FLAGS = {
 
 
 def method_flags(args: argparse.Namespace, spec: MethodSpec) -> dict[str, Any]:
-    """The options the old flags (``--components``, ``--center``, ``--solver``,
-    ``--eigen-smooth``) set for one method: only flags given (not at their default), and a
-    flag the method does not take is refused."""
+    """The options the old flags set for one method: only flags given (not at their default),
+    and a flag the method does not take is refused."""
     accepted = param_names(get_method(spec.name))
     options = {}
     for flag, (option, default) in METHOD_FLAGS.items():
@@ -195,80 +158,128 @@ def explainers_from_args(
     return explainers
 
 
-def add_reshape_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reshape",
-        default=None,
-        metavar="KIND",
-        help="reshape the layer output into maps: tokens (ViT tokens, prefix tokens guessed), "
-        "tokens:N (N prefix tokens), channels-last (B, h, w, C), pyramid (dict/list of maps "
-        "from a detector backbone); default: the model family's (see docs/models.md)",
+def benchmark_explainers(args: argparse.Namespace, loaded: Any) -> dict[str, Explainer]:
+    """{method key: explainer} of a benchmark's ``--methods``: each scores one map per image."""
+    specs = [parse_spec(text) for text in args.methods]
+    keys = [s.key for s in specs]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    check(not dupes, f"--methods lists {dupes} twice")
+    explainers = {}
+    for spec in specs:
+        expl = build_explainer(spec, loaded.model, args.layer or loaded.target_layer)
+        k = getattr(expl, "n_components", 1)
+        check(
+            k == 1 or bool(getattr(expl, "combine", None)),
+            f"method {spec.key!r}: localization scores one map per image; with "
+            f"n_components={k} add combine=sum or combine=energy",
+        )
+        explainers[spec.key] = expl
+    return explainers
+
+
+def run_info(
+    args: argparse.Namespace, loaded: Any, device: Any, head: dict | None = None, **fields: Any
+) -> dict[str, Any]:
+    """The provenance a run records: version, command, ``head``, the model, ``fields``, device."""
+    return {
+        "eigencam_version": __version__,
+        "command": args.command,
+        **(head or {}),
+        "model": loaded.name,
+        "weights": args.weights,
+        "pretrained": loaded.pretrained,
+        **fields,
+        "device": str(device),
+    }
+
+
+def preprocessing_info(pre: Any) -> dict[str, Any]:
+    """The preprocessing as ``explain`` and ``compare`` record it (without the crop fraction)."""
+    return {k: v for k, v in pre.describe().items() if k != "crop_fraction"}
+
+
+def run_options(args: argparse.Namespace, device: Any, progress: Callable) -> RunOptions:
+    """The :class:`~eigencam.runs.RunOptions` of the run group of the arguments."""
+    return RunOptions(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=device,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+        progress=progress,
     )
 
 
-def add_batch_args(parser: argparse.ArgumentParser, batch_size: int = 8) -> None:
-    g = parser.add_argument_group("throughput")
-    g.add_argument(
-        "--batch-size",
-        type=int,
-        default=batch_size,
-        help="images per forward pass (default: %(default)s)",
-    )
-    g.add_argument(
-        "--workers", type=int, default=2, help="decoding/writing threads (default: %(default)s)"
-    )
-    g.add_argument(
-        "--max-pixels",
-        type=pixel_limit,
-        default=DEFAULT_MAX_PIXELS,
-        help="refuse larger images, a decompression-bomb guard; replaces Pillow's own limit "
-        "(default: %(default)s)",
-    )
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def pixel_limit(value: str) -> int:
-    """``--max-pixels``: a whole number of pixels >= 1 (argparse reports a usage error)."""
-    try:
-        pixels = int(value)
-    except ValueError:
-        pixels = 0
-    if pixels < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 1, got {value!r}")
-    return pixels
-
-
-def add_resume_args(group: Any) -> None:
-    """``--resume`` / ``--overwrite``: what to do with a run already in ``--out``."""
-    how = group.add_mutually_exclusive_group()
-    how.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out (after a crash, kill or Ctrl-C), skipping finished images",
-    )
-    how.add_argument(
-        "--overwrite", action="store_true", help="discard the run already in --out and start again"
+def read_dataset(args: argparse.Namespace, path: str) -> Dataset:
+    """The whole dataset at ``path``, read with the layout options of the arguments."""
+    return open_dataset(
+        path,
+        format=args.format,
+        skip_bad=args.skip_bad,
+        class_map=read_class_map(args.class_map) if args.class_map else None,
+        synsets=args.synsets,
+        annotations=args.annotations,
+        images=args.images,
+        image_set=args.image_set,
     )
 
 
-def method_spec(value: str) -> str:
-    """``--method``: a spec ``name[:key=value...]`` of a registered method (checked now)."""
-    try:
-        get_method(parse_spec(value).name)
-    except EigenCAMError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return value.strip()
+def open_dataset_from_args(args: argparse.Namespace) -> Dataset:
+    """The dataset the arguments select: read, stratified, split, limited."""
+    dataset = read_dataset(args, args.data)
+    if getattr(args, "per_class", None) is not None:
+        dataset = stratified(dataset, args.per_class, seed=args.seed)
+    if args.part is not None:
+        try:
+            i, n = (int(v) for v in args.part.split("/"))
+        except ValueError:
+            raise InvalidParameterError(f"--part takes I/N (e.g. 1/2), got {args.part!r}") from None
+        dataset = dataset.part(i, n)
+    dataset = dataset.head(args.limit)
+    check(bool(dataset.samples), f"{args.data}: no images to evaluate")
+    for source, reason in dataset.skipped:
+        print(f"eigencam {args.command}: skipped {source}: {reason}", file=sys.stderr)
+    return dataset
 
 
-def comma_list(value: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+def run_benchmark(
+    args: argparse.Namespace, evaluate: Callable[..., dict[str, Any]], **options: Any
+) -> int:
+    """Run a per-image benchmark (``run_attack``, ``run_faithfulness``) on the dataset, model
+    and methods of the arguments; print its table and failures.
+
+    Returns:
+        The exit code: 1 when some image failed, else 0.
+    """
+    dataset = open_dataset_from_args(args)
+    loaded, pre, device = load_model_from_args(args)
+    explainers = benchmark_explainers(args, loaded)
+    subset = {k: getattr(args, k) for k in ("per_class", "seed", "part", "limit")}
+    info = run_info(args, loaded, device, {"argv": sys.argv[1:]}, subset=subset)
+    with Progress(None, args.command, enabled=not args.quiet, min_items=2) as progress:
+        metrics = evaluate(
+            dataset,
+            loaded.model,
+            pre,
+            explainers,
+            args.out,
+            run_info=info,
+            labels=loaded.labels,
+            run=run_options(args, device, progress),
+            **options,
+        )
+    out = Path(args.out)
+    sys.stdout.write((out / "table.md").read_text())
+    print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'per_image.csv'}")
+    for fail in metrics["failures"]:
+        print(f"eigencam {args.command}: {fail['key']}: {fail['error']}", file=sys.stderr)
+    return 1 if metrics["failures"] else 0
 
 
 class Progress:
-    """A tqdm progress bar on stderr with images/s, silent for a handful of images.
+    """A tqdm progress bar on stderr with images/s, silent for a handful of images; a context
+    manager that closes it.
 
     Called with a :class:`~eigencam.runs.loop.RunStats` (``48/96`` with ``resumed=48`` and
     ``failed=`` in the postfix), or as ``progress(done, failed)`` by callers that count
@@ -319,6 +330,12 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], file=None) -> None:

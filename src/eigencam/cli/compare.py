@@ -6,20 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from eigencam import __version__
-from eigencam.cli.common import (
-    Progress,
-    add_batch_args,
-    add_model_args,
-    add_resume_args,
-    comma_list,
-    explainers_from_args,
-    load_model_from_args,
-)
-from eigencam.errors import InvalidParameterError
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
+from eigencam.errors import check_range
 from eigencam.io import expand_inputs
 from eigencam.pipeline.compare import CompareOptions, compare_files
-from eigencam.runs import RunOptions
 from eigencam.viz import colormap_lut
 
 DEFAULT_METHODS = "eigencam,gradcam,gradcampp,cnnfixations"
@@ -34,30 +25,21 @@ examples:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    p = cli_args.command(
+        parsers,
         "compare",
-        help="compare methods side by side: one figure grid per image",
-        description="Explain each image with several methods and write <stem>_compare.png: the "
-        "image, then one overlay per method captioned with its name, under the top-3 predicted "
-        "classes (Figure 3 of the Eigen-CAM paper), plus results.json with each raw map's "
-        "statistics (min, max, mean, peak), layer and targets. A method that fails on an image "
-        "is recorded and drawn as a grey cell; the exit code is then 1.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Explain each image with several methods and write <stem>_compare.png: the image, then "
+        "one overlay per method captioned with its name, under the top-3 predicted classes "
+        "(Figure 3 of the Eigen-CAM paper), plus results.json with each raw map's statistics "
+        "(min, max, mean, peak), layer and targets. A method that fails on an image is recorded "
+        "and drawn as a grey cell; the exit code is then 1.",
+        EXAMPLE,
+        run_compare,
     )
-    p.add_argument(
-        "images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns"
-    )
-    add_model_args(p)
-    g = p.add_argument_group("methods")
-    g.add_argument(
-        "--methods",
-        type=comma_list,
-        default=comma_list(DEFAULT_METHODS),
-        metavar="SPEC,SPEC...",
-        help=f"methods in column order (default: {DEFAULT_METHODS}; list: eigencam methods)",
-    )
+    cli_args.add_images_arg(p)
+    cli_args.add_model_args(p)
+    g = cli_args.add_methods_args(p, DEFAULT_METHODS, ", in column order")
     g.add_argument(
         "--targets",
         default="predicted",
@@ -65,71 +47,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class-specific methods explain the predicted class (default) or each of the top-k "
         "classes, one row per class; class-agnostic methods appear once",
     )
-    g.add_argument(
-        "--layer",
-        default=None,
-        metavar="auto|NAME",
-        help="target layer for the methods that use one (default: the model's)",
-    )
-    o = p.add_argument_group("output")
-    o.add_argument(
-        "--out",
-        default="eigencam-compare",
-        metavar="DIR",
-        help="output folder (default: %(default)s)",
-    )
-    o.add_argument(
-        "--tile", type=int, default=224, help="longer side of each cell in pixels (default: 224)"
-    )
-    o.add_argument("--colormap", default="jet", help="matplotlib colormap (default: %(default)s)")
-    o.add_argument(
-        "--alpha", type=float, default=0.5, help="heat-map opacity (default: %(default)s)"
-    )
-    add_resume_args(o)
-    add_batch_args(p, batch_size=4)
-    p.set_defaults(run=run_compare)
+    o, _ = cli_args.add_run_args(p, "eigencam-compare", 4)
+    cli_args.option(o, "--tile", 224, "longer side of each cell in pixels")
+    cli_args.option(o, "--colormap", "jet", "matplotlib colormap")
+    cli_args.option(o, "--alpha", 0.5, "heat-map opacity")
 
 
 def run_compare(args: argparse.Namespace) -> int:
-
     options = CompareOptions(
         targets=args.targets, tile=args.tile, colormap=args.colormap, alpha=args.alpha
     )
-
     colormap_lut(options.colormap)  # fail now on a bad colormap, not per image
-    if args.batch_size < 1:
-        raise InvalidParameterError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_range("--batch-size", args.batch_size, 1)
     paths, unmatched = expand_inputs(args.images)
-    loaded, pre, device = load_model_from_args(args)
-    explainers = explainers_from_args(args.methods, args, loaded)
-    run_info = {
-        "eigencam_version": __version__,
-        "command": "compare",
-        "model": loaded.name,
-        "weights": args.weights,
-        "pretrained": loaded.pretrained,
-        "layer": args.layer or loaded.target_layer,
-        "preprocessing": {
-            "input_size": list(pre.input_size),
-            "mean": list(pre.mean),
-            "std": list(pre.std),
-            "resize": pre.resize,
-        },
-        "device": str(device),
-    }
+    loaded, pre, device = common.load_model_from_args(args)
+    explainers = common.explainers_from_args(args.methods, args, loaded)
+    layer = args.layer or loaded.target_layer
+    info = common.run_info(
+        args, loaded, device, layer=layer, preprocessing=common.preprocessing_info(pre)
+    )
     for item, reason in unmatched:
         print(f"eigencam: {item}: {reason}", file=sys.stderr)
-    progress = Progress(None, "compare", enabled=not args.quiet, min_items=2)
-    run = RunOptions(
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        max_pixels=args.max_pixels,
-        progress=progress,
-    )
-    try:
+    with common.Progress(None, "compare", enabled=not args.quiet, min_items=2) as progress:
         report = compare_files(
             paths,
             loaded.model,
@@ -138,12 +77,10 @@ def run_compare(args: argparse.Namespace) -> int:
             args.out,
             labels=loaded.labels,
             options=options,
-            run=run,
-            run_info=run_info,
+            run=common.run_options(args, device, progress),
+            run_info=info,
             extra_failures=unmatched,
         )
-    finally:
-        progress.close()
     reported = {(i, r) for i, r in unmatched}
     for rec in report.failed:
         if (rec["file"], rec["error"]) in reported:

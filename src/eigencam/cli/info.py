@@ -7,13 +7,9 @@ import json
 import sys
 
 from eigencam.capture import family_of, list_layers, runner_for
-from eigencam.cli.common import (
-    add_model_args,
-    add_reshape_arg,
-    load_model_from_args,
-    parse_reshape,
-    print_table,
-)
+from eigencam.capture.reshape import parse_reshape
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
 from eigencam.methods import available_methods, method_info
 from eigencam.methods.catalog import methods_page
 from eigencam.models import registered_models
@@ -22,57 +18,54 @@ from eigencam.models.sources.segmentation import SEGMENTERS
 from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    m = sub.add_parser(
+def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    m = cli_args.command(
+        parsers,
         "models",
-        help="list model names",
-        description="List the models --model accepts: registered models (with shipped weights) "
-        "first, then torchvision classifiers, detectors and segmenters (random weights unless "
-        "--weights is given), and the name patterns for timm, Ultralytics YOLO, ONNX, "
-        "TorchScript and your own factories.",
-        epilog="example:\n  eigencam models --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "List the models --model accepts: registered models (with shipped weights) first, then "
+        "torchvision classifiers, detectors and segmenters (random weights unless --weights is "
+        "given), and the name patterns for timm, Ultralytics YOLO, ONNX, TorchScript and your "
+        "own factories.",
+        "example:\n  eigencam models --json",
+        run_models,
     )
     m.add_argument("--json", action="store_true", help="machine-readable output")
-    m.set_defaults(run=run_models)
 
-    la = sub.add_parser(
+    la = cli_args.command(
+        parsers,
         "layers",
-        help="list candidate target layers of a model with their output shapes",
-        description="Run one forward pass on a blank image and print every module whose output "
-        "can be explained (a spatial map, after the model family's reshape: ViT tokens, Swin "
+        "Run one forward pass on a blank image and print every module whose output can be "
+        "explained (a spatial map, after the model family's reshape: ViT tokens, Swin "
         "channels-last maps, a detector's feature pyramid), with its shapes; '*' marks the "
         "layer target_layer='auto' picks. For detectors the backbone and neck levels are "
         "proposed; for an ONNX file, its candidate tensors.",
-        epilog="examples:\n  eigencam layers resnet50\n"
+        "examples:\n  eigencam layers resnet50\n"
         "  eigencam layers efficientnet_lite0 --all --json\n"
         "  eigencam layers fasterrcnn_resnet50_fpn --model-arg min_size=512\n"
         "  eigencam layers yolov8n.yaml\n"
         "  eigencam layers model.onnx",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run_layers,
     )
     la.add_argument("model_name", metavar="MODEL", help="model name (see eigencam models)")
-    add_model_args(la)
-    add_reshape_arg(la)
+    cli_args.add_model_args(la)
+    cli_args.add_reshape_arg(la)
     la.add_argument("--all", action="store_true", help="list every module, not only candidates")
     la.add_argument("--json", action="store_true", help="machine-readable output")
-    la.set_defaults(run=run_layers)
 
-    me = sub.add_parser(
+    me = cli_args.command(
+        parsers,
         "methods",
-        help="list explanation methods",
-        description="List every registered explanation method with a one-line description: "
-        "whether it needs gradients, whether it explains a class, its cost.",
-        epilog="examples:\n  eigencam methods --json\n"
+        "List every registered explanation method with a one-line description: whether it "
+        "needs gradients, whether it explains a class, its cost.",
+        "examples:\n  eigencam methods --json\n"
         "  eigencam methods --markdown > docs/methods.md   # the docs page",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        run_methods,
     )
     fmt = me.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
     fmt.add_argument(
         "--markdown", action="store_true", help="the docs page (docs/methods.md) with the table"
     )
-    me.set_defaults(run=run_methods)
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -116,7 +109,7 @@ def run_models(args: argparse.Namespace) -> int:
         )
         for e in registered
     ]
-    print_table(rows, ("name", "weights", "input", "description"))
+    common.print_table(rows, ("name", "weights", "input", "description"))
     for title, group in (
         ("torchvision classifiers", tv),
         ("torchvision detectors", list(DETECTORS)),
@@ -141,7 +134,7 @@ def run_layers(args: argparse.Namespace) -> int:
     import torch
 
     args.model = args.model_name
-    loaded, pre, device = load_model_from_args(args)
+    loaded, pre, device = common.load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
     reshape = parse_reshape(args.reshape)
     infos = list_layers(loaded.model, example, reshape)
@@ -177,7 +170,9 @@ def run_layers(args: argparse.Namespace) -> int:
     if family is not None:
         transform = repr(family.transform) if family.transform is not None else "none"
         print(f"family: {family.name} (default layer {family.layer}, reshape {transform})")
-    print_table(rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls"))
+    common.print_table(
+        rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls")
+    )
     if not any(i.auto for i in infos):
         print("no automatic choice: pass --layer NAME", file=sys.stderr)
     return 0
@@ -201,6 +196,6 @@ def run_methods(args: argparse.Namespace) -> int:
         )
         for i in infos
     ]
-    print_table(rows, ("method", "gradients", "class-specific", "description"))
+    common.print_table(rows, ("method", "gradients", "class-specific", "description"))
     print("\npapers, layer requirements and costs: eigencam methods --markdown (docs/methods.md)")
     return 0

@@ -8,29 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from eigencam import __version__
-from eigencam.cli.common import (
-    Progress,
-    add_batch_args,
-    add_model_args,
-    add_resume_args,
-    comma_list,
-    load_model_from_args,
-    print_table,
-)
-from eigencam.cli.dataset_args import (
-    add_dataset_args,
-    add_methods_args,
-    open_dataset_from_args,
-    read_dataset,
-)
-from eigencam.errors import InvalidParameterError, check, check_range
+from eigencam.cli import args as cli_args
+from eigencam.cli import common
+from eigencam.errors import InvalidParameterError, check_range
 from eigencam.evaluation.localization import LocalizeSettings, localize
 from eigencam.evaluation.metrics.protocols import parse_grid
 from eigencam.evaluation.report import table_markdown
 from eigencam.io.outputs import atomic_write
-from eigencam.methods import build_explainer, parse_spec
-from eigencam.runs import RunOptions
 
 LOCALIZE_EXAMPLE = """\
 examples:
@@ -51,74 +35,49 @@ example:
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    p = cli_args.command(
+        parsers,
         "localize",
-        help="weakly-supervised localization benchmark (paper's Table 1, MaxBoxAcc)",
-        description="Evaluate maps as object localizers on a dataset with ground-truth boxes "
-        "(ILSVRC val, PASCAL VOC, COCO, CUB, or an annotations.json). Writes metrics.json, "
-        "table.md, per_image.csv, ground_truth.csv and report.html. See docs/localization.md "
-        "for the protocols.",
-        epilog=LOCALIZE_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Evaluate maps as object localizers on a dataset with ground-truth boxes (ILSVRC val, "
+        "PASCAL VOC, COCO, CUB, or an annotations.json). Writes metrics.json, table.md, "
+        "per_image.csv, ground_truth.csv and report.html. See docs/localization.md for the "
+        "protocols.",
+        LOCALIZE_EXAMPLE,
+        run_localize,
     )
-    add_dataset_args(p, "dataset", stratified=False)
-    add_model_args(p)
-    add_methods_args(p, "eigencam")
+    cli_args.add_dataset_args(p, "dataset", stratified=False)
+    cli_args.add_model_args(p)
+    cli_args.add_methods_args(p, "eigencam")
     pr = p.add_argument_group("protocol")
-    pr.add_argument(
-        "--thresholds",
-        default="0.05:0.15:0.01",
-        metavar="GRID",
-        help="paper protocol sweep, start:stop:step or a,b,c (default: %(default)s)",
-    )
+    sweep = "paper protocol sweep, start:stop:step or a,b,c"
+    cli_args.option(pr, "--thresholds", "0.05:0.15:0.01", sweep, metavar="GRID")
     pr.add_argument(
         "--box-grid",
         default="0:0.99:0.01",
         metavar="GRID",
         help="MaxBoxAcc threshold grid (default: %(default)s, Choe et al.)",
     )
-    pr.add_argument(
-        "--iou", type=float, default=0.5, help="IoU for a correct box (default: %(default)s)"
-    )
-    pr.add_argument(
-        "--v2-ious",
-        default="0.3,0.5,0.7",
-        metavar="LIST",
-        help="MaxBoxAccV2 IoU thresholds (default: %(default)s)",
-    )
-    pr.add_argument(
-        "--connectivity",
-        type=int,
-        default=8,
-        choices=[4, 8],
-        help="connected components (default: %(default)s)",
-    )
+    cli_args.option(pr, "--iou", 0.5, "IoU for a correct box")
+    cli_args.option(pr, "--v2-ious", "0.3,0.5,0.7", "MaxBoxAccV2 IoU thresholds", metavar="LIST")
+    cli_args.option(pr, "--connectivity", 8, "connected components", choices=[4, 8])
     pr.add_argument(
         "--calibrate-on",
         metavar="DIR",
         help="choose thresholds on held-out data: a finished localize run folder, or a "
         "dataset evaluated first into OUT/calibration",
     )
-    o = p.add_argument_group("output")
-    o.add_argument("--out", default="eigencam-localize", metavar="DIR", help="output folder")
-    add_resume_args(o)
+    o, t = cli_args.add_run_args(p, "eigencam-localize", 16)
     o.add_argument("--name", metavar="LABEL", help="column name in the tables (default: model)")
-    o.add_argument(
-        "--gallery",
-        type=int,
-        default=4,
-        metavar="K",
-        help="best and worst cases per method in report.html (default: %(default)s)",
-    )
+    gallery = "best and worst cases per method in report.html"
+    cli_args.option(o, "--gallery", 4, gallery, metavar="K")
     o.add_argument(
         "--csv-thresholds",
         default="paper",
         choices=["paper", "all"],
         help="thresholds in per_image.csv: the paper's sweep or the whole grid",
     )
-    add_batch_args(p, batch_size=16)
-    p.add_argument(
+    t.add_argument(
         "--score-workers",
         type=int,
         default=1,
@@ -126,91 +85,46 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="processes turning maps into boxes, the costly step on CPU (default: %(default)s: "
         "a background thread; use most spare cores on a big machine)",
     )
-    p.set_defaults(run=run_localize)
 
-    t = sub.add_parser(
+    t = cli_args.command(
+        parsers,
         "localize-table",
-        help="merge localize runs into one Table-1-style table (methods x models)",
-        description="Read the metrics.json of several `eigencam localize` runs (one per model) "
-        "and write the tables with one column per run.",
-        epilog=TABLE_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "Read the metrics.json of several `eigencam localize` runs (one per model) and write "
+        "the tables with one column per run.",
+        TABLE_EXAMPLE,
+        run_table,
     )
     t.add_argument("runs", nargs="+", metavar="DIR", help="localize output folders")
     t.add_argument("--out", metavar="FILE", help="write the markdown here (default: stdout)")
-    t.set_defaults(run=run_table)
-
-
-def _settings(args: argparse.Namespace) -> LocalizeSettings:
-    return LocalizeSettings(
-        thresholds=parse_grid(args.thresholds),
-        box_grid=parse_grid(args.box_grid),
-        iou_threshold=args.iou,
-        v2_ious=tuple(float(v) for v in comma_list(args.v2_ious)),
-        connectivity=args.connectivity,
-    )
-
-
-def build_explainers(args: argparse.Namespace, loaded) -> dict:
-    """{method key: explainer} from ``--methods`` (each ``name[:option=value...]``)."""
-    specs = [parse_spec(text) for text in args.methods]
-    keys = [s.key for s in specs]
-    dupes = sorted({k for k in keys if keys.count(k) > 1})
-    check(not dupes, f"--methods lists {dupes} twice")
-    layer = args.layer or loaded.target_layer
-    explainers = {}
-    for spec in specs:
-        expl = build_explainer(spec, loaded.model, layer)
-        k = getattr(expl, "n_components", 1)
-        check(
-            k == 1 or bool(getattr(expl, "combine", None)),
-            f"method {spec.key!r}: localization scores one map per image; with "
-            f"n_components={k} add combine=sum or combine=energy",
-        )
-        explainers[spec.key] = expl
-    return explainers
 
 
 def run_localize(args: argparse.Namespace) -> int:
     check_range("--batch-size", args.batch_size, 1)
     check_range("--gallery", args.gallery, 0)
-    settings = _settings(args)
-    dataset = open_dataset_from_args(args, "localize")
-    loaded, pre, device = load_model_from_args(args)
-    explainers = build_explainers(args, loaded)
+    settings = LocalizeSettings(
+        thresholds=parse_grid(args.thresholds),
+        box_grid=parse_grid(args.box_grid),
+        iou_threshold=args.iou,
+        v2_ious=tuple(float(v) for v in cli_args.comma_list(args.v2_ious)),
+        connectivity=args.connectivity,
+    )
+    dataset = common.open_dataset_from_args(args)
+    loaded, pre, device = common.load_model_from_args(args)
+    explainers = common.benchmark_explainers(args, loaded)
     calibration = None
     if args.calibrate_on:
         cal = Path(args.calibrate_on)
         if (cal / "metrics.json").is_file() or (cal.suffix == ".json" and cal.is_file()):
             calibration = cal
         else:
-            calibration = read_dataset(args, args.calibrate_on)
-    run_info = {
-        "eigencam_version": __version__,
-        "command": "localize",
-        "argv": sys.argv[1:],
-        "name": args.name or loaded.name,
-        "model": loaded.name,
-        "weights": args.weights,
-        "pretrained": loaded.pretrained,
-        "part": args.part,
-        "limit": args.limit,
-        "device": str(device),
-    }
-    progress = Progress(None, "localize", enabled=not args.quiet)
-    cal_progress = None
-    if calibration is not None and not isinstance(calibration, Path):
-        cal_progress = Progress(None, "calibrate", enabled=not args.quiet)
-    run = RunOptions(
-        batch_size=args.batch_size,
-        workers=args.workers,
-        device=device,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        max_pixels=args.max_pixels,
-        progress=progress,
-    )
-    try:
+            calibration = common.read_dataset(args, args.calibrate_on)
+    head = {"argv": sys.argv[1:], "name": args.name or loaded.name}
+    info = common.run_info(args, loaded, device, head, part=args.part, limit=args.limit)
+    quiet = args.quiet
+    with (
+        common.Progress(None, "localize", enabled=not quiet) as progress,
+        common.Progress(None, "calibrate", enabled=not quiet) as cal_progress,
+    ):
         metrics = localize(
             dataset,
             loaded.model,
@@ -219,18 +133,14 @@ def run_localize(args: argparse.Namespace) -> int:
             args.out,
             settings=settings,
             calibration=calibration,
-            run_info=run_info,
+            run_info=info,
             labels=loaded.labels,
-            run=run,
+            run=common.run_options(args, device, progress),
             gallery=args.gallery,
             csv_thresholds=args.csv_thresholds,
             calibration_progress=cal_progress,
             score_workers=args.score_workers,
         )
-    finally:
-        progress.close()
-        if cal_progress is not None:
-            cal_progress.close()
     _print_summary(metrics)
     out = Path(args.out)
     print(f"-> {out / 'metrics.json'}, {out / 'table.md'}, {out / 'report.html'}")
@@ -275,7 +185,7 @@ def _print_summary(metrics: dict) -> None:
         f"{cls['images']} images, top-1 accuracy {_pct(cls['top1_acc'])}%, "
         f"top-5 {_pct(cls['top5_acc'])}%"
     )
-    print_table(rows, SUMMARY_HEADER)
+    common.print_table(rows, SUMMARY_HEADER)
 
 
 def run_table(args: argparse.Namespace) -> int:

@@ -79,17 +79,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    wanted = {COMMANDS[command][0]} if command in COMMANDS else set()
-    if command is None:
-        wanted = {module for module, _ in COMMANDS.values()}
-    registered: set[str] = set()
-    for name, (module, text) in COMMANDS.items():
-        if module in wanted:
-            if module not in registered:
-                importlib.import_module(f"eigencam.cli.{module}").register(sub)
-                registered.add(module)
-        else:
-            sub.add_parser(name, help=text)
+    parsers = {
+        name: sub.add_parser(name, help=text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        for name, (_, text) in COMMANDS.items()
+    }
+    modules = {module for module, _ in COMMANDS.values()}
+    if command is not None:
+        modules = {COMMANDS[command][0]} if command in COMMANDS else set()
+    for module in sorted(modules):
+        importlib.import_module(f"eigencam.cli.{module}").register(parsers)
     return parser
 
 

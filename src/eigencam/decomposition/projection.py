@@ -1,36 +1,27 @@
 r"""The Eigen-CAM maths (Muhammad & Yeasin, IJCNN 2020, Section III), batched.
 
-For one image, the activations of a layer form the matrix :math:`O \in \mathbb{R}^{n \times C}`
-(one row per spatial position, :math:`n = h w`, one column per channel). With the thin SVD
-:math:`O = U \Sigma V^T`, the class activation map is the projection of :math:`O` on the first
-right singular vector, reshaped to (h, w):
+For one image, a layer's activations form :math:`O \in \mathbb{R}^{n \times C}` (a row per
+position, :math:`n = h w`). With the thin SVD :math:`O = U \Sigma V^T` the map is the
+projection on the first right singular vector, reshaped to (h, w):
 
 .. math::  L_{\text{Eigen-CAM}} = O V_1 = \sigma_1 U_1 .
 
-Component i (``n_components`` > 1) is :math:`O V_i`; its explained-variance ratio is
-:math:`\sigma_i^2 / \lVert O \rVert_F^2`. With ``center=True`` the per-channel mean over
-positions is subtracted first (PCA, as pytorch-grad-cam computes it).
+Component i is :math:`O V_i`, explaining :math:`\sigma_i^2 / \lVert O \rVert_F^2` of the
+variance; ``center=True`` subtracts the per-channel mean first (PCA, as pytorch-grad-cam).
 
-How it is computed: :math:`\sigma_i^2, V_i` are the top eigenpairs of the C x C Gram matrix
-:math:`O^T O`, and :math:`\sigma_i^2, U_i` those of the n x n matrix :math:`O O^T`; we build the
-smaller one, in float64, for the whole batch at once, and never form U or V in full. The
-activations are converted to float64 a cache-sized chunk at a time (positions for the C x C
-matrix, channels for the n x n one): the Gram product, the channel-mean map, the norms and the
-projection all read the layer without a float64 copy of it, which would double the step's
-memory and, on a CPU, cost more time than the product itself.
+How: :math:`\sigma_i^2, V_i` are the top eigenpairs of the C x C Gram matrix :math:`O^T O`
+(:math:`U_i` those of the n x n :math:`O O^T`); we build the smaller one in float64 for the
+whole batch, converting the activations a cache-sized chunk at a time (a float64 copy of the
+layer would double the memory and, on a CPU, cost more than the product itself).
 
-Sign rule: an eigenvector is defined up to sign, and LAPACK's choice varies with the build,
-the device and the batch. We orient each component so that its map has a positive Pearson
-correlation with the channel-mean activation map :math:`\bar a = O \mathbf{1} / C`, the map a
-"mean of all channels" CAM would show. Ties (correlation exactly 0, e.g. a 1 x 1 map) are broken
-by the uncentered inner product with :math:`\bar a`, then by the sum of the map, then +1. The
-rule depends only on the image's own activations, so the sign is the same on every device and
-dtype and for every batch the image appears in, and it is invariant to permuting channels or
-scaling the activations by a positive factor.
+Sign rule: each component is oriented so that its map correlates positively (Pearson) with the
+channel-mean map :math:`\bar a = O \mathbf{1} / C`; ties (e.g. a 1 x 1 map) are broken by the
+uncentered inner product with :math:`\bar a`, then by the map's sum, then +1. It depends only on
+the image's own activations: the same sign on every device, dtype and batch, invariant to
+permuting channels and to positive scaling (LAPACK's own sign varies with all of these).
 
-Numerical zero: a component whose singular value is below 1e-9 of :math:`\lVert O \rVert_F`
-(all-zero or constant activations, centered) is set to an exact zero map with zero explained
-variance, never NaN.
+A component whose singular value is below 1e-9 of :math:`\lVert O \rVert_F` (all-zero or,
+centered, constant activations) is an exact zero map with zero explained variance, never NaN.
 """
 
 from __future__ import annotations
@@ -44,18 +35,18 @@ from eigencam.decomposition.solvers import SOLVERS, choose_solver, top_k_eigenpa
 from eigencam.errors import NonFiniteActivationError, ShapeError, check, check_choice
 
 _RELATIVE_ZERO = 1e-9
+_TOKENS_HINT = "Token outputs (B, N, C) need a reshape_transform, e.g. eigencam.tokens_to_grid."
 
 
 class Decomposition(NamedTuple):
     """Result of :func:`eigen_cam`.
 
     Attributes:
-        projections: (B, k, h, w), the maps :math:`O V_i` in the activations' dtype (float32 for
-            half-precision input), oriented by the sign rule.
-        explained_variance_ratio: (B, k) float32, :math:`\\sigma_i^2 / \\lVert O \\rVert_F^2`.
-        singular_values: (B, k) float32, :math:`\\sigma_i`.
-        finite: (B,) bool, False where the activations held NaN or infinity (only meaningful
-            with ``check_finite=False``; otherwise such input raises).
+        projections: (B, k, h, w), the maps :math:`O V_i` oriented by the sign rule, in the
+            activations' dtype (float32 for half precision).
+        explained_variance_ratio, singular_values: (B, k) float32.
+        finite: (B,) bool, False where the activations held NaN or infinity (with
+            ``check_finite=False``; otherwise such input raises).
     """
 
     projections: Tensor
@@ -93,12 +84,7 @@ def eigen_cam(
         f"activations must be a torch.Tensor, got {type(activations).__name__}",
     )
     if activations.ndim != 4:
-        raise ShapeError(
-            "activations",
-            "(B, C, h, w)",
-            tuple(activations.shape),
-            "Token outputs (B, N, C) need a reshape_transform, e.g. eigencam.tokens_to_grid.",
-        )
+        raise ShapeError("activations", "(B, C, h, w)", tuple(activations.shape), _TOKENS_HINT)
     check(
         activations.is_floating_point(),
         f"activations must be floating point, got {activations.dtype}",

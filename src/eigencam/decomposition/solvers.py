@@ -1,20 +1,16 @@
 """Top-k eigenpairs of batched symmetric positive semi-definite (Gram) matrices.
 
-Every solver takes ``gram`` of shape (B, m, m), float64, and returns ``(values, vectors)``:
-``values`` (B, k) in descending order and ``vectors`` (B, m, k) with orthonormal columns. They
-differ only in speed and in where they synchronise with the host; all of them are exact to
-float64 round-off on the matrices eigencam feeds them
-(``tests/decomposition/test_decomposition.py`` checks each one against a float64 SVD).
+Every solver takes ``gram`` (B, m, m) float64 and returns ``values`` (B, k), descending, and
+``vectors`` (B, m, k), orthonormal columns. All are exact to float64 round-off on eigencam's
+matrices (``tests/decomposition`` checks each against a float64 SVD); they differ in speed and
+in host synchronisation:
 
-- ``eigh``: LAPACK / cuSOLVER symmetric eigendecomposition. The reference; fastest on CPU for
-  m below about 128. On CUDA it reads an error flag back to the host (a synchronisation).
-- ``squaring``: repeated squaring of the normalised Gram matrix (power iteration with 2^t
-  steps in t matrix products) followed by Rayleigh refinement and deflation. Only matrix
-  products: no host synchronisation, so it keeps a GPU pipeline full.
+- ``eigh``: LAPACK / cuSOLVER, the reference; on CUDA it reads an error flag back to the host.
+- ``squaring``: repeated squaring of the normalised Gram matrix, then Rayleigh refinement and
+  deflation: matrix products only, no host synchronisation (keeps a GPU pipeline full).
 - ``subspace``: block subspace iteration with Rayleigh-Ritz and a Davis-Kahan stopping rule
-  (a few products with thin (m x 9) blocks instead of a full tridiagonalisation; fastest on CPU
-  from m of about 128); it falls back to ``eigh`` for any matrix that has not converged, so
-  speed never costs accuracy.
+  (products with thin (m x 9) blocks, no full tridiagonalisation); matrices that have not
+  converged fall back to ``eigh``, so speed never costs accuracy.
 """
 
 from __future__ import annotations
@@ -40,19 +36,13 @@ def squaring_top_k(
 ) -> tuple[Tensor, Tensor]:
     """Top-k eigenpairs by repeated squaring, without host synchronisation.
 
-    For a PSD matrix G with eigenvalues l1 >= l2 >= ..., ``P <- P @ P`` starting from
-    ``G / tr(G)`` gives ``G^(2^t) / tr(G)^(2^t)`` after t squarings: the share of every other
-    eigenvector has shrunk by (l_i / l1)^(2^t). With t = 32 that is below float64 resolution
-    whenever l2 / l1 < 1 - 1e-8; closer eigenvalues make the first component numerically
-    undefined anyway (a vector of the top eigenspace is returned, as any solver would). The
-    column of P with the largest diagonal entry is proportional to v1; products with G refine
-    it, and the component is deflated before the next one.
-
-    Kernel count matters on a GPU (each launch costs microseconds at Eigen-CAM's small sizes):
-    P is renormalised by its trace only every ``renorm_every`` squarings. After a
-    renormalisation l1 >= 1/m, so ``renorm_every`` squarings keep it above m^(-2^renorm_every)
-    (1e-173 for m = 512 and 6 squarings), far from float64 underflow, and nothing can overflow
-    since every eigenvalue stays <= 1.
+    For a PSD G with eigenvalues l1 >= l2 >= ..., t squarings ``P <- P @ P`` of ``G / tr(G)``
+    shrink the share of every other eigenvector by (l_i / l1)^(2^t): with t = 32, below float64
+    resolution whenever l2 / l1 < 1 - 1e-8 (closer eigenvalues leave v1 undefined anyway). The
+    column of P with the largest diagonal is proportional to v1; products with G refine it, and
+    it is deflated before the next component. P is renormalised by its trace only every
+    ``renorm_every`` squarings (kernel launches are what costs on a GPU): after one l1 >= 1/m,
+    so it stays above m^(-2^renorm_every) (1e-173 for m = 512), and no eigenvalue exceeds 1.
     """
     batch, m, _ = gram.shape
     g = gram
@@ -143,24 +133,18 @@ def subspace_top_k(
 
 def top_k_eigenpairs(gram: Tensor, k: int, solver: str) -> tuple[Tensor, Tensor]:
     """Dispatch to a named solver (``eigh``, ``squaring`` or ``subspace``)."""
-    if solver == "eigh":
-        return eigh_top_k(gram, k)
-    if solver == "squaring":
-        return squaring_top_k(gram, k)
-    if solver == "subspace":
-        return subspace_top_k(gram, k)
-    raise InvalidParameterError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    solve = {"eigh": eigh_top_k, "squaring": squaring_top_k, "subspace": subspace_top_k}
+    if solver not in solve:
+        raise InvalidParameterError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return solve[solver](gram, k)
 
 
 def choose_solver(device: torch.device, m: int, k: int = 1) -> str:
     """The solver ``auto`` picks for the top k eigenpairs of an m x m Gram matrix on ``device``.
 
-    Measured in ``benchmarks/bench_solvers.py`` on real activations of the embedded model and
-    on synthetic ones (see docs/benchmarks.md): on CPU LAPACK's ``eigh`` wins for small m; from
-    m = 128 (192 for several components, which need more iterations) block subspace iteration
-    does less work, since it never tridiagonalises the whole matrix. On CUDA the
-    synchronisation-free ``squaring`` solver keeps the pipeline full for the small m that
-    Eigen-CAM layers have, and ``eigh`` takes over when m^3 work dominates.
+    Measured by ``benchmarks/bench_solvers.py`` (docs/benchmarks.md): on CPU ``eigh`` wins for
+    small m, subspace iteration from m = 128 (192 for several components); on CUDA the
+    synchronisation-free ``squaring`` keeps the pipeline full until m^3 work dominates.
     """
     if device.type == "cuda":
         return "squaring" if m <= 512 else "eigh"

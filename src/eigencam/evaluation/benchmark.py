@@ -1,61 +1,206 @@
-"""What the per-image benchmarks (``eigencam attack``, ``eigencam faithfulness``) share.
+"""What the three benchmarks (``localize``, ``attack``, ``faithfulness``) share.
 
-Both are tasks of the run loop (:func:`~eigencam.runs.run_task`) over a dataset, with a
-json-codec :class:`~eigencam.runs.RunFolder`: one identity builder, the maps of a method under
-the isolation policy, the head of ``metrics.json``, and the writing of ``metrics.json``,
-``table.md`` and ``per_image.csv`` from the folder's records.
+Each is a :class:`Benchmark`: a task of the run loop (:func:`~eigencam.runs.run_task`) over a
+dataset, whose :meth:`Benchmark.run` is the command's function. Here too: the maps of a method
+under the isolation policy, the head of ``metrics.json``, and the writing of the outputs.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import fields
+from concurrent.futures import Future
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from eigencam.errors import OutputError
-from eigencam.evaluation.datasets import Dataset
+from eigencam.errors import InputMismatchError, OutputError, check
+from eigencam.evaluation.datasets import Dataset, Sample
+from eigencam.evaluation.tables import write_csv, write_text
 from eigencam.io.outputs import atomic_write, write_json
 from eigencam.methods.base import Explainer
 from eigencam.methods.targets import logits_of
 from eigencam.models.preprocessing import Preprocessing
-from eigencam.runs.loop import RunStats
+from eigencam.runs.folder import RunFolder, RunRecords
+from eigencam.runs.loop import Part, RunStats, run_task
+from eigencam.runs.options import RunOptions
+from eigencam.runs.source import Batch, LoadedImage, image_batches, size_mismatch
 from eigencam.runs.step import classify, isolate
 
 #: Errors of a method that stop a benchmark; any other EigenCAMError of a method (it cannot
 #: explain this model or layer, say) leaves that method's cells of the image empty, as in
-#: ``eigencam compare``: the other methods are still measured.
-METHOD_RUN_ERRORS: tuple[type[Exception], ...] = (OutputError,)
+#: ``eigencam compare``: the other methods are still measured. An input the model cannot take
+#: fails every method alike, so it stops the run too.
+METHOD_RUN_ERRORS: tuple[type[Exception], ...] = (OutputError, InputMismatchError)
+
+
+@dataclass
+class Benchmark:
+    """A benchmark as a task of the run loop; ``Subclass.run`` is the command's function.
+
+    A subclass names its ``command`` and ``settings_class`` and adds its own options as fields
+    with defaults. By default (``attack``, ``faithfulness``) each batch becomes one json part
+    ``{"rows": measure(batch), "failures"}``, and ``finish`` writes ``metrics.json`` (the head,
+    then :meth:`summarize`) and the files of :meth:`write`.
+
+    Attributes:
+        dataset: the images (:func:`~eigencam.evaluation.open_dataset`).
+        model: the classifier ((B, classes) logits).
+        pre: its input preprocessing.
+        explainers: {method key: explainer}, in table order.
+        out: the output folder, also the run folder (``run.json``, ``records/``).
+        settings: what is measured (a ``settings_class``).
+        run_info: provenance for ``metrics.json`` (model, weights, command...).
+        labels: class names.
+        options: batch size, workers, device, resume/overwrite, max_pixels, progress.
+    """
+
+    command: ClassVar[str]
+    settings_class: ClassVar[type]
+    codec: ClassVar[str] = "json"
+    batch_size: ClassVar[int] = 8
+    #: The boxes are used: an image annotated for another size fails, and ``metrics.json``
+    #: records the preprocessing (it places the boxes) and the skipped annotations.
+    uses_boxes: ClassVar[bool] = True
+
+    dataset: Dataset
+    model: nn.Module
+    pre: Preprocessing
+    explainers: Mapping[str, Explainer]
+    out: Path
+    settings: Any
+    run_info: dict[str, Any]
+    labels: Sequence[str] | None
+    options: RunOptions
+
+    def __post_init__(self) -> None:
+        check(bool(self.explainers), f"{self.command} needs at least one method")
+
+    @classmethod
+    def run(
+        cls,
+        dataset: Dataset,
+        model: nn.Module,
+        preprocessing: Preprocessing,
+        explainers: Mapping[str, Explainer],
+        out_dir: str | Path,
+        *,
+        settings: Any = None,
+        run_info: Mapping[str, Any] | None = None,
+        labels: Sequence[str] | None = None,
+        run: RunOptions | None = None,
+        **options: Any,
+    ) -> Any:
+        """Evaluate every explainer on ``dataset``; write the outputs into ``out_dir``.
+
+        The arguments are the attributes (``settings`` defaults to ``settings_class()``, ``run``
+        to :class:`~eigencam.runs.RunOptions` with the class's ``batch_size``); ``options`` are
+        the subclass's fields. Runs are resumable.
+
+        Returns:
+            What ``finish`` returns: the ``metrics.json`` content (``attack`` and
+            ``faithfulness`` write it also when the run is interrupted).
+        """
+        run = run or RunOptions(batch_size=cls.batch_size)
+        settings = settings or cls.settings_class()
+        info = dict(run_info or {})
+        out = Path(out_dir)
+        task = cls(
+            dataset, model, preprocessing, explainers, out, settings, info, labels, run, **options
+        )
+        task.prepare()
+        folder = RunFolder(out, task.identity(), command=cls.command, codec=cls.codec)
+        return run_task(
+            task,
+            folder,
+            dataset.samples,
+            run,
+            lambda todo: image_batches(todo, preprocessing, run),
+            in_flight=task.in_flight,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Parts processed ahead of the one being written."""
+        return 2
+
+    def prepare(self) -> None:
+        """Work before the run starts (``localize``: the calibration run)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change between a run and its resumption."""
+        return {
+            "dataset": {
+                "root": str(Path(self.dataset.root).resolve()),
+                "format": self.dataset.format,
+            },
+            "methods": list(self.explainers),
+            "settings": settings_dict(self.settings),
+            "preprocessing": self.pre.describe(),
+            "model": {k: self.run_info.get(k) for k in ("model", "weights")},
+        }
+
+    def sized(self, batch: Batch) -> list[tuple[LoadedImage, Sample]]:
+        """The batch's images whose annotation fits them; the others fail in ``batch``."""
+        items = []
+        for img, sample in batch.items:
+            why = size_mismatch(img, sample)
+            if why is None:
+                items.append((img, sample))
+            else:
+                batch.fail(sample, why)
+        return items
+
+    def process(self, batch: Batch) -> Part | Future[Part]:
+        rows = self.measure(batch)
+        return Part({"rows": rows, "failures": batch.failures}, len(rows), len(batch.failures))
+
+    def measure(self, batch: Batch) -> list[dict[str, Any]]:
+        """One row per image that could be measured (the others fail in ``batch``)."""
+        raise NotImplementedError
+
+    def summarize(self, records: RunRecords) -> dict[str, Any]:
+        """The aggregates of ``metrics.json``."""
+        raise NotImplementedError
+
+    def write(self, metrics: Mapping[str, Any], records: RunRecords) -> None:
+        """Every output file but ``metrics.json``."""
+        raise NotImplementedError
+
+    def finish(self, folder: RunFolder, stats: RunStats) -> Any:
+        """``metrics.json`` (provenance, settings, dataset, timing, the summary) and the rest."""
+        records = folder.records().restrict({s.key for s in self.dataset.samples})
+        n = stats.ok + stats.failed
+        head = {**self.run_info, "command": self.run_info.get("command", self.command)}
+        head["settings"] = settings_dict(self.settings)
+        if self.uses_boxes:
+            head["preprocessing"] = self.pre.describe()
+        ds = self.dataset
+        head["dataset"] = {"root": str(ds.root), "format": ds.format, "images": len(ds.samples)}
+        if self.uses_boxes:
+            head["dataset"]["skipped_annotations"] = [list(s) for s in ds.skipped]
+        head["timing"] = {
+            "seconds_this_call": round(stats.seconds, 2),
+            "images_this_call": n,
+            "seconds_per_image": round(stats.seconds / n, 3) if n else None,
+            "resumed_images": stats.resumed,
+        }
+        metrics = {**head, **self.summarize(records)}
+        write_json(self.out / "metrics.json", metrics)
+        self.write(metrics, records)
+        return metrics
 
 
 def settings_dict(settings: Any) -> dict[str, Any]:
     """A settings dataclass as JSON (tuples as lists, mappings as dicts)."""
     raw = {f.name: getattr(settings, f.name) for f in fields(settings)}
     return json.loads(json.dumps(raw, default=dict))
-
-
-def run_identity(
-    dataset: Dataset,
-    methods: Sequence[str],
-    settings: Any,
-    preprocessing: Preprocessing,
-    model_info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """What must not change between a benchmark run and its resumption."""
-    return {
-        "dataset": {"root": str(Path(dataset.root).resolve()), "format": dataset.format},
-        "methods": list(methods),
-        "settings": settings_dict(settings),
-        "preprocessing": preprocessing.describe(),
-        "model": {k: model_info.get(k) for k in ("model", "weights")},
-    }
 
 
 def logits(model: nn.Module, x: Tensor) -> Tensor:
@@ -98,74 +243,47 @@ def class_name(labels: Sequence[str] | None, c: int) -> str:
     return labels[c] if labels is not None and 0 <= c < len(labels) else str(c)
 
 
-def metrics_head(
-    run_info: Mapping[str, Any],
-    command: str,
-    settings: Any,
-    dataset: Dataset,
-    stats: RunStats,
-    *,
-    preprocessing: Preprocessing | None = None,
-) -> dict[str, Any]:
-    """The first fields of ``metrics.json``: provenance, settings, dataset, timing (with
-    ``preprocessing``: it and the dataset's skipped annotations too)."""
-    n = stats.ok + stats.failed
-    head = {**run_info, "command": run_info.get("command", command)}
-    head["settings"] = settings_dict(settings)
-    if preprocessing is not None:
-        head["preprocessing"] = preprocessing.describe()
-    head["dataset"] = {
-        "root": str(dataset.root),
-        "format": dataset.format,
-        "images": len(dataset.samples),
-    }
-    if preprocessing is not None:
-        head["dataset"]["skipped_annotations"] = [list(s) for s in dataset.skipped]
-    head["timing"] = {
-        "seconds_this_call": round(stats.seconds, 2),
-        "images_this_call": n,
-        "seconds_per_image": round(stats.seconds / n, 3) if n else None,
-        "resumed_images": stats.resumed,
-    }
-    return head
-
-
-def cell(d: Mapping[str, Any] | None, digits: int = 2) -> str:
-    """``median [q25, q75]`` of a :func:`~eigencam.evaluation.metrics.stats.describe`, or ``-``."""
-    if not d or d.get("median") is None:
-        return "-"
-    return f"{d['median']:.{digits}f} [{d['q25']:.{digits}f}, {d['q75']:.{digits}f}]"
-
-
-def csv_cell(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(int(v))
-    if isinstance(v, float):
-        return f"{v:.5g}"
-    if isinstance(v, list):
-        return " ".join(f"{x:.1f}" for x in v)
-    return str(v)
+def failures_note(metrics: Mapping[str, Any]) -> list[str]:
+    """The last lines of a ``table.md``: how many images failed, if any."""
+    n = len(metrics.get("failures") or [])
+    return [f"_{n} image(s) failed; see metrics.json `failures`._", ""] if n else []
 
 
 def write_outputs(
     out: Path,
-    metrics: Mapping[str, Any],
     table: str,
     header: Sequence[str],
     rows: Iterable[Sequence[Any]],
     failures: Sequence[Mapping[str, Any]],
 ) -> None:
-    """``metrics.json``, ``table.md`` and ``per_image.csv`` (``rows``, then one row per failed
-    image with its error in the last column), each written atomically."""
-    write_json(out / "metrics.json", metrics)
-    atomic_write(out / "table.md", lambda fh: fh.write(table), mode="w")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows([csv_cell(c) for c in row] for row in rows)
-    for fail in failures:
-        w.writerow([fail["key"]] + [""] * (len(header) - 2) + [fail["error"]])
-    text = buf.getvalue()
-    atomic_write(out / "per_image.csv", lambda fh: fh.write(text), mode="w")
+    """``table.md`` and ``per_image.csv`` (``rows``, then one row per failed image with its
+    error in the last column), each written atomically."""
+    write_text(out / "table.md", table)
+    blank = [""] * (len(header) - 2)
+    failed = ([f["key"], *blank, f["error"]] for f in failures)
+    write_csv(out / "per_image.csv", header, [*rows, *failed])
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (loaded when a plot is drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(path: str | Path, fig: Any) -> Path:
+    """Atomically write a matplotlib figure as PNG and close it."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    data = buf.getvalue()
+    return atomic_write(path, lambda fh: fh.write(data))
+
+
+def slug(text: str) -> str:
+    """``text`` as a file name: runs of other characters than ``A-Za-z0-9_.-`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")

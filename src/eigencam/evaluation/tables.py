@@ -1,5 +1,5 @@
 """The markdown and CSV tables of every benchmark (``table.md``, ``per_image.csv``...): one way to
-lay out a table and one way to format each kind of cell.
+lay out a table, one way to format each kind of cell, one way to write a text file.
 
 A missing value is ``-`` in markdown and an empty cell in CSV.
 """
@@ -90,5 +90,9 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[A
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     w.writerows([csv_cell(c) for c in row] for row in rows)
-    text = buf.getvalue()
+    return write_text(path, buf.getvalue())
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write a text file (``table.md``, ``report.html``...)."""
     return atomic_write(path, lambda fh: fh.write(text), mode="w")

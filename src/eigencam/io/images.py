@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import io
@@ -30,12 +31,8 @@ _OS_REASONS = {
 
 
 class EncodedImage(NamedTuple):
-    """An image still encoded in memory (a Parquet cell, a tar member), with a name for errors.
-
-    Attributes:
-        name: what error messages call it (an id, ``shard.tar#key``...).
-        data: the encoded bytes (JPEG, PNG...).
-    """
+    """An image still encoded in memory (a Parquet cell, a tar member): its ``data`` (the bytes
+    of a JPEG, PNG... file) and the ``name`` error messages call it (``shard.tar#key``...)."""
 
     name: str
     data: bytes
@@ -72,21 +69,13 @@ def load_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS):
 
 
 def os_reason(err: OSError) -> str:
-    """What an ``OSError`` says about a file, in words (``permission denied``, ``symlink
-    loop``...)."""
+    """What an ``OSError`` says about a file, in words (``permission denied``...)."""
     return _OS_REASONS.get(err.errno, err.strerror or str(err))
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = DEFAULT_MAX_PIXELS):
-    """Decode an image held in memory exactly as :func:`load_image` reads a file.
-
-    Args:
-        data: the encoded image (the bytes of a JPEG, PNG... file).
-        name: what error messages call it.
-        max_pixels: refuse images with more pixels than this (None: no limit).
-
-    Returns:
-        A ``PIL.Image.Image`` in mode RGB, upright.
+    """Decode the bytes of an image file exactly as :func:`load_image` reads the file (``name``
+    is what error messages call it).
 
     Raises:
         ImageReadError: empty, corrupt, not an image, or too large.
@@ -133,10 +122,8 @@ def _open_rgb(source, name, max_pixels: int | None):
         raise ImageReadError(name, f"cannot read the file: {os_reason(err)}") from err
     except (SyntaxError, ValueError) as err:
         raise ImageReadError(name, f"corrupt or truncated image data ({err})") from err
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not lose the image
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not lose the image
-        pass
     return to_rgb(image)
 
 
@@ -171,38 +158,28 @@ def expand_inputs(items: Iterable[str | Path]) -> tuple[list[Path], list[tuple[s
         matched nothing and folders that cannot be read). Explicit file paths are kept even if
         missing or of another extension: reading them reports the precise error.
     """
-    paths: list[Path] = []
-    seen: set[Path] = set()
+    paths: dict[Path, Path] = {}  # the resolved path (of an existing file) -> the path given
     unmatched: list[tuple[str, str]] = []
-
-    def add(p: Path) -> None:
-        key = p.resolve() if p.exists() else p
-        if key not in seen:
-            seen.add(key)
-            paths.append(p)
-
     for item in items:
         text = str(item)
         p = Path(text)
+        found: list[Path] = []
         if p.is_dir():
-            found: list[Path] = []
             unreadable = _walk(p, set(), found)
             unmatched.extend(unreadable)
             if not found and not (unreadable and unreadable[0][0] == text):
                 unmatched.append(
                     (text, "folder holds no images (" + ", ".join(IMAGE_EXTENSIONS) + ")")
                 )
-            for f in sorted(found):
-                add(f)
         elif any(ch in text for ch in "*?[") and not p.exists():
-            found = sorted(Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file())
+            found = [Path(f) for f in glob.glob(text, recursive=True) if Path(f).is_file()]
             if not found:
                 unmatched.append((text, "pattern matched no files"))
-            for f in found:
-                add(f)
         else:
-            add(p)
-    return paths, unmatched
+            found = [p]
+        for f in sorted(found):
+            paths.setdefault(f.resolve() if f.exists() else f, f)
+    return list(paths.values()), unmatched
 
 
 def _walk(folder: Path, visited: set[tuple[int, int]], found: list[Path]) -> list[tuple[str, str]]:

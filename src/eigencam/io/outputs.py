@@ -21,13 +21,11 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
-    """Write a file through ``write(fileobj)`` into a temp file, then rename it into place.
-
-    A reader never sees a half-written file, and an interrupted run leaves no partial output.
+    """Write a file through ``write(fileobj)`` into a temp file, then rename it into place, so
+    that no reader or interrupted run sees a half-written file.
 
     Raises:
-        OutputError: the file cannot be written (disk full, read-only, a file in the way),
-            with the reason in one line.
+        OutputError: the file cannot be written (disk full, read-only...), with the reason.
     """
     path = Path(path)
     tmp = None
@@ -77,9 +75,9 @@ def write_npy(path: str | Path, array: np.ndarray) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
+    if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()

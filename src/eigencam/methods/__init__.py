@@ -9,54 +9,29 @@ Ablation-CAM).
 """
 
 # ruff: noqa: I001  (import order is the registry order: the order of the docs and the CLI)
-from eigencam.methods.base import CAMResult, Explainer
-from eigencam.methods.eigencam import EigenCAM
-from eigencam.methods.cam import CAM
+# The public names: each imported as itself (``X as X``, the explicit re-export).
+from eigencam.methods.base import CAMResult as CAMResult, Explainer as Explainer
+from eigencam.methods.eigencam import EigenCAM as EigenCAM
+from eigencam.methods.cam import CAM as CAM
 from eigencam.methods.gradients import (
-    EigenGradCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
+    EigenGradCAM as EigenGradCAM,
+    GradCAM as GradCAM,
+    GradCAMPlusPlus as GradCAMPlusPlus,
+    HiResCAM as HiResCAM,
+    LayerCAM as LayerCAM,
+    XGradCAM as XGradCAM,
 )
-from eigencam.methods.saliency import Saliency
-from eigencam.methods.fixations import CNNFixations
-from eigencam.methods.excitation import ContrastiveMWP
-from eigencam.methods.perturbation import AblationCAM, ScoreCAM
+from eigencam.methods.saliency import Saliency as Saliency
+from eigencam.methods.fixations import CNNFixations as CNNFixations
+from eigencam.methods.excitation import ContrastiveMWP as ContrastiveMWP
+from eigencam.methods.perturbation import AblationCAM as AblationCAM, ScoreCAM as ScoreCAM
 from eigencam.methods.registry import (
-    MethodSpec,
-    available_methods,
-    build_explainer,
-    get_method,
-    method_info,
-    parse_spec,
-    parse_value,
-    register,
+    MethodSpec as MethodSpec,
+    available_methods as available_methods,
+    build_explainer as build_explainer,
+    get_method as get_method,
+    method_info as method_info,
+    parse_spec as parse_spec,
+    parse_value as parse_value,
+    register as register,
 )
-
-__all__ = [
-    "CAM",
-    "AblationCAM",
-    "CAMResult",
-    "CNNFixations",
-    "ContrastiveMWP",
-    "EigenCAM",
-    "EigenGradCAM",
-    "Explainer",
-    "GradCAM",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "LayerCAM",
-    "MethodSpec",
-    "Saliency",
-    "ScoreCAM",
-    "XGradCAM",
-    "available_methods",
-    "build_explainer",
-    "get_method",
-    "method_info",
-    "parse_spec",
-    "parse_value",
-    "register",
-]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,7 +29,13 @@ from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
 from eigencam.capture.geometry import crop_to_input, recording_geometry
-from eigencam.capture.hooks import ForwardRecorder, LayerRef, capture_outputs, preserved_state
+from eigencam.capture.hooks import (
+    ForwardRecorder,
+    LayerRef,
+    capture_outputs,
+    model_lock,
+    preserved_state,
+)
 from eigencam.capture.layers import (
     LayerSpec,
     acceptor,
@@ -42,6 +49,8 @@ from eigencam.capture.layers import (
 )
 from eigencam.capture.tree import detach_output, first_tensor
 from eigencam.errors import (
+    EigenCAMError,
+    InputMismatchError,
     LayerSelectionError,
     ShapeError,
     TargetError,
@@ -254,10 +263,30 @@ class Explainer:
 
         Returns:
             :class:`CAMResult`: maps (B, k, H, W), raw (B, k, h, w), targets (B, k).
+
+        Raises:
+            InputMismatchError: the model cannot take the input (channels, dtype, too small).
+            LayerSelectionError: the target layer cannot be explained (never called, a 1 x 1
+                output...); the message names a layer that works where one is known.
+
+        Calls that share a model run one at a time (:func:`~eigencam.capture.hooks.model_lock`):
+        an explainer may be called from several threads, and each call gives the map a
+        single-threaded call gives. For parallel throughput, give each thread its own copy of
+        the model.
         """
         self._check_call(targets)
-        inputs = check_inputs(inputs, self._check_model())
-        return self._explain(inputs, self._observe(inputs, targets), targets)
+        model = self._check_model()
+        inputs = check_inputs(inputs, model)
+        with model_lock(model):
+            try:
+                return self._explain(inputs, self._observe(inputs, targets), targets)
+            except RuntimeError as err:
+                mismatch = input_mismatch(err, inputs, model)
+                if mismatch is None:
+                    raise
+                raise mismatch from err
+            except _FlatLayerError as err:
+                raise LayerSelectionError(f"{err}{self._working_layer_hint(inputs)}") from None
 
     def _explain(self, inputs: Tensor, seen: Observation, targets: TargetSpec) -> CAMResult:
         """Compute and finish: the result from what the observe step recorded."""
@@ -319,6 +348,20 @@ class Explainer:
             f"model must be a torch.nn.Module, got {type(self.model).__name__}",
         )
         return self.model
+
+    def _working_layer_hint(self, inputs: Tensor) -> str:
+        """ " The automatic choice for this model is 'X'." (empty when there is none)."""
+        runner = runner_for(self.model)
+        transform = resolve_target(runner, "auto", self.reshape_transform, inputs)[1]
+        key = auto_key(inputs, transform)
+        ref = cached_auto(runner, key)
+        if ref is None:
+            try:
+                with torch.inference_mode(), preserved_state(self.model):
+                    ref = _record_auto(runner, inputs, key, transform)[1]
+            except EigenCAMError:
+                return ""
+        return f" The automatic choice for this model is {ref.label!r} (target_layer='auto')."
 
     def _resolve_layer(self, inputs: Tensor) -> ResolvedLayer:
         """The module to run, the target layer and its reshape transform, capturing nothing.
@@ -441,4 +484,73 @@ def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None
             "Pick a convolutional layer, or pass reshape_transform= "
             "(eigencam.tokens_to_grid() for transformer tokens).",
         )
+    if t.shape[-2:] == (1, 1):
+        raise _FlatLayerError(
+            f"target layer {ref.label!r} outputs a 1 x 1 map {tuple(t.shape)}: a single cell "
+            "has no spatial information, so every map would be constant; pick a layer before "
+            "the global pooling (see `eigencam layers`)."
+        )
     return t
+
+
+class _FlatLayerError(LayerSelectionError):
+    """A target layer with a 1 x 1 output (re-raised by the explainer call with a layer that
+    works)."""
+
+
+#: torch's messages for an input smaller than a kernel (convolution, pooling).
+_TOO_SMALL = re.compile(
+    r"Kernel size can't be greater than actual input size|Output size is too small|"
+    r"smaller than kernel size|input size .* is too small"
+)
+_CHANNELS = re.compile(r"expected input\[[^\]]*\] to have (\d+) channels, but got (\d+)")
+
+
+def input_mismatch(
+    err: RuntimeError, inputs: Tensor, model: nn.Module
+) -> InputMismatchError | None:
+    """The typed error for a forward pass that failed because the input does not fit the model
+    (its dtype, its channel count, a size below a kernel's), or None for any other failure."""
+    message = str(err).splitlines()[0] if str(err) else type(err).__name__
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is not None and param.dtype != inputs.dtype:
+        return InputMismatchError(
+            f"inputs are {_dtype(inputs.dtype)} but the model's weights are "
+            f"{_dtype(param.dtype)}, and the forward pass failed ({message}); convert the "
+            f"inputs with x.to(torch.{_dtype(param.dtype)}), or the model to the inputs' dtype "
+            "on a device that supports it"
+        )
+    channels = _CHANNELS.search(str(err))
+    if channels is not None:
+        want, got = channels.groups()
+        return InputMismatchError(
+            f"the model expects {want}-channel input but got {got} channels (inputs of shape "
+            f"{tuple(inputs.shape)}); convert the images (PIL: image.convert('RGB') for 3 "
+            "channels) or use a model built for this input"
+        )
+    if _TOO_SMALL.search(str(err)):
+        h, w = inputs.shape[-2:]
+        return InputMismatchError(
+            f"inputs of {h} x {w} pixels are too small for this model: a kernel is larger than "
+            f"the map that reaches it ({message}); use a larger input size (ImageNet "
+            "classifiers usually take 224 x 224)"
+        )
+    return None
+
+
+def _dtype(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def store_args(explainer: Explainer, args: Mapping[str, Any]) -> None:
+    """The whole ``__init__`` of a method: ``store_args(self, locals())``.
+
+    Runs :meth:`Explainer.__init__` with the arguments it takes, then stores every other
+    argument of the method's constructor under its own name (what :meth:`Explainer.get_params`
+    reads back).
+    """
+    run = {k: args[k] for k in ("reshape_transform", "eval_mode") if k in args}
+    Explainer.__init__(explainer, args["model"], args["target_layer"], **run)
+    for name in param_names(type(explainer)):
+        if name not in RUN_ARGS:
+            setattr(explainer, name, args[name])

@@ -5,20 +5,19 @@ maps: :math:`y^c = \sum_k w^c_k \,\mathrm{GAP}(A_k) + b^c`. The map is then
 
 .. math::  M^c(i, j) = \sum_k w^c_k A_k(i, j), \qquad y^c = \mathrm{mean}_{i,j} M^c + b^c .
 
-The head is found, not assumed: during the one forward pass (inference mode) every
-``nn.Linear`` records its input and output; the head is the linear layer whose input equals
-:math:`\mathrm{GAP}(A)` (or :math:`\mathrm{GAP}(\mathrm{ReLU}(A))`, for DenseNet's functional
-ReLU after ``features``) on this batch and whose output is the model output. Anything else
-(no GAP, several linear layers after the pooling, a non-linear head) raises
-:class:`~eigencam.errors.UnsupportedModelError` saying why: use Grad-CAM there, which equals CAM
-up to a positive factor on the models CAM supports.
+The head is found, not assumed: during the one forward pass every ``nn.Linear`` records its
+input and output; the head is the one whose input equals :math:`\mathrm{GAP}(A)` (or
+:math:`\mathrm{GAP}(\mathrm{ReLU}(A))`, DenseNet's functional ReLU) on this batch and whose
+output is the model output. Anything else raises :class:`~eigencam.errors.UnsupportedModelError`
+saying why: use Grad-CAM there (equal to CAM up to a positive factor where CAM applies).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -28,7 +27,7 @@ from eigencam.capture.adapters import runner_for
 from eigencam.capture.layers import resolve_named
 from eigencam.capture.tree import first_tensor
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.methods.base import Computed, Explainer, Observation
+from eigencam.methods.base import Computed, Explainer, Observation, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import weighted_maps
@@ -38,23 +37,16 @@ from eigencam.methods.weighting import weighted_maps
 def _linear_calls(linears: list[tuple[str, nn.Linear]]) -> Iterator[list[tuple[str, Tensor, Any]]]:
     """Record (name, input, output) of every call of the given linear layers in the block."""
     calls: list[tuple[str, Tensor, Any]] = []
-    handles = []
 
-    def make(name: str) -> Callable:
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            x = first_tensor(args)
-            if x is not None:
-                calls.append((name, x, output))
+    def hook(name: str, module: nn.Module, args: Any, output: Any) -> None:
+        x = first_tensor(args)
+        if x is not None:
+            calls.append((name, x, output))
 
-        return hook
-
-    try:
+    with ExitStack() as stack:
         for name, module in linears:
-            handles.append(module.register_forward_hook(make(name)))
+            stack.enter_context(module.register_forward_hook(partial(hook, name)))
         yield calls
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def _close(a: Tensor, b: Tensor) -> bool:
@@ -68,13 +60,8 @@ def _close(a: Tensor, b: Tensor) -> bool:
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class HeadCapture(Observation):
-    """The pooled features and the linear classifier that reads them.
-
-    Attributes:
-        features: (B, C, h, w) float32, the target layer's maps (or their ReLU) that the
-            classifier pools.
-        head: the ``nn.Linear`` classifier; head_name: its dotted name.
-    """
+    """The pooled features, (B, C, h, w) float32 (the layer's maps or their ReLU), and the
+    ``nn.Linear`` classifier that reads them, with its dotted name."""
 
     features: Tensor
     head: nn.Linear
@@ -83,23 +70,16 @@ class HeadCapture(Observation):
 
 @register
 class CAM(Explainer):
-    r"""Class Activation Mapping (Zhou et al., CVPR 2016).
-
-    .. math::  L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
-
-    with :math:`w^c` the row of the linear classifier that follows the global average pooling
-    of the target layer. One forward pass, no gradients, any number of target classes for free.
+    r"""Class Activation Mapping, :math:`\mathrm{ReLU}(\sum_k w^c_k A_k)` with :math:`w^c` the
+    classifier's row: one forward pass, no gradients, any number of targets for free.
 
     Args:
         model: a network ending in ``GAP(target layer) -> nn.Linear`` (ResNets, DenseNets,
             MobileNet-V2, EfficientNets, ...).
-        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map, which is
-            the one pooled on these networks).
+        target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`
+            (``"auto"``, the last spatial feature map, is the one these networks pool).
         fc_layer: the classifier (module or dotted name); default: found automatically.
-        eigen_smooth: first principal component of :math:`w_k A_k` instead of the sum.
-        relu: clip negative values of the map before normalising.
-        reshape_transform: turns the layer output into (B, C, h, w).
-        eval_mode: run the model in eval mode for the call (flags restored after).
+        eigen_smooth, relu: as :class:`~eigencam.methods.GradCAM`.
 
     Raises:
         UnsupportedModelError: when no linear layer of the model maps GAP(target layer) to the
@@ -108,7 +88,6 @@ class CAM(Explainer):
 
     name = "cam"
     summary = "Classifier weights applied to the last feature maps (GAP + linear models only)."
-    needs_gradients = False
     class_specific = True
     callable_targets = False
     paper = "Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016"
@@ -128,12 +107,7 @@ class CAM(Explainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.fc_layer = fc_layer
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _linears(self, model: nn.Module) -> list[tuple[str, nn.Linear]]:
         if self.fc_layer is None:

@@ -1,16 +1,8 @@
 """Eigen-CAM as an explainer: one captured forward pass, then :func:`eigen_cam`.
 
-Beyond the paper (all off by default; the defaults are the paper's maths with our sign rule):
-
-- ``sign="numpy"`` keeps the arbitrary sign ``numpy.linalg.svd`` gives, as pytorch-grad-cam does
-  (with ``center=True, relu=True`` this reproduces its EigenCAM maps);
-- ``combine="sum" | "energy"`` merges the first ``n_components`` components into one map:
-  :math:`\\sum_i O V_i` (each oriented by the sign rule) or :math:`\\sqrt{\\sum_i (O V_i)^2}`;
-- ``fuse_layers=[...]``: the maps of further layers (captured in the same forward pass), each
-  upsampled and normalised, are averaged with the target layer's;
-- ``flip=True``: the batch and its horizontal mirror in one forward pass; the mirrored maps are
-  flipped back and averaged with the others (test-time augmentation);
-- ``smooth=sigma``: a Gaussian blur of the upsampled map (sigma in input pixels).
+The defaults are the paper's maths with our sign rule; ``sign``, ``combine``, ``fuse_layers``,
+``flip`` (test-time augmentation) and ``smooth`` go beyond it, all off by default
+(``sign="numpy", center=True, relu=True`` reproduces pytorch-grad-cam's EigenCAM maps).
 """
 
 from __future__ import annotations
@@ -36,7 +28,7 @@ from eigencam.errors import (
     check,
     check_choice,
 )
-from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map
+from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
 from eigencam.postprocess.maps import gaussian_blur, normalize, upsample, upsample_normalize
 
@@ -46,12 +38,8 @@ COMBINES = (None, "sum", "energy")
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class LayerActivations(Observation):
-    """The activations of the target layer and of each of ``fuse_layers``.
-
-    Attributes:
-        layer_acts: (layer label, activations (B or 2B with ``flip``, C, h, w)) pairs, the
-            target layer first.
-    """
+    """``layer_acts``: (layer label, activations (B or 2B with ``flip``, C, h, w)) pairs of the
+    target layer, then of each of ``fuse_layers``."""
 
     layer_acts: Sequence[tuple[str, Tensor]]
 
@@ -63,8 +51,7 @@ class EigenCAM(Explainer):
     ``torch.inference_mode()``, with forward hooks that live for the call.
 
     Args:
-        model: any ``torch.nn.Module``.
-        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map).
+        model, target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`.
         n_components: number of principal components (maps) per image.
         center: subtract the per-channel mean first (the PCA variant of pytorch-grad-cam);
             default False is the paper's uncentered SVD.
@@ -72,14 +59,12 @@ class EigenCAM(Explainer):
             float64 SVD, they differ in speed (see :mod:`eigencam.decomposition.solvers`).
         relu: clip negative projections to 0 at the layer's resolution, before upsampling and
             normalising (pytorch-grad-cam's convention; ``raw`` keeps the signed projections).
-        check_finite: raise :class:`NonFiniteActivationError` when the layer's activations hold
-            NaN or infinity. On CUDA this check reads one flag back to the host (a
-            synchronisation); with False the call never synchronises and such images get NaN
-            maps and NaN explained variance instead.
-        sign: ``mean`` (default): each component is oriented to correlate positively with the
-            channel-mean activation map (deterministic); ``numpy``: the sign
-            ``numpy.linalg.svd`` returns, arbitrary, as in pytorch-grad-cam (a per-image host
-            SVD: for reproducing that library, not for speed).
+        check_finite: raise :class:`NonFiniteActivationError` for NaN or infinite activations
+            (on CUDA a synchronisation); with False such images get NaN maps and NaN explained
+            variance instead.
+        sign: ``mean``: each component correlates positively with the channel-mean map
+            (deterministic); ``numpy``: the arbitrary sign ``numpy.linalg.svd`` returns, as in
+            pytorch-grad-cam (a per-image host SVD, to reproduce that library).
         combine: None (one map per component), ``sum`` (:math:`\\sum_{i \\le k} O V_i`) or
             ``energy`` (:math:`\\sqrt{\\sum_{i \\le k} (O V_i)^2}`): one map from the first
             ``n_components`` components.
@@ -88,13 +73,10 @@ class EigenCAM(Explainer):
         flip: average with the map of the horizontally mirrored image (flipped back); the batch
             and its mirror go through the model together.
         smooth: Gaussian blur of the upsampled map, sigma in input pixels (0: none).
-        reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
-        eval_mode: run the model in eval mode for the call (flags restored after).
 
-    A call returns maps (B, k, H, W), raw projections (B, k, h, w) and the explained-variance
-    ratio of each component (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``,
-    ``raw`` is the averaged map at the finest layer's resolution, each part normalised to
-    [0, 1] first.
+    A call returns maps (B, k, H, W), raw projections (B, k, h, w) and explained-variance ratios
+    (B, k); k = 1 with ``combine``. With ``flip`` or ``fuse_layers``, ``raw`` is the mean of the
+    parts, each normalised to [0, 1], at the finest layer's resolution.
 
     Example:
         >>> cam = EigenCAM(model)                 # target_layer="auto"
@@ -106,8 +88,6 @@ class EigenCAM(Explainer):
     summary = (
         "First principal component of the layer's activations (gradient-free, class-agnostic)."
     )
-    needs_gradients = False
-    class_specific = False
     paper = "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020 (arXiv:2008.00299)"
     layer_requirement = "any spatial layer (B, C, h, w)"
     cost = "1 forward"
@@ -130,19 +110,7 @@ class EigenCAM(Explainer):
         reshape_transform: Any = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.n_components = n_components
-        self.center = center
-        self.solver = solver
-        self.relu = relu
-        self.check_finite = check_finite
-        self.sign = sign
-        self.combine = combine
-        self.fuse_layers = fuse_layers
-        self.flip = flip
-        self.smooth = smooth
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         check_choice("solver", self.solver, SOLVERS)
@@ -189,17 +157,13 @@ class EigenCAM(Explainer):
         *,
         extent: tuple[float, float] | None = None,
     ) -> CAMResult:
-        """The result from activations already captured: everything after the forward pass.
-
-        Lets several configurations share one forward pass (``benchmarks/eigencam_variants.py``).
+        """The result from activations already captured (several configurations can share one
+        forward pass, ``benchmarks/eigencam_variants.py``).
 
         Args:
             inputs: the (B, C, H, W) batch explained (for the output size).
-            output: the model's output for the batch (2B rows with ``flip``: the batch, then its
-                mirror).
-            layer_acts: (layer label, activations (B or 2B, C, h, w)) for the target layer,
-                then each of ``fuse_layers``.
-            extent: the target layer's extent over the input (:attr:`CAMResult.extent`).
+            output: the model's output (2B rows with ``flip``: the batch, then its mirror).
+            layer_acts, extent: as :class:`LayerActivations`, :attr:`CAMResult.extent`.
         """
         seen = self._activations(inputs, detach_output(output), layer_acts, extent)
         return self._explain(inputs, seen, None)
@@ -224,12 +188,8 @@ class EigenCAM(Explainer):
 
     def _compute(self, seen: LayerActivations, inputs: Tensor, targets: Any) -> Computed:
         batch = inputs.shape[0]
-        raws, evr = [], None
-        for label, acts in seen.layer_acts:
-            proj, ratio = self._project(acts, label)
-            if evr is None:
-                evr = ratio[:batch]
-            raws.append(proj)
+        projected = [self._project(acts, label) for label, acts in seen.layer_acts]
+        raws, evr = [proj for proj, _ in projected], projected[0][1][:batch]
         if len(raws) == 1 and not self.flip:
             raw = raws[0]
         else:  # each part normalised at the finest layer's resolution, then averaged

@@ -15,24 +15,19 @@ target's inhibitory ones), which cancels what both share and keeps what is discr
 
 .. math::  \text{c-MWP} = \sum_{ch} \big(P_{c}(a) - P_{\bar c}(a)\big)
 
-read at the target layer (summed over its channels). The paper reads it at an intermediate
-layer (it computes the contrast at a high layer and maps it lower); we read it at
-``target_layer``, by default the last convolutional feature map (VGG-16: ``features.29``,
-conv5_3 + ReLU; ResNets: ``layer4``), the layer the other CAMs use, so the maps are
-comparable; pass an earlier layer (e.g. VGG-16 ``features.22``, conv4_3 + ReLU) for finer maps.
+read at ``target_layer`` (summed over its channels), by default the last convolutional feature
+map as for the other CAMs, so the maps are comparable; the paper reads it at an intermediate
+layer: pass e.g. VGG-16 ``features.22`` (conv4_3 + ReLU) for finer maps.
 
-How it is computed, for exactness on any graph of supported operations (see
-:mod:`eigencam.methods.graph`): the "neurons" are the outputs of ReLUs and max-pooling (and the
-target layer); between two neuron layers the network is affine (convolutions with their
-BatchNorm folded in, linear layers, average pooling, residual additions, concatenation...).
-For each such block we build its *excitatory twin*, the same operations with the negative
-weights zeroed and the biases dropped, evaluated on the recorded activations:
-:math:`Z = W^+ a`. Then :math:`P_{\text{below}} = a \odot \nabla_a \langle P / Z, Z \rangle` is
-one ``torch.autograd.grad`` call per block (exact for residual blocks, whose two branches share
-the normaliser :math:`Z`). Max pooling passes :math:`P` to the winner of each window.
-Linear bottlenecks (two convolutions without a ReLU between them, MobileNet-V2/EfficientNet)
-chain the excitatory rule through each operation, an approximation of the paper's rule, which
-assumes non-negative inputs to every linear layer.
+How, exactly on any graph of the operations of :mod:`eigencam.methods.graph`: the "neurons"
+are the outputs of ReLUs and max pooling (and the target layer); between two neuron layers the
+network is affine. Each such block has an *excitatory twin* (negative weights zeroed, biases
+dropped) evaluated on the recorded activations, :math:`Z = W^+ a`; then
+:math:`P_{\text{below}} = a \odot \nabla_a \langle P / Z, Z \rangle` is one
+``torch.autograd.grad`` call per block (exact for residual blocks, whose branches share
+:math:`Z`). Max pooling passes :math:`P` to each window's winner. Linear bottlenecks
+(MobileNet-V2, EfficientNet) chain the rule through each operation, an approximation of the
+paper's, which assumes non-negative inputs to every linear layer.
 """
 
 from __future__ import annotations
@@ -45,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.errors import LayerSelectionError, UnsupportedModelError
-from eigencam.methods.base import Computed
+from eigencam.methods.base import Computed, store_args
 from eigencam.methods.graph import GraphExplainer, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
@@ -58,10 +53,9 @@ class ContrastiveMWP(GraphExplainer):
     r"""c-MWP: contrastive Excitation Backprop read at a layer.
 
     Args:
-        model: a network built from the operations of :mod:`eigencam.methods.graph` and ending
-            in a linear classifier (VGG, AlexNet, ResNets, ...).
-        target_layer: module, dotted name or ``"auto"``; its output must be non-negative (after
-            a ReLU or pooling).
+        model: a network of the operations of :mod:`eigencam.methods.graph` ending in a linear
+            classifier (VGG, AlexNet, ResNets, ...).
+        target_layer: its output must be non-negative (after a ReLU or pooling).
         relu: clip the negative part (where the dual unit wins) before normalising.
         eval_mode: must be True (BatchNorm is folded with its running statistics).
 
@@ -86,8 +80,7 @@ class ContrastiveMWP(GraphExplainer):
         relu: bool = True,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.relu = relu
+        store_args(self, locals())
 
     def _compute(self, seen: TracedPass, inputs: Tensor, targets: TargetSpec) -> Computed:
         """The c-MWP map :math:`\\sum_{ch} P_c - P_{\\bar c}` at the layer."""
@@ -104,16 +97,8 @@ class ContrastiveMWP(GraphExplainer):
 def marginal_winning_probability(
     traced: Traced, target: fx.Node, indices: Tensor, method: str = "cmwp"
 ) -> tuple[Tensor, Tensor]:
-    """MWP of the target units and of their dual units at node ``target``.
-
-    Args:
-        traced: the recorded graph.
-        target: the node whose neurons receive the probabilities.
-        indices: (B, k) class indices.
-
-    Returns:
-        Two tensors (B, k, *target_shape[1:]): the MWP of each class unit and of its dual.
-    """
+    """The MWP of the class units ``indices`` (B, k) and of their duals at node ``target``:
+    two tensors (B, k, *target_shape[1:])."""
     out = traced.output
     region = traced.descendants(target) & traced.ancestors(out)
     if out not in region:
@@ -179,16 +164,8 @@ class _Twins:
     def _affine(self, op: Any, n: fx.Node, value: Tensor) -> Tensor:
         kind, p = op.kind, op.params
         if kind == "conv":
-            w = conv_weight(op).float().clamp_min(0)
-            return F.conv2d(
-                self(op.inputs[0]),
-                w,
-                None,
-                p["stride"],
-                p["padding_arg"],
-                p["dilation"],
-                p["groups"],
-            )
+            x, w = self(op.inputs[0]), conv_weight(op).float().clamp_min(0)
+            return F.conv2d(x, w, None, p["stride"], p["padding_arg"], p["dilation"], p["groups"])
         if kind == "linear":
             return F.linear(self(op.inputs[0]), p["weight"].detach().float().clamp_min(0))
         if kind == "bn":
@@ -218,10 +195,7 @@ class _Twins:
             return y.reshape(y.shape[0], *value.shape[1:])
         if kind == "add":
             terms = [self(t) for t in op.inputs]
-            total = terms[0]
-            for t in terms[1:]:
-                total = total + t
-            return total
+            return sum(terms[1:], terms[0])
         if kind == "cat":
             return torch.cat([self(t) for t in op.inputs], dim=1)
         if kind == "input":

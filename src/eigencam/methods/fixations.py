@@ -1,22 +1,17 @@
 r"""CNN-Fixations (Mopuri, Garg & Babu, IEEE TIP 2019, arXiv:1708.06670).
 
-Unravels one forward pass: starting from the target class neuron, it follows the most
-contributing neurons layer by layer down to the image, using only the recorded activations
-and the weights (no gradients). The image positions reached are the *fixations*; a heat map
-is their density, smoothed.
+Unravels one forward pass: from the target class neuron it follows the most contributing
+neurons layer by layer down to the image, using only the recorded activations and the weights
+(no gradients). The image positions reached are the *fixations*; the map is their density,
+smoothed. The rules (unit :math:`j` contributes :math:`a_j w_{ij}` to unit :math:`i` of a linear
+operation; "selected" units form a set per layer):
 
-Rules implemented (the contribution of input unit :math:`j` to output unit :math:`i` of a
-linear operation is :math:`a_j w_{ij}`; "selected" units form a set per layer):
-
-- **fully connected, fed by a vector** (``fc8 <- fc7``): every input unit with a positive
-  contribution to at least one selected output is selected (the authors' rule). A classifier
-  fed by a global average pool (ResNets, EfficientNets) is treated as fed by a vector: every
-  channel with a positive contribution is kept. (The authors' Caffe ResNet code, seeing the
-  pooled 2048 x 1 x 1 blob as a volume, keeps only the single most contributing channel,
-  which leaves at most h x w fixations; we keep the richer set.)
+- **fully connected, fed by a vector** (``fc8 <- fc7``, or a global average pool in ResNets):
+  every input unit with a positive contribution to a selected output (the authors' rule; their
+  Caffe ResNet code, seeing the pooled blob as a volume, keeps only the most contributing
+  channel, at most h x w fixations: we keep the richer set);
 - **fully connected, fed by a flattened feature map** (``fc6 <- pool5`` in VGG): each selected
-  output selects its single most contributing input unit (channel and position) (the
-  authors' rule);
+  output selects its most contributing input unit (channel and position) (the authors' rule);
 - **convolution**: for a selected unit :math:`(c, y, x)`, the contributions over its receptive
   field are :math:`a_{c',y',x'} w_{c,c',\cdot}`; the input channel with the largest summed
   contribution is chosen (the authors' rule), and within it the position of the largest
@@ -24,18 +19,15 @@ linear operation is :math:`a_j w_{ij}`; "selected" units form a set per layer):
   what their ResNet code does for 3x3 convolutions and keeps strided convolutions precise).
   A BatchNorm directly after a convolution is folded into its weights; grouped and depthwise
   convolutions look only at their group's channels;
-- **max pooling**: the winner of the window; **average pooling** (including global average
-  pooling before a ResNet's classifier): the largest contribution of the window, i.e. the
-  largest activation;
+- **max pooling**: the winner of the window; **average pooling** (global included): the
+  largest contribution of the window, i.e. the largest activation;
 - **residual addition**: the branch with the larger value at the unit (the authors' ResNet
   rule); **concatenation**: the input owning the channel; ReLU, BatchNorm (not folded),
   dropout, reshapes and zero padding keep the unit's position.
 
-The fixations reach the input at its resolution. As in the authors' code, outlying fixations
-are removed (a point is kept when more than ``min_neighbors`` (5 %) of all fixations lie within
-``radius`` (10 %) of the image diagonal of it) and the density is blurred with a Gaussian
-(``sigma``, default 5 % of the shorter input side, about the authors' 20 px on ILSVRC
-photos).
+As in the authors' code, outlying fixations are removed (see ``min_neighbors``, ``radius``) and
+the density is blurred with a Gaussian (``sigma``: 5 % of the shorter side, about the authors'
+20 px on ILSVRC photos).
 """
 
 from __future__ import annotations
@@ -48,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from eigencam.errors import UnsupportedModelError, check
-from eigencam.methods.base import Computed
+from eigencam.methods.base import Computed, store_args
 from eigencam.methods.graph import GraphExplainer, Op, Traced, TracedPass, conv_weight, unpool
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec
@@ -62,9 +54,9 @@ class CNNFixations(GraphExplainer):
     r"""CNN-Fixations: back-tracked fixation points from the class neuron to image space.
 
     Args:
-        model: a network built from the operations of :mod:`eigencam.methods.graph`
-            (VGG, AlexNet, ResNets, MobileNet-V2, EfficientNet-Lite...).
-        target_layer: must be ``"auto"``: the method works down to the input pixels.
+        model: a network of the operations of :mod:`eigencam.methods.graph` (VGG, AlexNet,
+            ResNets, MobileNet-V2, EfficientNet-Lite...).
+        target_layer: must be ``"auto"`` (the method works down to the input pixels).
         sigma: standard deviation of the Gaussian blur, as a fraction of the shorter input
             side (0: the raw fixation density, one count per fixated pixel).
         radius: neighbourhood radius for outlier removal, as a fraction of the input diagonal.
@@ -95,10 +87,7 @@ class CNNFixations(GraphExplainer):
         min_neighbors: float = 0.05,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.sigma = sigma
-        self.radius = radius
-        self.min_neighbors = min_neighbors
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         super()._check_options()
@@ -149,10 +138,7 @@ def backtrack(traced: Traced, indices: Tensor, method: str = "cnnfixations") -> 
         if not bool(s.any()):
             continue
         for src, s_in in _propagate(op, s, value, traced):
-            if src in sel:
-                sel[src] = sel[src] | s_in
-            else:
-                sel[src] = s_in
+            sel[src] = sel[src] | s_in if src in sel else s_in
     h, w = traced.value(image).shape[-2:]
     if result is None:
         return torch.zeros(batch, k, h, w, dtype=torch.bool, device=logits.device)
@@ -266,15 +252,8 @@ def _conv(op: Op, s: Tensor, a: Tensor) -> Tensor:
 def fixation_heatmap(
     fixations: Tensor, *, sigma: float, radius: float, min_fraction: float
 ) -> Tensor:
-    """Fixation masks (B, k, H, W) -> outlier-free, Gaussian-blurred densities (B, k, H, W).
-
-    Args:
-        fixations: 0/1 float masks.
-        sigma: Gaussian standard deviation as a fraction of min(H, W); 0 skips the blur.
-        radius: outlier-removal radius as a fraction of the diagonal.
-        min_fraction: keep a fixation when more than this fraction of the image's fixations
-            lie within ``radius`` of it; 0 keeps all.
-    """
+    """0/1 fixation masks (B, k, H, W) -> outlier-free, Gaussian-blurred densities (B, k, H, W),
+    with ``sigma``, ``radius`` and ``min_fraction`` (``min_neighbors``) as :class:`CNNFixations`."""
     b, k, h, w = fixations.shape
     x = fixations.reshape(b * k, 1, h, w)
     if min_fraction > 0 and radius > 0:

@@ -1,28 +1,18 @@
 r"""Gradients of class scores w.r.t. a layer's activations, and the Grad-CAM family built on them.
 
-How the gradients are taken (one call, nothing left behind):
+How the gradients are taken, recording the graph only above the target layer (the peers record
+it from the input or the parameters up, which costs more memory and time, see ``benchmarks/``):
 
-- the forward pass runs with every parameter's ``requires_grad`` switched off (restored exactly
-  afterwards, also on error) and on a detached copy of the input, so autograd records nothing
-  below the target layer;
-- a forward hook on the target layer, registered for this call only and removed in
-  ``finally``, replaces the layer's output :math:`A` by ``leaf.clone()`` where
-  ``leaf = A.detach().requires_grad_()``: the graph starts at the layer (the clone keeps a
-  following in-place ReLU legal);
-- the gradients :math:`\partial y^c / \partial A` of the k target scores come from
-  ``torch.autograd.grad`` w.r.t. that leaf, one backward pass per target through the part of the
-  network above the layer (never ``.backward()``, so no parameter's ``.grad`` is touched), and
-  the graph is released when the call returns;
-- it works inside a caller's ``torch.no_grad()`` or ``torch.inference_mode()`` block, and with
-  frozen models (every ``requires_grad=False``).
+- the forward pass runs on a detached copy of the input with every parameter's
+  ``requires_grad`` off (restored exactly afterwards, also on error);
+- a forward hook on the target layer, for this call only, replaces its output :math:`A` by
+  ``leaf.clone()``, ``leaf = A.detach().requires_grad_()`` (the clone keeps a following
+  in-place ReLU legal);
+- :math:`\partial y^c / \partial A` comes from ``torch.autograd.grad`` w.r.t. that leaf, one
+  backward pass per target (never ``.backward()``: no parameter's ``.grad`` is touched);
+- it works inside ``torch.no_grad()`` / ``torch.inference_mode()`` and on frozen models.
 
-Peers (pytorch-grad-cam, torchcam, Captum) record the graph of the whole network, from the
-input or the parameters up; recording it only above the target layer takes less memory and time
-(see ``benchmarks/``).
-
-All maps are computed for the whole batch and every target at once. ``raw`` is the signed map
-before the ReLU of the papers; ``maps`` apply the ReLU (``relu=True``, the default) after
-upsampling, then min-max normalise.
+``raw`` is the signed map before the ReLU of the papers; ``maps`` apply it (``relu=True``).
 """
 
 from __future__ import annotations
@@ -39,20 +29,19 @@ from eigencam.capture.hooks import LayerRef, preserved_state
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
 from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
-from eigencam.methods.base import Computed, Explainer, Observation, as_map
+from eigencam.methods.base import Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
 from eigencam.methods.weighting import weighted_maps
 
 
-@dataclass(frozen=True, eq=False, kw_only=True)
+@dataclass(frozen=True, eq=False)
 class LayerGradients(Observation):
-    """What :meth:`GradientExplainer._observe` records.
+    """What :meth:`GradientExplainer._observe` records (``output`` and ``layer`` by keyword).
 
     Attributes:
-        activations: (B, C, h, w) activations of the target layer (the input, for saliency),
-            detached.
-        gradients: (B, k, C, h, w) gradients of the k target scores w.r.t. the activations.
+        activations: (B, C, h, w) of the target layer (the input, for saliency), detached.
+        gradients: (B, k, C, h, w) of the k target scores w.r.t. the activations.
         targets: the resolved targets.
     """
 
@@ -63,12 +52,8 @@ class LayerGradients(Observation):
 
 @contextmanager
 def gradient_mode(model: nn.Module, *, eval_mode: bool = True) -> Iterator[None]:
-    """Autograd on (also inside ``no_grad``/``inference_mode``), parameters frozen, flags kept.
-
-    Every parameter's ``requires_grad`` is set to False for the block, so the forward pass
-    records no graph for the weights; :func:`preserved_state` restores each flag (and every
-    module's ``training`` flag) exactly as found, also when the block raises.
-    """
+    """Autograd on (also inside ``no_grad``/``inference_mode``), parameters frozen for the
+    block (no graph for the weights); :func:`preserved_state` restores every flag as found."""
     with preserved_state(model, eval_mode=eval_mode):
         for p in model.parameters():
             if p.requires_grad:
@@ -93,11 +78,10 @@ class LeafCapture(NamedTuple):
 def leaf_hook(ref: LayerRef, expected_calls: int | None = None) -> Iterator[LeafCapture]:
     """Make the target layer's output a fresh autograd leaf, for the forward passes in the block.
 
-    With ``ref.call`` set only that call becomes a leaf. With ``ref.call`` None the last call is
-    the target: when ``expected_calls`` (the module's calls in an earlier pass) is known, the
-    calls before the expected last one pass through untouched, so that autograd records the
-    graph from the target call on and not from the first call of a module the stem shares;
-    otherwise every call becomes a leaf. The caller checks ``calls`` against its expectation.
+    With ``ref.call`` set only that call becomes a leaf; else the last call is the target: with
+    ``expected_calls`` (the module's calls in an earlier pass) known, the calls before the last
+    pass through, so no graph is recorded from the call of a module the stem shares; otherwise
+    every call becomes a leaf. The caller checks ``calls`` against its expectation.
     """
     captured = LeafCapture([], [0])
     first = ref.call if ref.call is not None else max(0, (expected_calls or 1) - 1)
@@ -114,11 +98,8 @@ def leaf_hook(ref: LayerRef, expected_calls: int | None = None) -> Iterator[Leaf
         captured.leaves.append(leaf)
         return replace_first_tensor(output, leaf.clone())
 
-    handle = ref.module.register_forward_hook(hook)
-    try:
+    with ref.module.register_forward_hook(hook):
         yield captured
-    finally:
-        handle.remove()
 
 
 def score_tensor(targets: Targets, output: Any, batch: int) -> Tensor:
@@ -151,12 +132,7 @@ class GradientExplainer(Explainer):
                 with leaf_hook(ref) as captured:
                     output = runner(detached_input(inputs))
             remember_calls(runner, key, ref, captured.calls[0])
-            if not captured.leaves:
-                raise LayerSelectionError(
-                    f"target layer {ref.label!r} was not called during the forward pass (or "
-                    "returned no floating tensor); pick a layer that runs, see `eigencam layers`"
-                )
-            leaf = captured.leaves[-1]
+            leaf = _target_leaf(captured, ref)
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
@@ -168,12 +144,18 @@ class GradientExplainer(Explainer):
                 "the input for NaN and the model for overflow (fp16 models: try float32)"
             )
         return LayerGradients(
-            output=detach_tree(output),
-            layer=ref.label,
-            activations=activations,
-            gradients=gradients,
-            targets=resolved,
+            activations, gradients, resolved, output=detach_tree(output), layer=ref.label
         )
+
+
+def _target_leaf(captured: LeafCapture, ref: LayerRef) -> Tensor:
+    """The leaf made at the target call (the last one made)."""
+    if captured.leaves:
+        return captured.leaves[-1]
+    raise LayerSelectionError(
+        f"target layer {ref.label!r} was not called during the forward pass (or returned no "
+        "floating tensor); pick a layer that runs, see `eigencam layers`"
+    )
 
 
 def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor]:
@@ -199,11 +181,9 @@ def _score_gradients(scores: Tensor, leaf: Tensor, ref: LayerRef) -> list[Tensor
 
 
 class _GradCAMFamily(GradientExplainer):
-    """Grad-CAM-style methods: a weighting of the activations computed from the gradients.
-
-    Subclasses implement :meth:`_weights`, returning channel weights (B, k, C) or element-wise
-    weights (B, k, C, h, w); the map is :math:`\\sum_c w_c \\odot A_c`.
-    """
+    """Grad-CAM-style methods (all take :class:`GradCAM`'s arguments): :meth:`_weights` gives
+    channel weights (B, k, C) or element-wise ones (B, k, C, h, w) from the gradients; the map
+    is :math:`\\sum_c w_c \\odot A_c`."""
 
     layer_requirement = "any layer on the path to the scores, output (B, C, h, w)"
     cost = "1 forward + k backward passes (from the scores down to the layer only)"
@@ -218,11 +198,7 @@ class _GradCAMFamily(GradientExplainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
         raise NotImplementedError
@@ -248,13 +224,10 @@ class GradCAM(_GradCAMFamily):
        \qquad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
 
     Args:
-        model: any ``torch.nn.Module``.
-        target_layer: module, dotted name or ``"auto"`` (the last spatial feature map).
+        model, target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`.
         eigen_smooth: replace the channel sum by the first principal component of the weighted
             activations :math:`w_k A_k` (pytorch-grad-cam's ``eigen_smooth``).
         relu: clip negative values of the map (the paper's ReLU) before normalising.
-        reshape_transform: turns the layer output into (B, C, h, w) (transformer tokens).
-        eval_mode: run the model in eval mode for the call (flags restored after).
 
     Example:
         >>> result = GradCAM(model)(images, targets="top3")   # 3 maps per image
@@ -282,8 +255,6 @@ class GradCAMPlusPlus(_GradCAMFamily):
 
     computed in the simplified form on the right (no epsilon: exact where the left form
     underflows); :math:`\alpha = 0` where :math:`g = 0`.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "gradcampp"
@@ -306,8 +277,6 @@ class XGradCAM(_GradCAMFamily):
        \frac{\partial y^c}{\partial A_k(i,j)}
 
     (:math:`w_k = 0` for a channel whose activations sum to 0.)
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "xgradcam"
@@ -328,8 +297,6 @@ class LayerCAM(_GradCAMFamily):
        {\partial A_k}\big) \odot A_k\Big)
 
     Works at shallow layers too, where Grad-CAM's averaged weights blur.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "layercam"
@@ -348,8 +315,6 @@ class HiResCAM(_GradCAMFamily):
 
     For a model whose score is a linear function of the layer (GAP + linear head) the map sums
     exactly to the score (up to the bias): a faithful attribution at the layer's resolution.
-
-    Args: as :class:`GradCAM`.
     """
 
     name = "hirescam"
@@ -379,6 +344,7 @@ class EigenGradCAM(_GradCAMFamily):
     name = "eigengradcam"
     summary = "First principal component of gradients x activations (class-specific Eigen-CAM)."
     paper = "pytorch-grad-cam's variant of Muhammad & Yeasin, Eigen-CAM, IJCNN 2020"
+    eigen_smooth = True
 
     def __init__(
         self,
@@ -390,15 +356,7 @@ class EigenGradCAM(_GradCAMFamily):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model,
-            target_layer,
-            eigen_smooth=True,
-            relu=relu,
-            reshape_transform=reshape_transform,
-            eval_mode=eval_mode,
-        )
-        self.center = center
+        store_args(self, locals())
 
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
         return weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)

@@ -30,7 +30,6 @@ Anything else on the path from the input to the output makes the methods raise
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,9 +56,8 @@ class Op:
     """One node of the traced graph, described for the top-down rules.
 
     Attributes:
-        kind: see the module docstring; ``"input"`` for the model input, ``"const"`` for
-            parameters and buffers, ``"unsupported"`` otherwise.
-        node: the ``torch.fx`` node.
+        kind: see the module docstring; also ``"input"``, ``"const"`` (parameters, buffers)
+            and ``"unsupported"``.
         inputs: the data inputs (nodes whose values are tensors on the data path).
         params: kind-specific parameters (weights, geometry...).
         label: readable name of the operation (module type or function name).
@@ -73,18 +71,15 @@ class Op:
 
 
 class Traced:
-    """A traced model with its recorded values for one batch.
+    """A traced model (``gm``, sharing the model's modules) with its recorded values for a batch.
 
     Attributes:
-        gm: the ``torch.fx.GraphModule`` (sharing the model's modules).
-        nodes: nodes in execution (topological) order.
-        values: node -> recorded value for the batch.
-        ops: node -> :class:`Op`.
+        nodes: in execution (topological) order.
+        values, ops: node -> recorded value, node -> :class:`Op`.
         output: the node whose value the model returns (must be a tensor).
     """
 
     def __init__(self, gm: fx.GraphModule, values: dict[fx.Node, Any]) -> None:
-        self.gm = gm
         self.nodes = list(gm.graph.nodes)
         self.values = values
         self.modules = dict(gm.named_modules())
@@ -101,9 +96,6 @@ class Traced:
 
     def value(self, node: fx.Node) -> Tensor:
         return self.values[node]
-
-    def users(self, node: fx.Node) -> list[fx.Node]:
-        return [u for u in node.users if u.op != "output"]
 
     def ancestors(self, node: fx.Node) -> set[fx.Node]:
         """``node`` and every node it depends on."""
@@ -140,7 +132,6 @@ class Traced:
             if conv.kind == "conv" and len(src.users) == 1 and "scale" not in conv.params:
                 conv.params["scale"] = op.params["scale"]
                 op.kind = "identity"
-                op.params["folded_into"] = src
 
 
 def _closure(node: fx.Node, step: Any) -> set[fx.Node]:
@@ -243,9 +234,11 @@ def find_node(traced: Traced, ref: LayerRef) -> fx.Node:
     return calls[ref.call]
 
 
-# ---------------------------------------------------------------------------------------------
-# Describing nodes
-# ---------------------------------------------------------------------------------------------
+# -- describing nodes -------------------------------------------------------------------------
+
+_MAXPOOL = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+_AVGPOOL = (*_MAXPOOL[:3], "ceil_mode", "count_include_pad", "divisor_override")
+_DROPOUT = ("input", "p", "training", "inplace")
 
 _FN_ARGS: dict[Any, tuple[str, tuple[str, ...]]] = {
     F.conv2d: ("conv", ("input", "weight", "bias", "stride", "padding", "dilation", "groups")),
@@ -254,31 +247,14 @@ _FN_ARGS: dict[Any, tuple[str, tuple[str, ...]]] = {
     torch.relu: ("relu", ("input",)),
     F.relu6: ("relu", ("input", "inplace")),
     F.hardtanh: ("hardtanh", ("input", "min_val", "max_val", "inplace")),
-    F.max_pool2d: (
-        "maxpool",
-        ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    ),
-    torch.max_pool2d: (
-        "maxpool",
-        ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"),
-    ),
+    F.max_pool2d: ("maxpool", ("input", *_MAXPOOL)),
+    torch.max_pool2d: ("maxpool", ("input", *_MAXPOOL[:-1])),
     F.adaptive_max_pool2d: ("adaptive_maxpool", ("input", "output_size", "return_indices")),
-    F.avg_pool2d: (
-        "avgpool",
-        (
-            "input",
-            "kernel_size",
-            "stride",
-            "padding",
-            "ceil_mode",
-            "count_include_pad",
-            "divisor_override",
-        ),
-    ),
+    F.avg_pool2d: ("avgpool", ("input", *_AVGPOOL)),
     F.adaptive_avg_pool2d: ("adaptive_avgpool", ("input", "output_size")),
     torch.flatten: ("reshape", ("input", "start_dim", "end_dim")),
-    F.dropout: ("identity", ("input", "p", "training", "inplace")),
-    F.dropout2d: ("identity", ("input", "p", "training", "inplace")),
+    F.dropout: ("identity", _DROPOUT),
+    F.dropout2d: ("identity", _DROPOUT),
     F.pad: ("pad", ("input", "pad", "mode", "value")),
     torch.cat: ("cat", ("tensors", "dim")),
     torch.concat: ("cat", ("tensors", "dim")),
@@ -304,12 +280,6 @@ _METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "add_": ("add", ("input", "other", "alpha")),
     "mean": ("mean", ("input", "dim", "keepdim")),
 }
-
-
-def _bind(names: Sequence[str], args: tuple, kwargs: dict) -> dict[str, Any]:
-    bound = dict(zip(names, args))
-    bound.update(kwargs)
-    return bound
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -353,8 +323,7 @@ def describe(n: fx.Node, traced: Traced) -> Op:
     if entry is None:
         return Op("unsupported", n, label=label)
     kind, names = entry
-    bound = _bind(names, n.args, n.kwargs)
-    return _describe_function(n, kind, bound, values, label)
+    return _describe_function(n, kind, {**dict(zip(names, n.args)), **n.kwargs}, values, label)
 
 
 def _data(n: Any) -> list[fx.Node]:
@@ -368,17 +337,9 @@ _MODULES: tuple[tuple[Any, str, tuple[Any, ...]], ...] = (
     (nn.Linear, "linear", ("weight",)),
     ((nn.ReLU, nn.ReLU6), "relu", ()),
     (nn.Hardtanh, "hardtanh", ("min_val",)),
-    (
-        nn.MaxPool2d,
-        "maxpool",
-        ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
-    ),
+    (nn.MaxPool2d, "maxpool", _MAXPOOL),
     (nn.AdaptiveMaxPool2d, "adaptive_maxpool", ("output_size", "return_indices")),
-    (
-        nn.AvgPool2d,
-        "avgpool",
-        ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-    ),
+    (nn.AvgPool2d, "avgpool", _AVGPOOL),
     (nn.AdaptiveAvgPool2d, "adaptive_avgpool", ("output_size",)),
     ((nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout, nn.Identity), "identity", ()),
     (nn.Flatten, "reshape", ()),
@@ -438,24 +399,18 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         return Op("conv", n, x, params, label)
     if kind == "linear":
         return Op("linear", n, x, {"weight": _tensor(values, b["weight"])}, label)
-    if kind == "relu":
-        return Op("relu", n, x, {}, label)
+    if kind in ("relu", "reshape", "identity"):
+        return Op(kind, n, x, {}, label)
     if kind == "hardtanh":
         if b.get("min_val", -1.0) != 0:
             return Op("unsupported", n, label="hardtanh with min_val != 0")
         return Op("relu", n, x, {}, label)
-    if kind == "maxpool":
-        if b.get("return_indices"):
-            return Op("unsupported", n, label="max_pool2d(return_indices=True)")
-        return Op("maxpool", n, x, _pool_params(b), label)
-    if kind == "adaptive_maxpool":
-        if b.get("return_indices"):
-            return Op("unsupported", n, label="adaptive_max_pool2d(return_indices=True)")
-        return Op("maxpool", n, x, {"output_size": b["output_size"]}, label)
-    if kind == "avgpool":
-        return Op("avgpool", n, x, _pool_params(b), label)
-    if kind == "adaptive_avgpool":
-        return Op("avgpool", n, x, {"output_size": b["output_size"]}, label)
+    if kind in ("maxpool", "adaptive_maxpool", "avgpool", "adaptive_avgpool"):
+        if b.get("return_indices"):  # max pooling only
+            fn = kind.replace("pool", "_pool2d")  # max_pool2d, adaptive_max_pool2d
+            return Op("unsupported", n, label=f"{fn}(return_indices=True)")
+        params = {"output_size": b["output_size"]} if "adaptive" in kind else _pool_params(b)
+        return Op(kind.removeprefix("adaptive_"), n, x, params, label)
     if kind == "mean":
         dims = b.get("dim")
         src = values.get(b.get("input"))
@@ -465,8 +420,6 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         if dims != (2, 3):
             return Op("unsupported", n, label=f"mean over dims {dims}")
         return Op("avgpool", n, x, {"output_size": 1}, label)
-    if kind in ("reshape", "identity"):
-        return Op(kind, n, x, {}, label)
     if kind == "pad":
         mode = b.get("mode", "constant")
         value = b.get("value") or 0
@@ -489,7 +442,7 @@ def _describe_function(n: fx.Node, kind: str, b: dict, values: dict, label: str)
         full = [t for t in tensors if values[t].shape == out.shape]
         if not full:
             return Op("unsupported", n, label="broadcasting add")
-        return Op("add", n, full, {"n_terms": len(tensors)}, label)
+        return Op("add", n, full, {}, label)
     return Op("unsupported", n, label=label)  # pragma: no cover
 
 
@@ -519,20 +472,13 @@ def unpool(op: Op, x: Tensor, values: Tensor) -> Tensor:
     return flat.reshape(x.shape)
 
 
-# ---------------------------------------------------------------------------------------------
-# The methods that walk the graph
-# ---------------------------------------------------------------------------------------------
+# -- the methods that walk the graph ----------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class TracedPass(Observation):
-    """One recorded run of the traced model.
-
-    Attributes:
-        traced: the graph with every node's value for the batch.
-        node: the target layer's node, or None for methods on the input pixels.
-        targets: (B, k) class indices to explain.
-    """
+    """One recorded run of the traced model: the graph with every node's value for the batch,
+    the target layer's node (None for methods on the input pixels), the (B, k) class indices."""
 
     traced: Traced
     node: fx.Node | None

@@ -1,13 +1,9 @@
 r"""Perturbation CAMs: Score-CAM and Ablation-CAM. Forward passes only, many of them, batched.
 
 Both weight each channel :math:`A_k` of the target layer by how the target score reacts when
-the input (Score-CAM) or the layer (Ablation-CAM) is perturbed with that channel; they need no
-gradients and run under ``torch.inference_mode()``. The perturbed passes of all images and all
-channels are stacked and run in chunks of ``batch_size``; every target class is read from the
-same passes, so ``targets="top3"`` costs no more than one target.
-
-Cost: one forward pass of the batch, plus :math:`B \cdot C` forward passes of single images
-(C = channels of the layer) grouped ``batch_size`` at a time.
+the input (Score-CAM) or the layer (Ablation-CAM) is perturbed with that channel, under
+``torch.inference_mode()``. The :math:`B \cdot C` perturbed passes (C = channels of the layer)
+run ``batch_size`` at a time; every target is read from the same passes (``"top3"`` is free).
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from eigencam.capture.hooks import preserved_state
 from eigencam.capture.reshape import tokens_to_grid
 from eigencam.capture.tree import first_tensor, replace_first_tensor
 from eigencam.errors import UnsupportedModelError, check
-from eigencam.methods.base import Capture, Computed, Explainer
+from eigencam.methods.base import Capture, Computed, Explainer, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, logits_of, resolve_targets
 from eigencam.methods.weighting import weighted_maps
@@ -41,6 +37,7 @@ def _chunk_scores(targets: Targets, output: Any, images: Tensor) -> Tensor:
 class _PerturbationCAM(Explainer):
     """Channel weights from perturbed forward passes; subclasses implement :meth:`_weights`."""
 
+    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     class_specific = True
 
     def __init__(
@@ -54,12 +51,7 @@ class _PerturbationCAM(Explainer):
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(
-            model, target_layer, reshape_transform=reshape_transform, eval_mode=eval_mode
-        )
-        self.batch_size = batch_size
-        self.eigen_smooth = eigen_smooth
-        self.relu = relu
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         bs = self.batch_size
@@ -102,28 +94,22 @@ class ScoreCAM(_PerturbationCAM):
     r"""Score-CAM (Wang et al., CVPR Workshops 2020): channels weighted by the score of the input
     masked with them.
 
-    Each channel, upsampled to the input size and min-max normalised to [0, 1], masks the
-    input; the channel's weight is the softmax over channels of the target score of the
-    masked input (Algorithm 1 of the paper; the baseline score it subtracts is the same for
-    every channel and cancels in the softmax):
+    Each channel, upsampled and min-max normalised, masks the input; its weight is the softmax
+    over channels of the masked input's score (Algorithm 1 of the paper; the baseline score it
+    subtracts cancels in the softmax):
 
     .. math::  H_k = s(\mathrm{Up}(A_k)), \quad w^c = \mathrm{softmax}_k\big(y^c(X \odot H_k)\big),
        \quad L^c = \mathrm{ReLU}\Big(\sum_k w^c_k A_k\Big)
 
     Args:
-        model: any ``torch.nn.Module``.
-        target_layer: module, dotted name or ``"auto"``.
+        model, target_layer, reshape_transform, eval_mode: see :class:`~eigencam.methods.Explainer`.
         batch_size: masked images per forward pass.
-        eigen_smooth: first principal component of :math:`w_k A_k` instead of the sum.
-        relu: clip negative values of the map before normalising.
-        reshape_transform: turns the layer output into (B, C, h, w).
-        eval_mode: run the model in eval mode for the call (flags restored after).
+        eigen_smooth, relu: as :class:`~eigencam.methods.GradCAM`.
     """
 
     name = "scorecam"
     summary = "Channels weighted by the class score of the input masked with each channel."
     paper = "Wang et al., Score-CAM, CVPR Workshops 2020 (arXiv:1910.01279)"
-    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (masked images, batch_size per pass)"
 
     def _weights(self, seen: Capture, inputs: Tensor, targets: Targets, base: Tensor) -> Tensor:
@@ -157,7 +143,6 @@ class AblationCAM(_PerturbationCAM):
     name = "ablationcam"
     summary = "Channels weighted by the score drop when each is zeroed at the layer."
     paper = "Desai & Ramaswamy, Ablation-CAM, WACV 2020"
-    layer_requirement = "any spatial layer (B, C, h, w); cost grows with its channel count C"
     cost = "1 + B*C forwards (one ablated channel each, batch_size per pass)"
 
     def _observe(self, inputs: Tensor, targets: TargetSpec) -> Capture:
@@ -187,12 +172,9 @@ class AblationCAM(_PerturbationCAM):
 def _ablate(
     module: nn.Module, call: int, channels: Tensor, transform: tokens_to_grid | None, patches: int
 ) -> Iterator[None]:
-    """Zero channel ``channels[i]`` of row i of the module's ``call``-th output in the block.
-
-    Channels are dimension 1 of a (n, C, h, w) output, the last dimension of tokens (n, N, C)
-    (the ``patches`` patch tokens only: the prefix tokens before them are kept) or of a
-    channels-last map.
-    """
+    """Zero channel ``channels[i]`` of row i of the module's ``call``-th output in the block:
+    dimension 1 of (n, C, h, w), the last one of a channels-last map or of the ``patches`` patch
+    tokens (n, N, C) (the prefix tokens are kept)."""
     count = [0]
 
     def hook(mod: nn.Module, args: Any, output: Any) -> Any:
@@ -212,8 +194,5 @@ def _ablate(
             keep[rows, t.shape[1] - patches :, ch] = 0
         return replace_first_tensor(output, t * keep)
 
-    handle = module.register_forward_hook(hook)
-    try:
+    with module.register_forward_hook(hook):
         yield
-    finally:
-        handle.remove()

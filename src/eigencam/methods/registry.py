@@ -64,11 +64,7 @@ INFO_FIELDS = (
 
 
 def method_info(name: str) -> dict[str, object]:
-    """The registry metadata of a method (what ``eigencam methods`` and the docs table show).
-
-    Returns:
-        A dict with the keys of :data:`INFO_FIELDS`.
-    """
+    """The registry metadata of a method, :data:`INFO_FIELDS` (``eigencam methods``, the docs)."""
     cls = get_method(name)
     return {key: getattr(cls, key) for key in INFO_FIELDS}
 
@@ -149,12 +145,10 @@ def build_explainer(
     Args:
         spec: ``name[:key=value...]`` or a :class:`MethodSpec`.
         model: the model to explain.
-        target_layer: the layer for methods that use one (None means ``"auto"``); a
-            ``target_layer=`` (or ``layer=``) option of the spec wins over it. Methods on the
-            input pixels ignore it.
-        **defaults: options shared by several methods (``reshape_transform=``,
-            ``eigen_smooth=``...): each method takes those its constructor accepts and ignores
-            the others; the spec's options win over them.
+        target_layer: for methods that use one (None: ``"auto"``); the spec's ``target_layer=``
+            (``layer=``) wins. Methods on the input pixels ignore it.
+        **defaults: options shared by several methods (``reshape_transform=``...): each method
+            takes those its constructor accepts; the spec's options win over them.
 
     Raises:
         MethodNotFoundError: unknown method name.

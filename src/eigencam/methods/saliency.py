@@ -1,13 +1,9 @@
 r"""Gradient saliency ("Backprop" in the paper's Table 1; Simonyan et al., ICLR-W 2014).
 
-The map is the magnitude of the score's gradient w.r.t. the input pixels, maximised over the
-colour channels:
+.. math::  M^c(i, j) = \max_{ch} \left| \frac{\partial y^c}{\partial x_{ch}(i, j)} \right| ,
 
-.. math::  M^c(i, j) = \max_{ch} \left| \frac{\partial y^c}{\partial x_{ch}(i, j)} \right| .
-
-One forward pass recorded from a detached copy of the input (parameters frozen for the call, so
-no graph is kept for the weights), then one ``torch.autograd.grad`` per target w.r.t. that copy.
-The map is at the input's resolution; ``target_layer`` does not apply.
+at the input's resolution: one forward pass from a copy of the input (parameters frozen for the
+call), then one ``torch.autograd.grad`` per target w.r.t. that copy.
 """
 
 from __future__ import annotations
@@ -20,7 +16,7 @@ from torch import Tensor, nn
 from eigencam.capture.adapters import runner_for
 from eigencam.capture.tree import detach_tree
 from eigencam.errors import NonFiniteActivationError, TargetError, check_choice
-from eigencam.methods.base import Computed, Explainer
+from eigencam.methods.base import Computed, Explainer, store_args
 from eigencam.methods.gradients import LayerGradients, gradient_mode, score_tensor
 from eigencam.methods.registry import register
 from eigencam.methods.targets import TargetSpec, resolve_targets
@@ -60,8 +56,7 @@ class Saliency(Explainer):
         reduction: str = "max",
         eval_mode: bool = True,
     ) -> None:
-        super().__init__(model, target_layer, eval_mode=eval_mode)
-        self.reduction = reduction
+        store_args(self, locals())
 
     def _check_options(self) -> None:
         check_choice("reduction", self.reduction, REDUCTIONS)
@@ -85,12 +80,9 @@ class Saliency(Explainer):
                 torch.autograd.grad(scores[:, j].sum(), x, retain_graph=j < k - 1)[0]
                 for j in range(k)
             ]
+        gradients = torch.stack(grads, dim=1)
         return LayerGradients(
-            output=detach_tree(output),
-            layer="input",
-            activations=x.detach(),
-            gradients=torch.stack(grads, dim=1),
-            targets=resolved,
+            x.detach(), gradients, resolved, output=detach_tree(output), layer="input"
         )
 
     def _compute(self, seen: LayerGradients, inputs: Tensor, targets: TargetSpec) -> Computed:

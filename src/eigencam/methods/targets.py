@@ -42,10 +42,6 @@ class Targets:
     indices: Tensor | None
     score_fn: Callable[[Any], Tensor] | None = None
 
-    @property
-    def k(self) -> int | None:
-        return None if self.indices is None else int(self.indices.shape[1])
-
     def scores(self, output: Any) -> Tensor:
         """The (B, k) scores to explain, computed from the model output (differentiable)."""
         if self.indices is not None:

@@ -1,13 +1,5 @@
-"""Pipelines over files: threaded loading, batched explanation, atomic writing."""
+"""Runs over image files: ``explain`` (:mod:`~eigencam.pipeline.explain`) and ``compare``."""
 
 from eigencam.pipeline.explain import ExplainReport, OutputOptions, explain_files
-from eigencam.runs.source import LoadedImage, LoadFailure, iter_batches
 
-__all__ = [
-    "ExplainReport",
-    "LoadFailure",
-    "LoadedImage",
-    "OutputOptions",
-    "explain_files",
-    "iter_batches",
-]
+__all__ = ["ExplainReport", "OutputOptions", "explain_files"]

@@ -1,18 +1,15 @@
-"""Compare methods on images: one figure grid per image and one ``results.json``.
+"""``eigencam compare``: every method on every image, one figure grid per image, ``results.json``.
 
-This is what ``eigencam compare`` runs. Each batch of images is explained by every method
-(class-specific methods for the predicted class, or for each of the top-k classes); each
-image's grid is written as soon as its batch is done, atomically, so finished figures survive
-an interrupted run. A method that fails on a batch is retried image by image; what still fails
-is recorded for that image and shown as a grey cell, and the other methods and images are still
-written.
+Class-specific methods explain the predicted class, or each of the top-k classes. A method that
+fails on a batch is retried image by image; what still fails is recorded for that image and
+drawn as a grey cell.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +17,12 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from eigencam.errors import EigenCAMError, OutputError, check, check_range
+from eigencam.errors import EigenCAMError, InputMismatchError, OutputError, check, check_range
 from eigencam.io.png import write_png
 from eigencam.methods.base import CAMResult, Explainer
 from eigencam.models.preprocessing import Preprocessing
 from eigencam.pipeline.explain import (
-    InputFile,
+    FileTask,
     RunReport,
     _part,
     file_run_identity,
@@ -33,16 +30,17 @@ from eigencam.pipeline.explain import (
     slice_result,
     target_records,
     top_predictions,
-    write_file_results,
 )
 from eigencam.postprocess.placement import maps_at_original
 from eigencam.runs.folder import RunFolder
-from eigencam.runs.loop import Part, RunStats, gather, run_task
+from eigencam.runs.loop import Part, RunStats, gather
 from eigencam.runs.options import RunOptions
-from eigencam.runs.source import Batch, LoadedImage, image_batches
+from eigencam.runs.source import Batch, LoadedImage
 from eigencam.runs.step import classify, isolate, to_batch
+from eigencam.viz.grid import compose_grid, failed_tile, fit_size, heat_tile, resize_rgb
 
 _TOP = re.compile(r"^top(\d+)$")
+_JSON_SCALARS = (type(None), bool, int, float, str)  # the params results.json records
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,7 @@ class CompareOptions:
     Attributes:
         targets: ``"predicted"`` (one row) or ``"top<k>"`` (k rows: class-specific methods once
             per class, class-agnostic methods in the first row).
-        tile: longer side of each cell, in pixels.
-        colormap: matplotlib colormap name.
-        alpha: heat-map opacity.
+        tile, colormap, alpha: longer side of each cell in pixels; the heat-map overlay.
     """
 
     targets: str = "predicted"
@@ -81,35 +77,13 @@ class CompareOptions:
         return None if self.targets == "predicted" else self.targets
 
 
-CompareReport = RunReport
+@dataclass
+class CompareTask(FileTask):
+    """The task of :func:`compare_files` (see there for the fields)."""
 
-
-class CompareTask:
-    """``eigencam compare``: every method on every image, one figure grid per image."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        explainers: Mapping[str, Explainer],
-        preprocessing: Preprocessing,
-        options: CompareOptions,
-        *,
-        run: RunOptions,
-        labels: Sequence[str] | None,
-        run_info: dict[str, Any] | None,
-        items: Sequence[InputFile],
-        extra_failures: Sequence[tuple[str, str]],
-    ) -> None:
-        self.model, self.explainers, self.pre, self.options = (
-            model,
-            explainers,
-            preprocessing,
-            options,
-        )
-        self.device, self.labels, self.run_info = run.device, labels, run_info
-        self.items, self.extra_failures = items, extra_failures
-        self.writer = ThreadPoolExecutor(max(1, run.workers), thread_name_prefix="eigencam-grid")
-        self.out: Path | None = None
+    model: nn.Module
+    explainers: Mapping[str, Explainer]
+    options: CompareOptions
 
     def _method(self, explainer: Explainer, x: Tensor) -> list[CAMResult | str]:
         """One result (or error message) per image; a failing batch is retried image by image."""
@@ -122,40 +96,72 @@ class CompareTask:
 
         return [
             res if err is None else f"{type(err).__name__}: {err}"
-            for _, res, err in isolate(explain, list(range(x.shape[0])), (OutputError,))
+            for _, res, err in isolate(
+                explain, list(range(x.shape[0])), (OutputError, InputMismatchError)
+            )
         ]
 
     def process(self, batch: Batch) -> Future[Part]:
         records = [{**f, "status": "error"} for f in batch.failures]
         writes = []
         if batch.items:
-            x = to_batch([img.pixels for img, _ in batch.items], self.pre, self.device)
+            x = to_batch([img.pixels for img, _ in batch.items], self.pre, self.run.device)
             preds = top_predictions(classify(self.model, x), self.labels, 5)
             per_method = {name: self._method(e, x) for name, e in self.explainers.items()}
             for i, (img, item) in enumerate(batch.items):
                 results = {name: outcome[i] for name, outcome in per_method.items()}
-                record = {"key": item.key}
-                record.update(
-                    _record(img, item.key, results, preds[i] if preds else None, self.labels)
-                )
+                top = preds[i] if preds else None
+                record = {"key": item.key, **_record(img, item.key, results, top, self.labels)}
                 records.append(record)
-                writes.append(
-                    self.writer.submit(
-                        _write_grid, img, results, record, self.out, self.pre, self.options
-                    )
-                )
+                writes.append(self.writer.submit(self._write_grid, img, results, record))
         return gather(writes, lambda: _part(records))
 
+    def _write_grid(
+        self, img: LoadedImage, results: Mapping[str, CAMResult | str], record: dict[str, Any]
+    ) -> None:
+        """Draw and write one image's grid, adding each map's statistics to ``record``."""
+        opt = self.options
+        try:
+            size = fit_size(img.size[0], img.size[1], opt.tile)
+            base = resize_rgb(np.asarray(img.original), size)
+            preds = record["top5"] or []
+            rows: list[list[np.ndarray | None]] = []
+            for row in range(opt.rows):
+                cells: list[np.ndarray | None] = [
+                    heat_tile(base, None, ["image", _row_label(preds, row, opt)])
+                ]
+                for name, result in results.items():
+                    entry = record["methods"][name]
+                    if isinstance(result, str):
+                        cells.append(failed_tile(size, [name, "failed"]) if row == 0 else None)
+                        continue
+                    if (result.targets is None and row > 0) or row >= int(result.raw.shape[1]):
+                        cells.append(None)
+                        continue
+                    raw = result.raw[0, row : row + 1].cpu()
+                    relu = bool(result.params.get("relu", False))
+                    heat = maps_at_original(raw, self.pre, size, relu=relu)[0]
+                    if result.targets is None:
+                        caption = [name, "class-agnostic"]
+                    else:
+                        caption = [name, f"class: {entry['targets'][row]['label']}"]
+                    full = maps_at_original(raw, self.pre, img.size, relu=relu)
+                    entry["maps"].append(_stats(raw[0].float(), full[0]))
+                    cells.append(
+                        heat_tile(base, heat, caption, alpha=opt.alpha, colormap=opt.colormap)
+                    )
+                rows.append(cells)
+            top3 = "   ".join(f"{p['label']} ({p['probability']:.3f})" for p in preds[:3])
+            grid = compose_grid(rows, title=[f"top-3: {top3}"])
+            write_png(self.out / record["outputs"]["grid"], grid)
+        except OutputError:
+            raise  # the disk or folder failed: the run stops, keeping what it finished
+        except EigenCAMError as err:  # this image's own problem (an unusable map, say)
+            record.update(status="error", error=f"writing the figure failed: {err}", outputs={})
+
     def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
-        self.writer.shutdown(wait=True)
-        return write_file_results(
-            folder,
-            stats,
-            self.run_info,
-            self.items,
-            self.extra_failures,
-            methods=list(self.explainers),
-            targets=self.options.targets,
+        return self.results(
+            folder, stats, methods=list(self.explainers), targets=self.options.targets
         )
 
 
@@ -171,7 +177,7 @@ def compare_files(
     run: RunOptions | None = None,
     run_info: dict[str, Any] | None = None,
     extra_failures: Sequence[tuple[str, str]] = (),
-) -> CompareReport:
+) -> RunReport:
     """Explain every image with every method and write ``<stem>_compare.png`` + results.json.
 
     Args:
@@ -186,37 +192,21 @@ def compare_files(
         run_info: extra fields for results.json.
         extra_failures: (item, reason) pairs recorded as failures up front (unmatched globs).
 
-    A method that fails on an image with an :class:`~eigencam.errors.EigenCAMError` (it cannot
-    explain this model or layer, say) is recorded for that image and drawn as a grey cell; the
-    other methods and images are still written.
+    A method that fails on an image with an :class:`~eigencam.errors.EigenCAMError` is recorded
+    for that image and drawn as a grey cell.
 
     Returns:
-        A :class:`CompareReport`; ``results.json`` is written even when the run is interrupted.
+        A :class:`~eigencam.pipeline.explain.RunReport`; ``results.json`` is written even when
+        the run is interrupted.
     """
     check(bool(explainers), "compare needs at least one method")
     run = run or RunOptions(batch_size=4)
     items = input_files(paths)
     task = CompareTask(
-        model,
-        explainers,
-        preprocessing,
-        options,
-        run=run,
-        labels=labels,
-        run_info=run_info,
-        items=items,
-        extra_failures=extra_failures,
+        preprocessing, run, labels, run_info, items, extra_failures, model, explainers, options
     )
     identity = file_run_identity(run_info, methods=list(explainers), options=asdict(options))
-    folder = RunFolder(out_dir, identity, command="compare")
-    task.out = folder.path
-    return run_task(
-        task,
-        folder,
-        items,
-        run,
-        lambda todo: image_batches(todo, preprocessing, run, keep_original=True),
-    )
+    return task.start(out_dir, identity, "compare")
 
 
 def _stats(raw: Tensor, heat: np.ndarray) -> dict[str, Any]:
@@ -250,7 +240,7 @@ def _record(
             "status": "ok",
             "layer": result.layer,
             "targets": targets,
-            "params": {k: v for k, v in result.params.items() if _jsonable(v)},
+            "params": {k: v for k, v in result.params.items() if isinstance(v, _JSON_SCALARS)},
             "maps": [],
         }
     failed = [n for n, m in methods.items() if m["status"] != "ok"]
@@ -264,68 +254,6 @@ def _record(
         "outputs": {"grid": f"{stem}_compare.png"},
         "error": None if not failed else f"method(s) failed: {', '.join(failed)}",
     }
-
-
-def _jsonable(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
-
-
-def _write_grid(
-    img: LoadedImage,
-    results: Mapping[str, CAMResult | str],
-    record: dict[str, Any],
-    out: Path,
-    pre: Preprocessing,
-    options: CompareOptions,
-) -> None:
-    try:
-        _render(img, results, record, out, pre, options)
-    except OutputError:
-        raise  # the disk or folder failed: the run stops, keeping what it finished
-    except EigenCAMError as err:  # this image's own problem (an unusable map, say)
-        record.update(status="error", error=f"writing the figure failed: {err}", outputs={})
-
-
-def _render(
-    img: LoadedImage,
-    results: Mapping[str, CAMResult | str],
-    record: dict[str, Any],
-    out: Path,
-    pre: Preprocessing,
-    options: CompareOptions,
-) -> None:
-    from eigencam.viz.grid import compose_grid, failed_tile, fit_size, heat_tile, resize_rgb
-
-    size = fit_size(img.size[0], img.size[1], options.tile)
-    base = resize_rgb(np.asarray(img.original), size)
-    preds = record["top5"] or []
-    rows: list[list[np.ndarray | None]] = []
-    for row in range(options.rows):
-        row_label = _row_label(preds, row, options)
-        cells: list[np.ndarray | None] = [heat_tile(base, None, ["image", row_label])]
-        for name, result in results.items():
-            entry = record["methods"][name]
-            if isinstance(result, str):
-                cells.append(failed_tile(size, [name, "failed"]) if row == 0 else None)
-                continue
-            k = int(result.raw.shape[1])
-            if (result.targets is None and row > 0) or row >= k:
-                cells.append(None)
-                continue
-            relu = bool(result.params.get("relu", False))
-            heat = maps_at_original(result.raw[0, row : row + 1].cpu(), pre, size, relu=relu)[0]
-            if result.targets is None:
-                caption = [name, "class-agnostic"]
-            else:
-                caption = [name, f"class: {entry['targets'][row]['label']}"]
-            full = maps_at_original(result.raw[0, row : row + 1].cpu(), pre, img.size, relu=relu)
-            entry["maps"].append(_stats(result.raw[0, row].float().cpu(), full[0]))
-            cells.append(
-                heat_tile(base, heat, caption, alpha=options.alpha, colormap=options.colormap)
-            )
-        rows.append(cells)
-    title = ["top-3: " + "   ".join(f"{p['label']} ({p['probability']:.3f})" for p in preds[:3])]
-    write_png(out / record["outputs"]["grid"], compose_grid(rows, title=title))
 
 
 def _row_label(preds: list, row: int, options: CompareOptions) -> str:

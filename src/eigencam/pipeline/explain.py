@@ -8,7 +8,7 @@ whose activations are not finite, becomes a recorded failure; the others are sti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,6 +143,10 @@ def write_file_results(
 ) -> RunReport:
     """``results.json`` of a run over files, from the folder's records, in input order."""
     recorded = {r["key"]: r for r in folder.records().rows}
+    for stop in stats.stopped:  # the batch that stopped the run: failed, retried on --resume
+        recorded.setdefault(
+            stop["key"], {"key": stop["key"], **_failure_record(stop["file"], stop["error"])}
+        )
     records = [_failure_record(item, reason) for item, reason in extra_failures]
     for item in items:
         if item.key in recorded:
@@ -167,37 +171,60 @@ def write_file_results(
     return report
 
 
-class ExplainTask:
-    """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json``."""
+@dataclass
+class FileTask:
+    """What the tasks of runs over image files share (``explain``, ``compare``): the inputs,
+    how they are read, the threads that write each image's files, and ``results.json``."""
 
-    def __init__(
-        self,
-        explainer: Explainer,
-        preprocessing: Preprocessing,
-        options: OutputOptions,
-        *,
-        device: Any,
-        workers: int,
-        labels: Sequence[str] | None,
-        detections: Callable[[Any], list[Detections]] | None,
-        targets: Any,
-        run_info: dict[str, Any] | None,
-        items: Sequence[InputFile],
-        extra_failures: Sequence[tuple[str, str]],
-    ) -> None:
-        self.explainer, self.pre, self.options = explainer, preprocessing, options
-        self.device, self.labels, self.detections, self.targets = (
-            device,
-            labels,
-            detections,
-            targets,
+    pre: Preprocessing
+    run: RunOptions
+    labels: Sequence[str] | None
+    run_info: dict[str, Any] | None
+    items: Sequence[InputFile]
+    extra_failures: Sequence[tuple[str, str]]
+    out: Path | None = field(default=None, init=False)
+    writer: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        workers = max(1, self.run.workers)
+        self.writer = ThreadPoolExecutor(workers, thread_name_prefix="eigencam-write")
+
+    def keep_original(self) -> bool:
+        """Whether the batches keep each original image (to draw on it)."""
+        return True
+
+    def batches(self, todo: list[InputFile]) -> Iterator[Batch]:
+        return image_batches(todo, self.pre, self.run, keep_original=self.keep_original())
+
+    def start(self, out_dir: str | Path, identity: dict[str, Any], command: str) -> Any:
+        """Run the task into the run folder ``out_dir``: what ``finish`` returns."""
+        folder = RunFolder(out_dir, identity, command=command)
+        self.out = folder.path
+        return run_task(self, folder, self.items, self.run, self.batches)
+
+    def results(self, folder: RunFolder, stats: RunStats, **fields: Any) -> RunReport:
+        """Wait for the writers, then write ``results.json`` (:func:`write_file_results`)."""
+        self.writer.shutdown(wait=True)
+        return write_file_results(
+            folder, stats, self.run_info, self.items, self.extra_failures, **fields
         )
-        self.run_info, self.items, self.extra_failures = run_info, items, extra_failures
-        self.writer = ThreadPoolExecutor(max(1, workers), thread_name_prefix="eigencam-write")
-        self.out: Path | None = None
+
+
+@dataclass
+class ExplainTask(FileTask):
+    """``eigencam explain``: one explainer, per-image overlays and maps, ``results.json`` (see
+    :func:`explain_files` for the fields)."""
+
+    explainer: Explainer
+    options: OutputOptions
+    detections: Callable[[Any], list[Detections]] | None
+    targets: Any
+
+    def keep_original(self) -> bool:
+        return "overlay" in self.options.save
 
     def explain(self, pairs: list[tuple[LoadedImage, InputFile]]) -> list[tuple]:
-        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.device)
+        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.run.device)
         result = self.explainer(x) if self.targets is None else self.explainer(x, self.targets)
         dets = self.detections(result.output) if self.detections is not None else None
         segments = segmentation_summary(result.output, self.labels) if dets is None else None
@@ -247,8 +274,7 @@ class ExplainTask:
         return gather(writes, lambda: _part(records))
 
     def finish(self, folder: RunFolder, stats: RunStats) -> RunReport:
-        self.writer.shutdown(wait=True)
-        return write_file_results(folder, stats, self.run_info, self.items, self.extra_failures)
+        return self.results(folder, stats)
 
 
 def _part(records: list[dict[str, Any]]) -> Part:
@@ -300,29 +326,11 @@ def explain_files(
     run = run or RunOptions()
     items = input_files(paths)
     task = ExplainTask(
-        explainer,
-        preprocessing,
-        options,
-        device=run.device,
-        workers=run.workers,
-        labels=labels,
-        detections=detections,
-        targets=targets,
-        run_info=run_info,
-        items=items,
-        extra_failures=extra_failures,
-    )
+        preprocessing, run, labels, run_info, items, extra_failures,
+        explainer, options, detections, targets,
+    )  # fmt: skip
     identity = file_run_identity(run_info, outputs=asdict(options), targets=str(targets))
-    folder = RunFolder(out_dir, identity, command="explain")
-    task.out = folder.path
-    keep = "overlay" in options.save
-    return run_task(
-        task,
-        folder,
-        items,
-        run,
-        lambda todo: image_batches(todo, preprocessing, run, keep_original=keep),
-    )
+    return task.start(out_dir, identity, "explain")
 
 
 def slice_result(result: CAMResult, i: int) -> CAMResult:

@@ -1,29 +1,16 @@
 r"""From maps to boxes: quantise, threshold, connected components, bounding boxes, IoU.
 
-The localization protocols (:mod:`~eigencam.evaluation.metrics.protocols`) turn each map into
-boxes the same way the CAM paper (Zhou et al. 2016), Grad-CAM, CNN-Fixations, Eigen-CAM and
-Choe et al. (CVPR 2020) do:
+The protocol of docs/localization.md ("From a map to a box"): :math:`u = \lfloor 255\, m \rfloor`
+of the map normalised at the model's input size; the mask :math:`u > \tau \max u` (strictly
+greater, as OpenCV's ``THRESH_BINARY``); one box per 8- (or 4-) connected component, the largest
+(most pixels, ties to the first in raster order) for the paper's protocol and MaxBoxAcc, all of
+them for MaxBoxAccV2. Boxes are ``[x0, y0, x1, y1]`` in continuous pixel-edge coordinates
+(columns c0..c1 and rows r0..r1 give ``[c0, r0, c1 + 1, r1 + 1]``); IoU uses no "+1".
 
-1. the map, min-max normalised to [0, 1] at the model's input resolution, is scaled to 0-255 and
-   truncated to 8 bits: :math:`u = \lfloor 255\, m \rfloor`;
-2. for a threshold fraction :math:`\tau`, the binary mask is :math:`u > \tau \max u` (strictly
-   greater, as OpenCV's ``THRESH_BINARY`` used by those papers' code);
-3. the mask's connected components (8-connectivity by default, like OpenCV's contours) each
-   give a bounding box; the paper's protocol and MaxBoxAcc keep the box of the largest
-   component (most pixels; ties go to the first in raster order), MaxBoxAccV2 keeps them all;
-4. a box is correct when its intersection over union with a ground-truth box reaches the IoU
-   threshold.
-
-Boxes are ``[x0, y0, x1, y1]`` in continuous pixel-edge coordinates: a component covering
-columns c0..c1 and rows r0..r1 has the box ``[c0, r0, c1 + 1, r1 + 1]``, so a box's area is its
-pixel count when it is full. IoU is computed in the same continuous coordinates, with no "+1".
-
-The masks of a map are nested (a higher threshold keeps fewer pixels), so they are labelled in
-bands of consecutive thresholds: one :func:`scipy.ndimage.label` call per band, on the stack of
-its masks cropped to the box of the band's lowest-threshold mask, with a structuring element that
-never connects two masks of the stack. That labels about a third of the pixels a full stack
-would. A map whose pixels are all equal (normalised to all zeros) gives empty masks: no box,
-IoU 0.
+The masks of a map are nested, so they are labelled in bands of consecutive thresholds: one
+:func:`scipy.ndimage.label` call per band, on the stack of its masks cropped to the box of the
+band's lowest-threshold mask, with a structuring element that never connects two masks of the
+stack (about a third of the pixels a full stack would label). A constant map gives no box, IoU 0.
 """
 
 from __future__ import annotations
@@ -39,14 +26,8 @@ _BAND = 10
 
 
 def quantize(maps: np.ndarray) -> np.ndarray:
-    """Maps in [0, 1] -> uint8 maps :math:`\\lfloor 255\\, m \\rfloor` (values clipped to [0, 1]).
-
-    Args:
-        maps: (N, H, W) float array (or torch tensor) of normalised maps.
-
-    Returns:
-        (N, H, W) uint8.
-    """
+    """(N, H, W) maps in [0, 1] (numpy or torch) -> (N, H, W) uint8 ``floor(255 m)``, values
+    clipped to [0, 1] and NaN read as 0."""
     m = maps.detach().to("cpu").float().numpy() if hasattr(maps, "detach") else np.asarray(maps)
     if m.ndim != 3:
         raise ShapeError("maps", "(N, H, W)", tuple(m.shape))
@@ -55,15 +36,8 @@ def quantize(maps: np.ndarray) -> np.ndarray:
 
 
 def threshold_levels(peaks: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Integer levels L such that ``u > tau * peak`` is ``u >= L`` for uint8 maps.
-
-    Args:
-        peaks: (N,) maximum of each uint8 map.
-        thresholds: (T,) fractions tau.
-
-    Returns:
-        (N, T) int16 levels, ``floor(tau * peak) + 1`` (exact for integer u, computed in float64
-        as the direct comparison would be).
+    """(N, T) int16 levels L, ``floor(tau * peak) + 1``, such that ``u > tau * peak`` is ``u >= L``
+    for uint8 maps, from the (N,) peaks and (T,) fractions (float64, as the comparison would be).
     """
     p = np.asarray(peaks, dtype=np.float64)[:, None]
     t = np.asarray(thresholds, dtype=np.float64)[None, :]
@@ -181,17 +155,9 @@ def connected_components(
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``[x0, y0, x1, y1]``, broadcasting over leading axes.
+    """(...) float64 IoU of (..., 4) boxes ``[x0, y0, x1, y1]`` broadcast against each other.
 
-    Continuous coordinates: area = (x1 - x0) * (y1 - y0). A NaN (missing) box, or a pair whose
-    union is empty, has IoU 0.
-
-    Args:
-        a: (..., 4) boxes.
-        b: (..., 4) boxes, broadcastable with ``a``.
-
-    Returns:
-        (...) float64 IoU in [0, 1].
+    Area is (x1 - x0) * (y1 - y0). A NaN (missing) box, or a pair with an empty union, has IoU 0.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
@@ -209,15 +175,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def best_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Best IoU of each predicted box with any ground-truth box of its image.
-
-    Args:
-        pred: (N, T, 4) predicted boxes (NaN: none).
-        gt: (N, G, 4) ground-truth boxes per image, padded with NaN rows.
-
-    Returns:
-        (N, T) float64, 0 where there is no box.
-    """
+    """(N, T) best IoU of each (N, T, 4) predicted box (NaN: none) with any of the (N, G, 4)
+    NaN-padded ground-truth boxes of its image; 0 where there is no box."""
     if pred.ndim != 3 or gt.ndim != 3 or pred.shape[0] != gt.shape[0]:
         raise ShapeError("pred / gt boxes", "(N, T, 4) and (N, G, 4)", f"{pred.shape}, {gt.shape}")
     if gt.shape[1] == 0:
@@ -228,16 +187,14 @@ def best_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
 def best_component_iou(
     boxes: np.ndarray, owner: np.ndarray, gt: np.ndarray, n_thresholds: int
 ) -> np.ndarray:
-    """Best IoU over every component of each mask and every ground-truth box of its image.
+    """(N, T) best IoU over every component of each mask and every ground-truth box of its image
+    (MaxBoxAccV2's per-mask IoU), 0 for empty masks.
 
     Args:
         boxes: (L, 4) component boxes in the ground truth's coordinates.
         owner: (L,) mask index ``n * T + t`` of each component.
         gt: (N, G, 4) ground-truth boxes, NaN-padded.
         n_thresholds: T.
-
-    Returns:
-        (N, T) float64 (MaxBoxAccV2's per-mask IoU), 0 for empty masks.
     """
     n = gt.shape[0]
     out = np.zeros(n * n_thresholds)
@@ -249,18 +206,10 @@ def best_component_iou(
 
 
 def to_original(boxes: np.ndarray, regions: np.ndarray, map_size: tuple[int, int]) -> np.ndarray:
-    """Boxes in map pixels -> original image pixels.
+    """(N, ..., 4) boxes in the pixels of (H, W) = ``map_size`` maps -> original image pixels.
 
-    The map covers ``region = (x0, y0, x1, y1)`` of the original image (the whole image when
-    stretched, the centre crop otherwise; see :meth:`Preprocessing.crop_region`).
-
-    Args:
-        boxes: (N, ..., 4) boxes in the (H, W) map's pixels.
-        regions: (N, 4) region of each image the map covers, in original pixels.
-        map_size: (H, W) of the maps.
-
-    Returns:
-        Boxes of the same shape in original pixels (NaN stays NaN).
+    Each map covers the (N, 4) ``regions`` (x0, y0, x1, y1) of its original image
+    (:meth:`Preprocessing.crop_region`). NaN stays NaN.
     """
     h, w = map_size
     r = np.asarray(regions, dtype=np.float64).reshape(-1, *(1,) * (boxes.ndim - 2), 4)
@@ -269,16 +218,8 @@ def to_original(boxes: np.ndarray, regions: np.ndarray, map_size: tuple[int, int
 
 
 def clip_to_region(gt: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """Ground-truth boxes restricted to the region the model sees (centre crop).
-
-    Args:
-        gt: (N, G, 4) boxes in original pixels, NaN-padded.
-        regions: (N, 4) visible region of each image.
-
-    Returns:
-        (N, G, 4): each box intersected with its image's region; boxes left with no area become
-        NaN (the object is outside the crop).
-    """
+    """(N, G, 4) NaN-padded boxes in original pixels, each intersected with the (N, 4) region of
+    its image the model sees; a box left with no area (outside the crop) becomes NaN."""
     r = np.asarray(regions, dtype=np.float64)[:, None, :]
     g = np.asarray(gt, dtype=np.float64)
     out = np.concatenate(

@@ -18,15 +18,11 @@ _FLAT = 1e-5
 def upsample(
     maps: Tensor, size: tuple[int, int], *, extent: tuple[float, float] | None = None
 ) -> Tensor:
-    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W), ``align_corners=False``.
+    """Bilinear upsampling of (B, k, h, w) maps to (B, k, H, W) = ``size``, no corner alignment.
 
-    Args:
-        maps: (B, k, h, w).
-        size: (H, W).
-        extent: None when the (h, w) grid covers exactly the (H, W) image; else (ey, ex): the
-            grid covers ``ey * H`` by ``ex * W`` pixels from the top-left corner (a detector
-            that padded its input, see :mod:`eigencam.capture.geometry`). The maps are
-            upsampled to that size and the (H, W) image part is kept.
+    ``extent`` (ey, ex), for a detector that padded its input (:mod:`eigencam.capture.geometry`):
+    the grid covers ``ey * H`` by ``ex * W`` pixels from the top-left corner; the maps are
+    upsampled to that size and the (H, W) image part is kept. None: the grid covers the image.
     """
     if maps.ndim != 4:
         raise ShapeError("maps", "(B, k, h, w)", tuple(maps.shape))
@@ -36,9 +32,7 @@ def upsample(
         full = (max(size[0], round(size[0] * extent[0])), max(size[1], round(size[1] * extent[1])))
     if tuple(maps.shape[-2:]) == full == size:
         return maps
-    src = maps if maps.is_floating_point() else maps.float()
-    if src.dtype in (torch.float16, torch.bfloat16):
-        src = src.float()
+    src = maps if maps.dtype in (torch.float32, torch.float64) else maps.float()
     out = F.interpolate(src, size=full, mode="bilinear", align_corners=False)
     return out[..., : size[0], : size[1]]
 
@@ -80,11 +74,9 @@ def upsample_normalize(
 
 
 def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
-    """Per-box renormalisation: each box min-max normalised on its own, zero outside every box.
-
-    Where boxes overlap, the larger value is kept. This shows, for a detector, what the map
-    looks like inside each detection whatever the other detections' strength (the
-    ``renormalize_cam_in_bounding_boxes`` idea of pytorch-grad-cam, batched over the boxes).
+    """Each box min-max normalised on its own, zero outside every box, the larger value where
+    boxes overlap: a detector's map inside each detection whatever the others' strength
+    (pytorch-grad-cam's ``renormalize_cam_in_bounding_boxes``, batched over the boxes).
 
     Args:
         maps: (B, k, H, W) maps (any range).
@@ -130,11 +122,8 @@ def gaussian_kernel1d(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """(2 radius + 1,) taps ``exp(-t^2 / (2 sigma^2))``, t = -radius..radius, summing to 1.
-
-    Every Gaussian of eigencam (map smoothing, fixation densities, the SSIM window) is this one,
-    computed in ``dtype`` on ``device``.
-    """
+    """(2 radius + 1,) taps ``exp(-t^2 / (2 sigma^2))``, t = -radius..radius, summing to 1: every
+    Gaussian of eigencam (map smoothing, fixation densities, the SSIM window)."""
     t = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
     taps = torch.exp(-(t * t) / (2 * sigma**2))
     return taps / taps.sum()

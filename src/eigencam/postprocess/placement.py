@@ -26,11 +26,9 @@ def paste_region(
     extent: tuple[float, float] | None = None,
     renormalize: bool = False,
 ) -> Tensor:
-    """(k, h, w) maps covering ``region`` of an image -> (k, H, W) float32 maps over the image.
-
-    The maps are upsampled (bilinear) straight to the region's pixels and pasted in place: zero
-    outside the region; the part of the region outside the image (a letterbox's padding) is
-    dropped.
+    """(k, h, w) maps covering ``region`` of an image -> (k, H, W) float32 maps over the image:
+    upsampled (bilinear) straight to the region's pixels and pasted in place, zero outside the
+    region; the part of the region outside the image (a letterbox's padding) is dropped.
 
     Args:
         maps: (k, h, w) maps on the model's input grid.
@@ -67,14 +65,12 @@ def maps_at_original(
     relu: bool = False,
     extent: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Raw maps (k, h, w) -> normalised float32 maps (k, H, W) over the original image.
+    """Raw maps (k, h, w) -> float32 maps (k, H, W) over the original image, ``size`` = (W, H).
 
-    The maps are upsampled (bilinear) straight to the region of the original image the model
-    saw (:meth:`Preprocessing.crop_region`) and normalised over the part of that region inside
-    the image: with ``stretch`` the whole image; with ``center-crop`` the crop (zero elsewhere);
-    with ``letterbox`` the image without the padding. ``extent`` (from
-    :attr:`CAMResult.extent`) places maps of models that padded their input internally.
-    ``relu`` clips the raw maps at their own resolution, before upsampling (as explainers do).
+    :func:`paste_region` over the region the model saw (:meth:`Preprocessing.crop_region`),
+    normalised over its part inside the image (``center-crop``: zero outside the crop;
+    ``letterbox``: the padding dropped). ``extent`` is :attr:`CAMResult.extent`; ``relu`` clips
+    the raw maps at their own resolution, before upsampling (as explainers do).
     """
     maps = raw.float().clamp_min(0) if relu else raw.float()
     region = preprocessing.crop_region(*size)

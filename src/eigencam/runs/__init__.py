@@ -1,17 +1,12 @@
 """The one run loop every command uses.
 
-A command is a *task* (:class:`~eigencam.runs.loop.Task`): it turns one batch of inputs into one
-*part* of records (``process``) and the run folder's records into the command's outputs
-(``finish``). :func:`~eigencam.runs.loop.run_task` does everything else, the same way for every
-command: it opens the :class:`~eigencam.runs.folder.RunFolder` (identity, resume, refusal of a
-folder written by another run or release), skips the inputs a resumed run has recorded, decodes
-images in threads, calls the task, writes each part atomically, moves the progress bar, and
-calls ``finish`` also when the run is interrupted (SIGINT or SIGTERM), so the summary of what
-finished is always written.
-
-Isolation policy (:mod:`eigencam.runs.step`): an :class:`~eigencam.errors.EigenCAMError` raised
-while explaining one image is that image's failure, recorded with its message; any other
-exception is a bug and stops the run with its traceback. Finished parts are kept either way.
+A command is a :class:`~eigencam.runs.loop.Task` (``process`` turns one batch into one part of
+records, ``finish`` turns the folder's records into the command's outputs);
+:func:`~eigencam.runs.loop.run_task` does the rest the same way for every command (the
+:class:`~eigencam.runs.folder.RunFolder`, resume, threaded decoding, atomic parts, progress,
+``finish`` also on SIGINT or SIGTERM). Isolation (:mod:`eigencam.runs.step`): an
+:class:`~eigencam.errors.EigenCAMError` on one image is that image's failure; anything else is a
+bug and stops the run with its traceback.
 """
 
 from eigencam.runs.folder import RunFolder, RunRecords

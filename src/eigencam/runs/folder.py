@@ -1,11 +1,9 @@
-"""The run folder: ``run.json`` (what identifies the run) and ``records/part-NNNNNN.<ext>``.
-
-Every command that writes a run uses this folder. A part is one finished batch, written
-atomically through a *codec*: ``json`` (rows and failures, one dict per image), ``npz`` (arrays,
-``eigencam localize``) or a codec object of the caller's (``eigencam batch`` writes Parquet
-shards). A killed run keeps every finished part; a resumed run skips the images its parts
-record and is refused, with :class:`~eigencam.errors.RunMismatchError`, when the folder holds a
-run with other settings or one written by another release's run format.
+"""The run folder of every command: ``run.json`` (the run's identity) and
+``records/part-NNNNNN.<ext>``, one finished batch each, written atomically through a *codec*:
+``json`` (rows and failures, one dict per image), ``npz`` (arrays, ``eigencam localize``) or the
+caller's own (``eigencam batch`` writes Parquet shards). A resumed run skips the images its parts
+record, and a folder of a run with other settings or of another release's run format is refused
+with :class:`~eigencam.errors.RunMismatchError`.
 """
 
 from __future__ import annotations
@@ -61,9 +59,7 @@ class JsonCodec:
 
     def keys(self, path: Path) -> set[str]:
         data = self.read(path)
-        return {r["key"] for r in data.get("rows", [])} | {
-            f["key"] for f in data.get("failures", [])
-        }
+        return {r["key"] for r in [*data.get("rows", []), *data.get("failures", [])]}
 
 
 class NpzCodec:
@@ -89,14 +85,9 @@ CODECS: dict[str, Codec] = {"json": JsonCodec(), "npz": NpzCodec()}
 
 @dataclass
 class RunRecords:
-    """Every recorded image of a json-codec run.
-
-    Attributes:
-        rows: one dict per evaluated image (key ``"key"``), sorted by key; a later record of an
-            image replaces an earlier one.
-        failures: ``{"key", "file", "error"}`` per image that could not be evaluated and has no
-            row, sorted by key.
-    """
+    """Every recorded image of a json-codec run, sorted by key: ``rows``, one dict per evaluated
+    image (a later record of an image replaces an earlier one), and ``failures``,
+    ``{"key", "file", "error"}`` per image that could not be evaluated and has no row."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -118,12 +109,11 @@ class RunFolder:
 
     Args:
         path: the folder (created).
-        identity: JSON-ready settings that must not change between a run and its resumption
-            (dataset, model, methods, settings, preprocessing).
+        identity: JSON-ready settings that must not change between a run and its resumption.
         command: the command named in messages (``explain``, ``localize``...).
         codec: ``"json"``, ``"npz"`` or a :class:`Codec`.
-        parts_dir: the name of the folder of parts (``eigencam batch``: ``shards``).
-        width: digits of the part numbers in the file names.
+        parts_dir, width: the folder of parts (``eigencam batch``: ``shards``); the digits of
+            the part numbers.
     """
 
     def __init__(
@@ -149,30 +139,25 @@ class RunFolder:
         return self.path / self.parts_dir
 
     def open(self, *, resume: bool, overwrite: bool = False) -> RunFolder:
-        """Create the folder, or check that the run in it is this run, and lock it.
-
-        With ``overwrite`` a run already in the folder is discarded (its ``run.json`` and
-        parts; output files are replaced as the new run writes them). The folder stays locked
-        against a second run until :meth:`close`.
+        """Create the folder, or check that the run in it is this run, and lock it until
+        :meth:`close`. ``overwrite`` discards a run already there (its ``run.json`` and parts;
+        output files are replaced as the new run writes them).
 
         Raises:
-            RunExistsError (a ``FileExistsError``): the folder holds a run and ``resume`` is
-                false.
-            RunMismatchError: the run in the folder has other settings, or was written by
-                another release's run format.
+            RunExistsError (a ``FileExistsError``): the folder holds a run and not ``resume``.
+            RunMismatchError: the run in the folder has other settings or another run format.
             OutputError: the folder cannot be created or written.
         """
-        run_file = self.path / RUN_FILE
-        stamp = {"eigencam": __version__, "run_format": RUN_FORMAT}
         self._lock()
         try:
-            self._open(run_file, stamp, resume=resume, overwrite=overwrite)
+            self._open(resume=resume, overwrite=overwrite)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _open(self, run_file: Path, stamp: dict, *, resume: bool, overwrite: bool) -> None:
+    def _open(self, *, resume: bool, overwrite: bool) -> None:
+        run_file = self.path / RUN_FILE
         if overwrite and not resume:
             for old in [run_file, *self.records_dir.glob("part-*")]:
                 old.unlink(missing_ok=True)
@@ -190,6 +175,7 @@ class RunFolder:
         else:
             try:
                 self.records_dir.mkdir(parents=True, exist_ok=True)
+                stamp = {"eigencam": __version__, "run_format": RUN_FORMAT}
                 write_json(run_file, {**stamp, **self.identity})
             except OSError as err:
                 raise OutputError(
@@ -265,11 +251,8 @@ class RunFolder:
         return self.records_dir / f"part-{index:0{self.width}d}.{self.codec.suffix}"
 
     def write(self, part: Any, path: Path | None = None) -> Path:
-        """Atomically write ``part`` (to ``path``, else to the next free part).
-
-        Raises:
-            OutputError: the part cannot be written (disk full, permissions).
-        """
+        """Atomically write ``part`` (to ``path``, else to the next free part); an
+        :class:`~eigencam.errors.OutputError` when it cannot be written."""
         path = path or self.part_path()
         try:
             self.codec.write(path, part)

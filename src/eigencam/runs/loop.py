@@ -18,12 +18,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from eigencam.errors import ModelForwardError
 from eigencam.runs.folder import RunFolder
 from eigencam.runs.options import RunOptions
-from eigencam.runs.source import Batch
+from eigencam.runs.source import Batch, failure
 
 
 @dataclass
@@ -46,6 +47,9 @@ class RunStats:
         ok, failed: inputs this call finished, and those of them that failed.
         seconds: wall time of this call.
         interrupted: the call was stopped (SIGINT, SIGTERM) before every input was done.
+        stopped: failure records (``{"key", "file", "error"}``) of the batch whose error
+            stopped the run (a model whose forward pass raises): summaries list them as
+            failed. They are not written to the parts, so ``--resume`` tries them again.
     """
 
     total: int = 0
@@ -54,6 +58,7 @@ class RunStats:
     failed: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    stopped: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -124,7 +129,13 @@ def run_task(
         with terminate_as_interrupt():
             try:
                 for batch in batches(pending):
-                    queue.append((folder.part_path(), task.process(batch)))
+                    try:
+                        queue.append((folder.part_path(), task.process(batch)))
+                    except ModelForwardError as err:
+                        stats.stopped = batch.failures + [
+                            failure(item, str(err)) for _, item in batch.items
+                        ]
+                        raise
                     write(block=False)
                 write(block=True)
             except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,15 +22,10 @@ if TYPE_CHECKING:
 
 @dataclass
 class LoadedImage:
-    """One decoded image, resized for the model.
-
-    Attributes:
-        index: position in the input list.
-        path: the file (for an :class:`~eigencam.io.EncodedImage`, its name).
-        pixels: uint8 (H, W, 3) at the model's input size.
-        size: (width, height) of the original image.
-        original: the original RGB image (kept only when the caller needs it, else None).
-    """
+    """One decoded image: its ``index`` in the input list, its ``path`` (an
+    :class:`~eigencam.io.EncodedImage`'s name), its uint8 (H, W, 3) ``pixels`` at the model's
+    input size, the (width, height) ``size`` of the original, and the ``original`` RGB image
+    when the caller keeps it (else None)."""
 
     index: int
     path: Path
@@ -47,24 +43,6 @@ class LoadFailure:
     error: str
 
 
-def _load_one(
-    index: int,
-    source: Path | EncodedImage,
-    pre: Preprocessing,
-    max_pixels: int | None,
-    keep: bool,
-) -> LoadedImage | LoadFailure:
-    path = Path(source.name) if isinstance(source, EncodedImage) else source
-    try:
-        if isinstance(source, EncodedImage):
-            image = decode_image(source.data, source.name, max_pixels=max_pixels)
-        else:
-            image = load_image(source, max_pixels=max_pixels)
-    except ImageReadError as err:
-        return LoadFailure(index, path, err.cause)
-    return LoadedImage(index, path, pre.resize_image(image), image.size, image if keep else None)
-
-
 def iter_batches(
     paths: Sequence[str | Path | EncodedImage],
     preprocessing: Preprocessing,
@@ -76,14 +54,26 @@ def iter_batches(
 ) -> Iterator[tuple[list[LoadedImage], list[LoadFailure]]]:
     """Yield (images, failures) in input order, ``batch_size`` readable images at a time.
 
-    ``paths`` holds image files or :class:`~eigencam.io.EncodedImage` (bytes in memory, decoded
-    with the same checks as files).
-
-    Images are decoded and resized by ``workers`` threads, at most a couple of batches ahead
-    of the consumer, so memory stays bounded on any dataset size.
+    ``paths`` holds image files or :class:`~eigencam.io.EncodedImage`. Images are decoded and
+    resized by ``workers`` threads, at most a couple of batches ahead of the consumer, so memory
+    stays bounded on any dataset size.
     """
     check_range("batch_size", batch_size, 1)
     check_range("workers", workers, 0)
+
+    def load(index: int, item: str | Path | EncodedImage) -> LoadedImage | LoadFailure:
+        encoded = isinstance(item, EncodedImage)
+        path = Path(item.name if encoded else item)
+        try:
+            if encoded:
+                image = decode_image(item.data, item.name, max_pixels=max_pixels)
+            else:
+                image = load_image(path, max_pixels=max_pixels)
+        except ImageReadError as err:
+            return LoadFailure(index, path, err.cause)
+        pixels = preprocessing.resize_image(image)
+        return LoadedImage(index, path, pixels, image.size, image if keep_original else None)
+
     window = max(2 * batch_size, workers * 2, 1)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="eigencam-load")
     pending: deque[Future] = deque()
@@ -92,15 +82,8 @@ def iter_batches(
     failures: list[LoadFailure] = []
     try:
         while True:
-            while len(pending) < window:
-                nxt = next(todo, None)
-                if nxt is None:
-                    break
-                index, item = nxt
-                source = item if isinstance(item, EncodedImage) else Path(item)
-                pending.append(
-                    pool.submit(_load_one, index, source, preprocessing, max_pixels, keep_original)
-                )
+            for index, item in itertools.islice(todo, window - len(pending)):
+                pending.append(pool.submit(load, index, item))
             if not pending:
                 break
             item = pending.popleft().result()
@@ -121,13 +104,8 @@ def iter_batches(
 
 @dataclass
 class Batch:
-    """One batch of a run: the decoded inputs with their items, and the inputs that failed.
-
-    Attributes:
-        items: ``(LoadedImage, item)`` pairs; an item is what the run was given (a dataset
-            sample, an input file) and has a ``key`` and a ``path``.
-        failures: ``{"key", "file", "error"}`` per input that could not be read.
-    """
+    """One batch of a run: ``(LoadedImage, item)`` pairs (an item, a dataset sample or an input
+    file, has a ``key`` and a ``path``) and ``{"key", "file", "error"}`` per unreadable input."""
 
     items: list[tuple[LoadedImage, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)

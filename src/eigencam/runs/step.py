@@ -3,10 +3,11 @@
 An :class:`~eigencam.errors.EigenCAMError` raised for a batch is retried image by image; an
 image that still raises one is that image's failure, recorded with the error's message, and the
 other images go on. Errors that no image can cause on its own (a wrong layer name, an option a
-method does not have, a model a method cannot explain, a missing package, an output that cannot
-be written) stop the run, and so does every exception that is not an ``EigenCAMError`` (the
-model's forward failing, or a bug): it becomes a :class:`~eigencam.errors.ModelForwardError`
-naming the batch and the original error (chained; ``--debug`` prints its traceback).
+method does not have, a model a method cannot explain, an input size or dtype the model cannot
+take, a missing package, an output that cannot be written) stop the run, and so does every
+exception that is not an ``EigenCAMError`` (the model's forward failing, or a bug): it becomes
+a :class:`~eigencam.errors.ModelForwardError` naming the batch and the original error (chained;
+``--debug`` prints its traceback).
 """
 
 from __future__ import annotations
@@ -18,31 +19,24 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from eigencam import errors
 from eigencam.capture.hooks import preserved_state
-from eigencam.errors import (
-    EigenCAMError,
-    InvalidParameterError,
-    LayerNotFoundError,
-    LayerSelectionError,
-    MethodNotFoundError,
-    MissingDependencyError,
-    ModelForwardError,
-    OutputError,
-    UnsupportedModelError,
-)
+from eigencam.errors import EigenCAMError, ModelForwardError
+from eigencam.methods.base import input_mismatch
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: Errors that are the run's, not one image's: they stop the run.
 RUN_ERRORS: tuple[type[EigenCAMError], ...] = (
-    InvalidParameterError,
-    LayerNotFoundError,
-    LayerSelectionError,
-    MethodNotFoundError,
-    MissingDependencyError,
-    OutputError,
-    UnsupportedModelError,
+    errors.InputMismatchError,
+    errors.InvalidParameterError,
+    errors.LayerNotFoundError,
+    errors.LayerSelectionError,
+    errors.MethodNotFoundError,
+    errors.MissingDependencyError,
+    errors.OutputError,
+    errors.UnsupportedModelError,
 )
 
 
@@ -88,6 +82,13 @@ def to_batch(pixels: Sequence[Any], preprocessing: Any, device: Any) -> Tensor:
 
 
 def classify(model: nn.Module, x: Tensor) -> Tensor:
-    """The model's output for a batch, in eval mode, with its flags restored."""
+    """The model's output for a batch, in eval mode, with its flags restored; an input the
+    model cannot take raises :class:`~eigencam.errors.InputMismatchError`."""
     with torch.inference_mode(), preserved_state(model):
-        return model(x)
+        try:
+            return model(x)
+        except RuntimeError as err:
+            mismatch = input_mismatch(err, x, model)
+            if mismatch is None:
+                raise
+            raise mismatch from err

@@ -1,10 +1,8 @@
-"""The figure of ``eigencam attack``: the layout of Figure 4 of the Eigen-CAM paper.
+"""The figure of ``eigencam attack``, laid out as Figure 4 of the Eigen-CAM paper.
 
-Two rows, the clean image and its adversarial version; the first column is the image itself,
-then one column per method with its map over the image. Every cell shows the ground-truth boxes
-in green and the method's localization box (largest component of the thresholded map) in
-cyan; cells of the adversarial row carry a red label with the adversarial class. Pure layout
-over numpy arrays; Pillow loads when a figure is drawn.
+A row for the clean image and one for its adversarial version: the image, then each method's
+map over it, with the ground-truth boxes in green, the method's localization box in cyan, and
+the adversarial class as a red label on the adversarial row.
 """
 
 from __future__ import annotations
@@ -44,29 +42,14 @@ class MethodCells:
     adversarial_caption: str = ""
 
 
-def _draw(
-    rgb: np.ndarray,
-    gt: np.ndarray,
-    box: Sequence[float] | None,
-    tag: str | None,
-    scale: float,
-) -> np.ndarray:
+def _tag(rgb: np.ndarray, tag: str, pad: int) -> np.ndarray:
+    """``tag`` in white on a red band at the top-left corner."""
     from PIL import Image, ImageDraw
 
-    width = max(2, round(max(rgb.shape[:2]) / 120))
-    rgb = draw_boxes(
-        rgb, np.asarray(gt, np.float64).reshape(-1, 4) * scale, color=GREEN, width=width
-    )
-    if box is not None:
-        pred = np.asarray(box, np.float64).reshape(-1, 4) * scale
-        rgb = draw_boxes(rgb, pred, color=CYAN, width=max(1, width - 1))
-    if not tag:
-        return rgb
     image = Image.fromarray(rgb)
     draw = ImageDraw.Draw(image)
     font = _font(int(np.clip(image.size[0] / 16, 10, 22)))
     left, top, right, bottom = draw.textbbox((0, 0), tag, font=font)
-    pad = max(2, width)
     draw.rectangle((0, 0, right - left + 2 * pad, bottom - top + 2 * pad), fill=RED)
     draw.text((pad - left, pad - top), tag, fill=(255, 255, 255), font=font)
     return np.asarray(image)
@@ -86,28 +69,29 @@ def adversarial_figure(
     alpha: float = 0.5,
     colormap: str = "jet",
 ) -> np.ndarray:
-    """Compose the clean / adversarial rows of one image.
+    """The RGB uint8 figure of one image.
 
     Args:
         clean, adversarial: (H, W, 3) uint8 images as the model saw them.
         gt_boxes: (G, 4) ground-truth boxes in those images' pixels (NaN rows ignored).
         methods: one :class:`MethodCells` per method, in column order.
-        clean_caption, adversarial_caption: captions of the image cells.
-        adversarial_tag: the red label drawn on the adversarial row (the adversarial class).
-        title: lines above the figure.
-        tile: longer side of each cell, in pixels.
-        alpha, colormap: heat-map overlay.
-
-    Returns:
-        The figure, RGB uint8.
+        clean_caption, adversarial_caption, title: captions of the image cells; lines on top.
+        adversarial_tag: the red label of the adversarial row (the adversarial class).
+        tile, alpha, colormap: longer side of each cell in pixels; the heat-map overlay.
     """
     scale = tile / max(clean.shape[:2])
     size = fit_size(clean.shape[1], clean.shape[0], tile)
+    gt = np.asarray(gt_boxes, np.float64).reshape(-1, 4) * scale
 
     def cell(image, heat, box, tag, lines):
         rgb = image if heat is None else overlay(image, heat, alpha=alpha, colormap=colormap)
-        rgb = _draw(resize_rgb(rgb, size), gt_boxes, box, tag, scale)
-        return add_caption(rgb, lines)
+        rgb = resize_rgb(rgb, size)
+        width = max(2, round(max(rgb.shape[:2]) / 120))
+        rgb = draw_boxes(rgb, gt, color=GREEN, width=width)
+        if box is not None:
+            pred = np.asarray(box, np.float64).reshape(-1, 4) * scale
+            rgb = draw_boxes(rgb, pred, color=CYAN, width=max(1, width - 1))
+        return add_caption(_tag(rgb, tag, max(2, width)) if tag else rgb, lines)
 
     top = [cell(clean, None, None, None, ["clean image", clean_caption])]
     bottom = [cell(adversarial, None, None, adversarial_tag, ["adversarial", adversarial_caption])]

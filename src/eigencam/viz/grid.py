@@ -1,8 +1,4 @@
-"""Figure grids like the paper's Figures 2-4: the image, then one captioned overlay per method.
-
-Pure layout over numpy RGB arrays; Pillow is imported when a grid is drawn, matplotlib only
-through the colormap lookup of :mod:`eigencam.viz.overlay`.
-"""
+"""Figure grids like the paper's Figures 2-4: the image, then one captioned overlay per method."""
 
 from __future__ import annotations
 
@@ -56,14 +52,12 @@ def compose_grid(
     pad: int = 6,
     background: int = 255,
 ) -> np.ndarray:
-    """Lay out cells in rows and columns, with an optional title band on top.
+    """Lay out cells in rows and columns under an optional ``title`` (lines of text).
 
     Args:
         rows: cells (RGB uint8 arrays, captions included) or None for an empty cell. Each
             column is as wide as its widest cell, each row as tall as its tallest.
-        title: lines of text above the grid (the top-3 predictions, say).
-        pad: pixels between cells and around the grid.
-        background: grey level of the page.
+        pad, background: pixels between cells and around the grid; grey level of the page.
 
     Returns:
         The figure, RGB uint8 (H, W, 3).

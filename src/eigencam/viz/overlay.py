@@ -1,5 +1,4 @@
-"""Heat-map overlays, captions and detection boxes. Separate from the maths; matplotlib loads only
-when used."""
+"""Heat-map overlays, captions and detection boxes; matplotlib and Pillow load when used."""
 
 from __future__ import annotations
 

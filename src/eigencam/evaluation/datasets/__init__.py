@@ -1,21 +1,14 @@
-"""Readers for localization datasets: images, ground-truth boxes and class labels.
+"""Readers for localization datasets: images, ground-truth boxes and class labels
+(docs/localization.md#data has every layout).
 
-Every reader returns a :class:`Dataset`: a list of :class:`Sample` (image file, boxes in original
-image pixels, the model's class index of the object when known) plus the annotations it skipped.
-One module per format, each behind :data:`READERS` (``format="auto"`` recognises them from the
-folder, in the table's order):
-
-- ``dev`` (:mod:`.dev`): the ``annotations.json`` of eigencam's ILSVRC dev set;
-- ``cub`` (:mod:`.cub`): CUB-200-2011, the test split by default;
-- ``voc`` (:mod:`.voc`): PASCAL VOC;
-- ``coco`` (:mod:`.coco`): a COCO instances JSON;
-- ``ilsvrc`` (:mod:`.ilsvrc`): ILSVRC validation XML (``ILSVRC2012_bbox_val_v3`` or Kaggle's
-  ``ILSVRC/Annotations/CLS-LOC/val``) and a synset file.
-
-For VOC and COCO a ``class_map`` ({dataset class name: model class index}) names the model's
-class of each object; without it the class is unknown and only class-agnostic measures apply.
-An image with objects of several classes is labelled with the class of its largest mapped box
-and evaluated against the boxes of that class.
+Every reader returns a :class:`Dataset`: :class:`Sample` s (image file, boxes in original image
+pixels, the model's class index of the object when known) plus the annotations it skipped. One
+module per format behind :data:`READERS`, recognised by ``format="auto"`` in the table's order:
+``dev`` (the ``annotations.json`` of eigencam's ILSVRC dev set), ``cub`` (CUB-200-2011),
+``voc`` (PASCAL VOC), ``coco`` (a COCO instances JSON), ``ilsvrc`` (validation XML + a synset
+file). For VOC and COCO a ``class_map`` ({dataset class name: model class index}) names the
+model's class of each object; an image with objects of several classes is labelled with the
+class of its largest mapped box and evaluated against the boxes of that class.
 
 Malformed or missing annotations raise :class:`~eigencam.errors.AnnotationError` naming the file
 and entry, or, with ``skip_bad=True``, are recorded in ``Dataset.skipped`` and left out.

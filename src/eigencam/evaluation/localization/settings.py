@@ -1,22 +1,22 @@
 """What ``eigencam localize`` measures: the threshold grids and IoU rules, and the scoring of
-one batch's maps at every threshold.
+one batch's maps into boxes and IoUs at every threshold.
 
-Torch-free on purpose: :func:`score_part` runs in the scorer processes (``score_workers``).
+Plain numpy: :func:`score_part` runs in a background thread or in the scorer processes
+(``score_workers``) while the model explains the next batch.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from eigencam.errors import check, check_choice
 from eigencam.evaluation.metrics.protocols import CHOE_GRID, CHOE_IOUS, PAPER_THRESHOLDS, union_grid
-from eigencam.evaluation.scoring import score_and_write
+from eigencam.postprocess import boxes as bx
+
+TOP_K = 5
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,21 @@ class LocalizeSettings:
         return union_grid(self.thresholds, self.box_grid)
 
 
-def settings_dict(settings: LocalizeSettings) -> dict[str, Any]:
-    """The settings as JSON."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
+def empty_part(m: int, t: int) -> dict[str, np.ndarray]:
+    """The per-image arrays of a part with no image, for ``m`` methods and ``t`` thresholds."""
+    return {
+        "keys": np.zeros(0, dtype=str),
+        "labels": np.zeros(0, dtype=np.int64),
+        "top5": np.zeros((0, TOP_K), dtype=np.int64),
+        "top5_prob": np.zeros((0, TOP_K), dtype=np.float32),
+        "sizes": np.zeros((0, 2), dtype=np.int64),
+        "regions": np.zeros((0, 4)),
+        "boxes": np.zeros((0, m, 2, t, 4), dtype=np.float32),
+        "iou": np.zeros((0, m, 2, t), dtype=np.float32),
+        "iou_all": np.zeros((0, m, 2, t), dtype=np.float32),
+        "gt_count": np.zeros(0, dtype=np.int64),
+        "gt_flat": np.zeros((0, 4)),
+    }
 
 
 def score_part(
@@ -68,16 +80,64 @@ def score_part(
     skipped: list[tuple[str, str]],
     methods: Sequence[str],
 ) -> dict[str, np.ndarray]:
-    """One part of the records: the boxes and IoUs of a batch's maps at every threshold.
+    """One part of the records (``records/part-NNNNNN.npz``): a batch's boxes and IoUs.
 
-    The arguments are those of :func:`eigencam.evaluation.scoring.score_and_write`, which
-    writes the part to a file; it is read back here so that the run loop writes the parts.
+    Args:
+        settings: the grid (T thresholds) and the connectivity.
+        stack: uint8 maps (n_i, H, W) at the model's input size, one array per group.
+        where: for each map of the concatenated stack, (image, method, slot); slot 0 is the
+            ground-truth class's map (copied to slot 1 unless a slot-1 map follows), slot 1 the
+            top-1 class's map.
+        info: per-image arrays (keys, labels, logits_top, logits_prob, sizes, regions, gt,
+            layers); empty when every image of the batch was skipped.
+        skipped: (key, reason) of the batch's skipped images.
+        methods: method keys (M).
     """
-    with tempfile.TemporaryDirectory(prefix="eigencam-boxes-") as tmp:
-        path = Path(tmp) / "part.npz"
-        grid = np.asarray(settings.grid)
-        score_and_write(
-            stack, where, info, skipped, list(methods), grid, settings.connectivity, path
-        )
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+    grid = np.asarray(settings.grid)
+    m, t = len(methods), len(grid)
+    part: dict[str, np.ndarray] = {
+        "methods": np.asarray(methods, dtype=str),
+        "skipped_keys": np.asarray([k for k, _ in skipped], dtype=str),
+        "skipped_reasons": np.asarray([r for _, r in skipped], dtype=str),
+    }
+    if not stack:
+        return {**part, **empty_part(m, t), "layers": np.asarray([""] * m, dtype=str)}
+    n = len(info["keys"])
+    regions, gt = info["regions"], info["gt"]
+    maps_u8 = np.concatenate(stack)
+    h, w = maps_u8.shape[-2:]
+    comps = bx.connected_components(maps_u8, grid, connectivity=settings.connectivity)
+    image = np.array([i for i, _, _ in where])
+    largest = bx.to_original(comps.largest, regions[image], (h, w))
+    iou = bx.best_iou(largest, gt[image])
+    comp_boxes = bx.to_original(comps.boxes[:, None, :], regions[image[comps.owner // t]], (h, w))
+    iou_all = bx.best_component_iou(comp_boxes[:, 0], comps.owner, gt[image], t)
+    out_boxes = np.full((n, m, 2, t, 4), np.nan, dtype=np.float32)
+    out_iou = np.zeros((n, m, 2, t), dtype=np.float32)
+    out_all = np.zeros((n, m, 2, t), dtype=np.float32)
+    for row, (i, mi, slot) in enumerate(where):  # slot-0 rows come before their slot-1 rows
+        slots = (0, 1) if slot == 0 else (1,)
+        out_boxes[i, mi, slots] = largest[row]
+        out_iou[i, mi, slots] = iou[row]
+        out_all[i, mi, slots] = iou_all[row]
+    gt_list = [g[np.isfinite(g[:, 0])] for g in gt]
+    k = info["logits_top"].shape[1]
+    top5 = np.full((n, TOP_K), -1, dtype=np.int64)
+    top5[:, :k] = info["logits_top"]
+    prob = np.zeros((n, TOP_K), dtype=np.float32)
+    prob[:, :k] = info["logits_prob"]
+    return {
+        **part,
+        "keys": info["keys"],
+        "labels": info["labels"],
+        "top5": top5,
+        "top5_prob": prob,
+        "sizes": info["sizes"],
+        "regions": regions,
+        "boxes": out_boxes,
+        "iou": out_iou,
+        "iou_all": out_all,
+        "gt_count": np.asarray([len(g) for g in gt_list], dtype=np.int64),
+        "gt_flat": np.concatenate(gt_list) if gt_list else np.zeros((0, 4)),
+        "layers": info["layers"],
+    }

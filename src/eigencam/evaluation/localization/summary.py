@@ -24,14 +24,13 @@ from typing import Any
 import numpy as np
 
 from eigencam.errors import EigenCAMError, check
-from eigencam.evaluation.localization.settings import LocalizeSettings
+from eigencam.evaluation.localization.settings import LocalizeSettings, empty_part
 from eigencam.evaluation.metrics.protocols import (
     grid_columns,
     maxboxacc,
     maxboxacc_v2,
     paper_protocol,
 )
-from eigencam.evaluation.scoring import TOP_K
 from eigencam.runs.folder import RunFolder
 
 #: The per-image arrays of :class:`Records` (besides ``keys`` and ``gt``).
@@ -85,22 +84,6 @@ class Records:
         )
 
 
-def _empty_part(m: int, t: int) -> dict[str, np.ndarray]:
-    return {
-        "keys": np.zeros(0, dtype=str),
-        "labels": np.zeros(0, dtype=np.int64),
-        "top5": np.zeros((0, TOP_K), dtype=np.int64),
-        "top5_prob": np.zeros((0, TOP_K), dtype=np.float32),
-        "sizes": np.zeros((0, 2), dtype=np.int64),
-        "regions": np.zeros((0, 4)),
-        "boxes": np.zeros((0, m, 2, t, 4), dtype=np.float32),
-        "iou": np.zeros((0, m, 2, t), dtype=np.float32),
-        "iou_all": np.zeros((0, m, 2, t), dtype=np.float32),
-        "gt_count": np.zeros(0, dtype=np.int64),
-        "gt_flat": np.zeros((0, 4)),
-    }
-
-
 def load_records(out_dir: str | Path, methods: Sequence[str], n_thresholds: int) -> Records:
     """Read and concatenate every ``records/part-*.npz`` of a run (later parts win on repeats)."""
     folder = RunFolder(out_dir, {}, command="localize", codec="npz")
@@ -116,7 +99,7 @@ def load_records(out_dir: str | Path, methods: Sequence[str], n_thresholds: int)
             if str(layer):
                 layers.setdefault(str(key), str(layer))
         parts.append(data)
-    parts = parts or [_empty_part(len(methods), n_thresholds)]
+    parts = parts or [empty_part(len(methods), n_thresholds)]
     cat = {
         k: np.concatenate([p[k] for p in parts]) for k in ("keys", *_ARRAYS, "gt_count", "gt_flat")
     }
@@ -172,15 +155,16 @@ def summarize(
         },
         "methods": {},
     }
+    iou, box_grid = settings.iou_threshold, settings.box_grid
     for mi, (key, class_specific) in enumerate(methods.items()):
         cal = {} if calibration is None else calibration.get(key)
         check(
             cal is not None,
             f"the calibration run has no method {key!r}; calibrate with the same --methods",
         )
-        iou_gt = records.iou[:, mi, 0].astype(np.float64)
-        iou_top1 = records.iou[:, mi, 1].astype(np.float64)
-        iou_all = records.iou_all[:, mi, 0].astype(np.float64)
+        iou_gt, iou_top1 = records.iou[:, mi].astype(np.float64).transpose(1, 0, 2)
+        choe_gt = iou_gt[:, choe_cols]
+        choe_all = records.iou_all[:, mi, 0, choe_cols].astype(np.float64)
         mask = known if class_specific else None
         out["methods"][key] = {
             "class_specific": bool(class_specific),
@@ -192,19 +176,15 @@ def summarize(
                 records.top5,
                 settings.thresholds,
                 class_specific=class_specific,
-                iou_threshold=settings.iou_threshold,
+                iou_threshold=iou,
                 calibrated=cal.get("paper"),
             ),
             "maxboxacc": maxboxacc(
-                iou_gt[:, choe_cols],
-                settings.box_grid,
-                iou_threshold=settings.iou_threshold,
-                mask=mask,
-                calibrated=cal.get("maxboxacc"),
+                choe_gt, box_grid, iou_threshold=iou, mask=mask, calibrated=cal.get("maxboxacc")
             ),
             "maxboxacc_v2": maxboxacc_v2(
-                iou_all[:, choe_cols],
-                settings.box_grid,
+                choe_all,
+                box_grid,
                 iou_thresholds=settings.v2_ious,
                 mask=mask,
                 calibrated=cal.get("maxboxacc_v2"),

@@ -1,9 +1,8 @@
 """``eigencam localize`` on the run loop: explain every image with every method, record boxes.
 
-:func:`run_localization` runs a :class:`LocalizeTask` with :func:`~eigencam.runs.run_task`:
-images are decoded and resized in worker threads, explained in batches (every method on the
-same batch, under the isolation policy of :func:`~eigencam.runs.isolate`), and each batch's maps
-are turned into boxes for every threshold of the union of the two protocols' grids
+Images are decoded and resized in worker threads, explained in batches (every method on the same
+batch, under the isolation policy of :func:`~eigencam.runs.isolate`), and each batch's maps are
+turned into boxes for every threshold of the union of the two protocols' grids
 (:func:`~eigencam.evaluation.localization.settings.score_part`) in a background thread, or in
 ``score_workers`` processes, while the next batch runs. The loop writes each scored batch, in
 order and atomically, as ``records/part-NNNNNN.npz``: a killed run keeps every finished batch,
@@ -13,28 +12,31 @@ alone (:mod:`eigencam.evaluation.localization.summary`).
 
 from __future__ import annotations
 
-import multiprocessing
-from collections.abc import Mapping
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from eigencam.errors import UnsupportedModelError, check, check_range
+from eigencam.errors import UnsupportedModelError, check, check_choice, check_range
+from eigencam.evaluation import benchmark as bm
 from eigencam.evaluation.datasets import Dataset, Sample
-from eigencam.evaluation.localization.settings import LocalizeSettings, score_part
-from eigencam.evaluation.scoring import TOP_K
-from eigencam.methods.base import Explainer
-from eigencam.models.preprocessing import Preprocessing
+from eigencam.evaluation.localization.report import write_report
+from eigencam.evaluation.localization.settings import TOP_K, LocalizeSettings, score_part
+from eigencam.evaluation.localization.summary import (
+    calibration_from_metrics,
+    load_records,
+    summarize,
+)
 from eigencam.postprocess import boxes as bx
 from eigencam.runs.folder import RunFolder
-from eigencam.runs.loop import Part, RunStats, gather, run_task
-from eigencam.runs.options import RunOptions
-from eigencam.runs.source import Batch, LoadedImage, image_batches, size_mismatch
+from eigencam.runs.loop import Part, RunStats, gather
+from eigencam.runs.source import Batch, LoadedImage
 from eigencam.runs.step import classify, isolate, to_batch
 
 
@@ -60,33 +62,90 @@ def _logits(output: Any) -> Tensor | None:
     return output if isinstance(output, Tensor) and output.ndim == 2 else None
 
 
-class LocalizeTask:
-    """``eigencam localize``: every method on every image, scored into boxes and IoUs."""
+@dataclass
+class LocalizeTask(bm.Benchmark):
+    """``eigencam localize``: every method on every image, scored into boxes and IoUs; at the end
+    both protocols and every output file (:mod:`eigencam.evaluation.localization.report`).
 
-    def __init__(
-        self,
-        model: nn.Module,
-        explainers: Mapping[str, Explainer],
-        preprocessing: Preprocessing,
-        settings: LocalizeSettings,
-        *,
-        device: Any,
-        score_workers: int = 1,
-    ) -> None:
-        self.model, self.explainers, self.pre = model, explainers, preprocessing
-        self.settings, self.device, self.methods = settings, device, list(explainers)
-        self.scorer: Executor = (
-            ProcessPoolExecutor(score_workers, mp_context=multiprocessing.get_context("spawn"))
-            if score_workers > 1
-            else ThreadPoolExecutor(1, thread_name_prefix="eigencam-boxes")
-        )
+    Attributes:
+        calibration: choose thresholds on held-out data instead of on ``dataset``: a finished run
+            folder (or its ``metrics.json``), or a :class:`Dataset` evaluated first into
+            ``out/calibration``.
+        gallery: best and worst cases shown per method in ``report.html``.
+        csv_thresholds: ``paper`` (the paper's sweep) or ``all`` (the whole grid) in
+            ``per_image.csv``.
+        calibration_progress: the progress callback of the calibration run.
+        score_workers: processes that turn maps into boxes (the costly part on CPU: labelling
+            one mask per map and threshold); 1 scores in a background thread while the next
+            batch is explained.
+    """
+
+    command = "localize"
+    settings_class = LocalizeSettings
+    codec = "npz"
+    batch_size = 16
+    calibration: str | Path | Dataset | None = None
+    gallery: int = 4
+    csv_thresholds: str = "paper"
+    calibration_progress: Callable[[Any], None] | None = None
+    score_workers: int = 1
+    calib: dict[str, Any] | None = field(default=None, init=False)
+    calib_source: str | None = field(default=None, init=False)
+    scorer: Executor | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("csv_thresholds", self.csv_thresholds, ("paper", "all"))
+        check_range("score_workers", self.score_workers, 1)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.explainers)
+
+    @property
+    def in_flight(self) -> int:
+        return self.score_workers + 1
+
+    def identity(self) -> dict[str, Any]:
+        return {
+            "dataset": {"root": str(self.dataset.root), "format": self.dataset.format},
+            "methods": self.methods,
+            "grid": list(self.settings.grid),
+            "connectivity": self.settings.connectivity,
+            "preprocessing": self.pre.describe(),
+            "model": {k: self.run_info.get(k) for k in ("model", "weights")},
+        }
+
+    def prepare(self) -> None:
+        """The calibration run, when ``calibration`` is a dataset, and the thresholds it chose."""
+        cal, info = self.calibration, self.run_info
+        if isinstance(cal, Dataset):
+            name = f"{info.get('name') or info.get('model')} (calibration)"
+            cal_metrics = LocalizeTask.run(
+                cal,
+                self.model,
+                self.pre,
+                self.explainers,
+                self.out / "calibration",
+                settings=self.settings,
+                run_info={**info, "name": name},
+                labels=self.labels,
+                run=replace(self.options, progress=self.calibration_progress),
+                gallery=0,
+                score_workers=self.score_workers,
+            )
+            self.calib = calibration_from_metrics(self.out / "calibration")
+            images = cal_metrics["classification"]["images"]
+            self.calib_source = f"held-out: {cal.root} ({images})"
+        elif cal is not None:
+            self.calib = calibration_from_metrics(cal)
+            self.calib_source = f"held-out: thresholds of the run {cal}"
 
     def explain(self, pairs: list[tuple[LoadedImage, Sample]]) -> list[Explained]:
         """Every method's maps of the images (both slots) and the model's top-k classes."""
-        x = to_batch([img.pixels for img, _ in pairs], self.pre, self.device)
-        labels = torch.tensor(
-            [-1 if s.label is None else s.label for _, s in pairs], device=self.device
-        )
+        device = self.options.device
+        x = to_batch([img.pixels for img, _ in pairs], self.pre, device)
+        labels = torch.tensor([-1 if s.label is None else s.label for _, s in pairs], device=device)
         maps: dict[str, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
         layers: dict[str, str] = {}
         logits = None
@@ -104,7 +163,7 @@ class LocalizeTask:
             )
         logits = logits.detach().float()
         prob, top = logits.softmax(dim=1).topk(min(TOP_K, logits.shape[1]), dim=1)
-        top1 = top[:, 0].to(self.device)
+        top1 = top[:, 0].to(device)
         bad = [pairs[i][1].key for i in (labels >= logits.shape[1]).nonzero().flatten().tolist()]
         check(
             not bad,
@@ -133,15 +192,14 @@ class LocalizeTask:
         ]
 
     def process(self, batch: Batch) -> Future[Part]:
-        good = []
-        for img, sample in batch.items:
-            why = size_mismatch(img, sample)
-            if why is None:
-                good.append((img, sample))
-            else:
-                batch.fail(sample, why)
+        if self.scorer is None:
+            self.scorer = (
+                ProcessPoolExecutor(self.score_workers, mp_context=get_context("spawn"))
+                if self.score_workers > 1
+                else ThreadPoolExecutor(1, thread_name_prefix="eigencam-boxes")
+            )
         done = []
-        for (img, sample), res, err in isolate(self.explain, good):
+        for (img, sample), res, err in isolate(self.explain, self.sized(batch)):
             if err is None:
                 done.append((img, sample, res))
             else:
@@ -187,65 +245,47 @@ class LocalizeTask:
         }
         return stack, where, info
 
-    def finish(self, folder: RunFolder, stats: RunStats) -> RunStats:
-        self.scorer.shutdown(wait=True)
-        return stats
+    def finish(self, folder: RunFolder, stats: RunStats) -> dict[str, Any] | None:
+        """Both protocols and every output file; nothing when the run was interrupted."""
+        if self.scorer is not None:
+            self.scorer.shutdown(wait=True)
+        if stats.interrupted:
+            return None
+        grid = self.settings.grid
+        keys = {s.key for s in self.dataset.samples}
+        records = load_records(self.out, self.methods, len(grid)).restrict(keys)
+        ds = self.dataset
+        metrics: dict[str, Any] = {
+            **self.run_info,
+            "command": self.run_info.get("command", "localize"),
+            "settings": bm.settings_dict(self.settings),
+            "preprocessing": self.pre.describe(),
+            "dataset": {
+                "root": str(ds.root),
+                "format": ds.format,
+                "images": len(ds.samples),
+                "evaluated": len(records),
+                "skipped": [list(s) for s in (*ds.skipped, *records.skipped)],
+            },
+            "calibration": (
+                {"source": self.calib_source, "thresholds": self.calib} if self.calib else None
+            ),
+        }
+        class_specific = {k: e.class_specific for k, e in self.explainers.items()}
+        metrics.update(summarize(records, class_specific, self.settings, self.calib))
+        metrics["timing"] = {
+            "seconds_this_call": round(stats.seconds, 2),
+            "images_this_call": stats.ok,
+            "images_per_second": round(stats.ok / stats.seconds, 2) if stats.seconds > 0 else None,
+            "resumed_images": stats.resumed,
+        }
+        write_report(self, metrics, records)
+        return metrics
 
 
-def run_localization(
-    dataset: Dataset,
-    model: nn.Module,
-    preprocessing: Preprocessing,
-    explainers: Mapping[str, Explainer],
-    out_dir: str | Path,
-    *,
-    settings: LocalizeSettings | None = None,
-    model_info: Mapping[str, Any] | None = None,
-    run: RunOptions | None = None,
-    score_workers: int = 1,
-) -> RunStats:
-    """Explain every image of ``dataset`` with every explainer and record boxes and IoUs.
-
-    Args:
-        dataset: the images and their ground truth.
-        model: the classifier the explainers explain (for the class predictions).
-        preprocessing: how images become model input (``center-crop`` clips the ground truth to
-            the crop).
-        explainers: {method key: explainer}, in table order.
-        out_dir: the run folder (``run.json`` + ``records/``).
-        settings: thresholds and IoU rules.
-        model_info: model name, weights... (part of the run's identity for ``resume``).
-        run: batch size (default 16), workers, device, resume/overwrite, max_pixels, progress.
-        score_workers: processes that turn maps into boxes (the costly part on CPU: labelling
-            one mask per map and threshold); 1 scores in a background thread while the next
-            batch is explained.
-
-    Returns:
-        The run's :class:`~eigencam.runs.RunStats` (``ok``: images evaluated by this call,
-        ``failed``: skipped). Records are on disk; read them with
-        :func:`~eigencam.evaluation.localization.summary.load_records`.
-    """
-    check(bool(explainers), "no methods to evaluate")
-    check_range("score_workers", score_workers, 1)
-    settings = settings or LocalizeSettings()
-    run = run or RunOptions(batch_size=16)
-    identity = {  # what must not change between a run and its resumption
-        "dataset": {"root": str(dataset.root), "format": dataset.format},
-        "methods": list(explainers),
-        "grid": list(settings.grid),
-        "connectivity": settings.connectivity,
-        "preprocessing": preprocessing.describe(),
-        "model": dict(model_info or {}),
-    }
-    folder = RunFolder(out_dir, identity, command="localize", codec="npz")
-    task = LocalizeTask(
-        model, explainers, preprocessing, settings, device=run.device, score_workers=score_workers
-    )
-    return run_task(
-        task,
-        folder,
-        dataset.samples,
-        run,
-        lambda todo: image_batches(todo, preprocessing, run),
-        in_flight=score_workers + 1,
-    )
+#: ``localize(dataset, model, preprocessing, explainers, out_dir, *, settings, calibration,
+#: run_info, labels, run, gallery, csv_thresholds, calibration_progress, score_workers)``: see
+#: :meth:`~eigencam.evaluation.benchmark.Benchmark.run` and :class:`LocalizeTask`. Returns the
+#: ``metrics.json`` content; the records are also on disk
+#: (:func:`~eigencam.evaluation.localization.summary.load_records`).
+localize = LocalizeTask.run

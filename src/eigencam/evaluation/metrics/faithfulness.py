@@ -1,25 +1,20 @@
 r"""Faithfulness metrics: pure, batched functions over precomputed maps.
 
-Every function takes the model, the input batch (B, 3, H, W) as the model expects it
-(normalised), the maps (B, H, W) at the input resolution (higher = more relevant), the class to
-score per image (B,), and the normalisation (mean, std) so that images are edited in pixel
-space ([0, 1] RGB) and re-normalised before scoring. Scores are softmax probabilities of the
-target class. None of them keeps state; model calls are batched (``batch_size`` inputs at a time)
-under ``torch.inference_mode`` with the model in eval mode (flags restored).
+Every function takes the model, the normalised input batch (B, 3, H, W), the maps (B, H, W) at
+the input resolution (higher = more relevant), the class to score per image (B,), and the
+normalisation (mean, std): images are edited in [0, 1] pixel space and re-normalised before
+scoring. Scores are softmax probabilities of the target class; model calls are batched
+(``batch_size``) under ``torch.inference_mode`` with the model in eval mode (flags restored).
 
-- Deletion / insertion (Petsiuk et al., RISE, BMVC 2018): pixels are removed from (deletion) or
-  revealed on (insertion) a baseline in order of decreasing relevance, in ``steps`` equal
-  steps; the area under the probability curve over the removed/revealed fraction is reported
-  (deletion: lower is better; insertion: higher is better).
-- Average drop and increase in confidence (Chattopadhyay et al., Grad-CAM++, WACV 2018): the
-  image is multiplied by its map; :math:`\text{drop} = \max(0, Y - O) / Y` and
-  :math:`\text{increase} = [O > Y]`, with Y and O the class probabilities on the image and on the
-  masked image (reported in percent, averaged; drop: lower is better, increase: higher is better).
-- ROAD (Rong et al., ICML 2022, "remove and debias"): a fraction p of the pixels, the most
-  relevant (MoRF) or the least relevant (LeRF) first, is replaced by noisy linear imputation:
-  each removed pixel equals the weighted mean of its 8 neighbours (weight 1/6 for the 4 direct,
-  1/12 for the 4 diagonal ones), a sparse linear system solved exactly, plus Gaussian noise,
-  so the removal leaks no shape information. MoRF: lower is better; LeRF: higher is better.
+- Deletion / insertion (Petsiuk et al., RISE, BMVC 2018): the area under the probability curve
+  as pixels are removed from / revealed on a baseline, most relevant first (deletion: lower is
+  better; insertion: higher is better).
+- Average drop and increase in confidence (Chattopadhyay et al., Grad-CAM++, WACV 2018), the
+  image multiplied by its map: :math:`\text{drop} = \max(0, Y - O) / Y`, :math:`\text{increase}
+  = [O > Y]` (drop: lower is better, increase: higher is better).
+- ROAD (Rong et al., ICML 2022): a fraction of the pixels, most (MoRF) or least (LeRF) relevant
+  first, replaced by noisy linear imputation (:func:`noisy_linear_impute`), so the removal leaks
+  no shape information. MoRF: lower is better; LeRF: higher is better.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from torch import Tensor, nn
 from eigencam.capture.hooks import preserved_state
 from eigencam.errors import ShapeError, check_choice, check_range
 from eigencam.methods.targets import logits_of
+from eigencam.postprocess.maps import gaussian_kernel1d
 
 
 @dataclass(frozen=True)
@@ -102,9 +98,7 @@ def _rank_order(maps: Tensor) -> Tensor:
 def blur(images: Tensor, sigma: float) -> Tensor:
     """Gaussian blur of a batch (reflect padding), kernel radius 3 sigma."""
     radius = max(1, round(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
-    k = k / k.sum()
+    k = gaussian_kernel1d(sigma, radius, dtype=images.dtype, device=images.device)
     c = images.shape[1]
     x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -211,8 +205,9 @@ def noisy_linear_impute(
         rng: random generator (seeded by the caller for reproducibility).
 
     Returns:
-        (C, H, W) image where each removed pixel is the weighted mean of its neighbours
-        (solved jointly as a sparse linear system) plus noise.
+        (C, H, W) image where each removed pixel is the weighted mean of its 8 neighbours (1/6
+        for the 4 direct, 1/12 for the 4 diagonal ones; solved jointly as a sparse linear
+        system) plus noise.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.linalg import splu

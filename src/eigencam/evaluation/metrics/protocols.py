@@ -1,38 +1,19 @@
-r"""The two weakly-supervised localization protocols, as pure functions over per-image IoUs.
+r"""The two weakly-supervised localization protocols, as pure functions over per-image IoUs
+(docs/localization.md has both in full).
 
-Inputs are the IoUs computed by :mod:`~eigencam.postprocess.boxes` for every image and
-threshold, so the protocols never touch a model or an image and can re-score any saved run.
+Inputs are the IoUs of :mod:`~eigencam.postprocess.boxes` for every image and threshold
+fraction :math:`\tau`, so the protocols never touch a model and can re-score any saved run.
 
-**Paper protocol** (CAM, Grad-CAM, CNN-Fixations, Eigen-CAM Table 1). For each threshold
-fraction :math:`\tau` of a sweep (default 0.05, 0.06, ..., 0.15), the box of the largest
-connected component of the map is correct when its IoU with any ground-truth box of the image is
-at least 0.5. With :math:`c_i` "the top-1 class is right" and :math:`c^5_i` "the right class is
-among the top 5":
-
-- GT-known accuracy: :math:`\frac1N \sum_i [\mathrm{IoU}_i \ge 0.5]`, the map of the
-  ground-truth class (class-agnostic methods have one map for every class);
-- top-1 localization accuracy: :math:`\frac1N \sum_i c_i [\mathrm{IoU}_i \ge 0.5]`;
-- top-5 localization accuracy: :math:`\frac1N \sum_i c^5_i [\mathrm{IoU}_i \ge 0.5]`. Only the
-  guess whose class is right can be correct, and its map is the ground-truth class's map, so
-  both use the same box;
-- class-independent accuracy (the number the Eigen-CAM paper reports for Eigen-CAM): the box of
-  the map the method shows for its top-1 prediction, correct or not, class ignored. For a
-  class-agnostic method it equals GT-known accuracy.
-
-Errors are 1 - accuracy. The threshold is chosen per method (maximum GT-known accuracy, the
-first one on ties), on the same data unless a held-out calibration set is given.
-
-**Choe et al. (CVPR 2020, "Evaluating weakly supervised object localization methods right")**:
-:math:`\mathrm{BoxAcc}(\tau, \delta) = \frac1N \sum_i [\mathrm{IoU}_i(\tau) \ge \delta]` with the
-ground-truth class's map;
-
-- MaxBoxAcc :math:`= \max_\tau \mathrm{BoxAcc}(\tau, 0.5)`, largest component;
-- MaxBoxAccV2 :math:`= \frac13 \sum_{\delta \in \{0.3, 0.5, 0.7\}} \max_\tau
-  \mathrm{BoxAcc}_\text{all}(\tau, \delta)` where :math:`\mathrm{IoU}_i(\tau)` is the best IoU
-  over the boxes of *all* components and all ground-truth boxes.
-
-With a calibration run, :math:`\tau` (one per :math:`\delta` for V2) is the maximiser on the
-calibration set and the score is BoxAcc at that :math:`\tau` on the evaluated set.
+- **Paper protocol** (CAM, Grad-CAM, Eigen-CAM Table 1): the largest component's box is correct
+  when :math:`\mathrm{IoU}_i \ge 0.5`; GT-known accuracy :math:`\frac1N \sum_i [\mathrm{IoU}_i
+  \ge 0.5]` (the ground-truth class's map), top-1 / top-5 localization accuracy with the class
+  also right (:math:`c_i`, :math:`c^5_i`), and the class-independent accuracy (the map shown for
+  the top-1 prediction, class ignored). Errors are 1 - accuracy at the threshold chosen per
+  method (best GT-known accuracy, first on ties), on held-out data when given.
+- **Choe et al. (CVPR 2020)**: :math:`\mathrm{BoxAcc}(\tau, \delta) = \frac1N \sum_i
+  [\mathrm{IoU}_i(\tau) \ge \delta]`; MaxBoxAcc :math:`= \max_\tau \mathrm{BoxAcc}(\tau, 0.5)`
+  (largest component), MaxBoxAccV2 :math:`= \frac13 \sum_{\delta \in \{0.3, 0.5, 0.7\}}
+  \max_\tau \mathrm{BoxAcc}_\text{all}(\tau, \delta)` (best IoU over all components).
 """
 
 from __future__ import annotations

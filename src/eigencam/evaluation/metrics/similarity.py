@@ -1,30 +1,10 @@
 r"""How alike two explanation maps are: pure, batched functions over precomputed maps.
 
-Every function takes two batches of maps ``a`` and ``b`` of the same shape (B, H, W) (or
-(B, 1, H, W)), normalised to [0, 1] as explainers return them, and returns one value per pair
-(B,) as float64 on the maps' device. They are what ``eigencam attack`` reports for the map of
-a clean image and the map of its adversarial version.
-
-- :func:`pearson`: the linear correlation of the pixel values,
-  :math:`r = \frac{\sum_i (a_i - \bar a)(b_i - \bar b)}{\sqrt{\sum_i (a_i - \bar a)^2
-  \sum_i (b_i - \bar b)^2}}`; NaN when a map is constant (the correlation is undefined).
-- :func:`ssim`: the structural similarity of Wang, Bovik, Sheikh & Simoncelli (IEEE TIP 2004)
-  with their Gaussian window (11 x 11, :math:`\sigma = 1.5`), :math:`K_1 = 0.01`,
-  :math:`K_2 = 0.03` and data range :math:`L = 1`:
-
-  .. math:: \mathrm{SSIM}(a, b) = \operatorname{mean}_{p}
-     \frac{(2 \mu_a \mu_b + C_1)(2 \sigma_{ab} + C_2)}
-          {(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)},
-     \qquad C_1 = (K_1 L)^2,\ C_2 = (K_2 L)^2,
-
-  where :math:`\mu, \sigma^2, \sigma_{ab}` are Gaussian-weighted local means, variances and
-  covariance, and the mean runs over the positions p where the window lies inside the map (the
-  ``valid`` part: no padding). This equals scikit-image's ``structural_similarity(a, b,
-  data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
-- :func:`top_region_iou`: the intersection over union of the two maps' top regions
-  (:func:`top_fraction_mask`, the 15% most relevant pixels by default).
-
-For boxes, use :func:`eigencam.postprocess.boxes.box_iou`.
+Every function takes two batches ``a`` and ``b`` of the same shape (B, H, W) (or (B, 1, H, W)),
+normalised to [0, 1] as explainers return them, and returns one value per pair (B,) as float64
+on the maps' device: :func:`pearson`, :func:`ssim`, :func:`top_region_iou`. They are what
+``eigencam attack`` reports for the maps of a clean image and of its adversarial version. For
+boxes, use :func:`eigencam.postprocess.boxes.box_iou`.
 """
 
 from __future__ import annotations
@@ -64,7 +44,9 @@ def _pair(a: Tensor, b: Tensor, name: str = "maps") -> tuple[Tensor, Tensor]:
 
 
 def pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of the pixel values of each pair of maps.
+    r"""Pearson correlation of the pixel values of each pair of maps,
+    :math:`r = \sum_i \hat a_i \hat b_i / \sqrt{\sum_i \hat a_i^2 \sum_i \hat b_i^2}` with
+    :math:`\hat a = a - \bar a`, :math:`\hat b = b - \bar b`.
 
     Args:
         a, b: (B, H, W) maps.
@@ -105,7 +87,16 @@ def ssim(
     k1: float = SSIM_K1,
     k2: float = SSIM_K2,
 ) -> Tensor:
-    """Mean structural similarity (Wang et al. 2004, Gaussian window) of each pair of maps.
+    r"""Mean structural similarity (Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004) of each pair.
+
+    .. math:: \mathrm{SSIM}(a, b) = \operatorname{mean}_{p}
+       \frac{(2 \mu_a \mu_b + C_1)(2 \sigma_{ab} + C_2)}
+            {(\mu_a^2 + \mu_b^2 + C_1)(\sigma_a^2 + \sigma_b^2 + C_2)},
+       \qquad C_1 = (K_1 L)^2,\ C_2 = (K_2 L)^2,
+
+    with Gaussian-weighted local means, variances and covariance, the mean over the positions p
+    where the window lies inside the map (no padding): scikit-image's ``structural_similarity(a,
+    b, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
 
     Args:
         a, b: (B, H, W) maps, H and W at least ``window``.
