@@ -1,6 +1,8 @@
 """Agreement with the peers: pytorch-grad-cam, torchcam and Captum on the same model, layer,
-input and target. Maps are compared at the layer's resolution, before any ReLU (the peers
-apply it at that resolution, we apply it after upsampling): Pearson correlation >= 0.99."""
+input and target. Raw maps are compared at the layer's resolution, before any ReLU; the final
+``maps`` (ReLU at the layer's resolution, then upsampled and normalised, as every peer does)
+against the peers' final maps at layers with negative cells, where the order of ReLU and
+upsampling matters: Pearson correlation >= 0.99 (raw) and >= 0.999 (final)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ PGC = {
     "layercam": "LayerCAM",
     "hirescam": "HiResCAM",
     "scorecam": "ScoreCAM",
+    "eigengradcam": "EigenGradCAM",
 }
 GRADIENT_FAMILY = ["gradcam", "gradcampp", "xgradcam", "layercam", "hirescam"]
 TORCHCAM = {"gradcam": "GradCAM", "xgradcam": "XGradCAM", "layercam": "LayerCAM", "cam": "CAM"}
@@ -111,6 +114,69 @@ def test_matches_torchcam_on_resnet18(resnet, name):
     assert float(c.min()) >= 0.99, c
 
 
+# A convolution's output before its batch norm: signed cells. (Not ``bn2``: the residual sum
+# and ReLU after it run in place, so pytorch-grad-cam, which keeps outputs by reference, would
+# read the post-ReLU tensor there; we clone, see tests/methods/test_hardening.py.)
+SIGNED_LAYER = "layer3.1.conv2"
+
+
+def pgc_final_maps(name: str, model, layer: str, x, targets, **kwargs) -> torch.Tensor:
+    """pytorch-grad-cam's own output: ReLU at the layer, normalised, resized to the input."""
+    module = dict(model.named_modules())[layer]
+    tg = [ClassifierOutputTarget(t) for t in targets]
+    try:
+        with getattr(pgc, PGC[name])(model=model, target_layers=[module], **kwargs) as cam:
+            return torch.from_numpy(np.asarray(cam(input_tensor=x, targets=tg), np.float32))
+    finally:
+        for p in model.parameters():
+            p.grad = None
+
+
+@pytest.mark.parametrize("name", GRADIENT_FAMILY)
+def test_final_maps_match_pytorch_grad_cam_at_a_signed_layer(resnet, name):
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(8))
+    ours = get_method(name)(resnet, SIGNED_LAYER)(x, targets=[100, 7])
+    theirs = pgc_final_maps(name, resnet, SIGNED_LAYER, x, [100, 7])
+    c = corr(ours.maps[:, 0], theirs)
+    assert float(c.min()) >= 0.999, c
+
+
+@pytest.mark.parametrize("name", ["gradcam", "xgradcam", "layercam"])
+def test_final_maps_match_torchcam_at_a_signed_layer(resnet, name):
+    """torchcam returns its clipped, normalised maps at the layer's resolution: upsampled the
+    same way they are our maps."""
+    from eigencam.postprocess.maps import upsample_normalize
+
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(9))
+    ours = get_method(name)(resnet, SIGNED_LAYER)(x, targets=[100, 7])
+    theirs = torchcam_maps(name, resnet, SIGNED_LAYER, x, [100, 7], (128, 128))
+    theirs = upsample_normalize(theirs[:, None], (128, 128))[:, 0]
+    c = corr(ours.maps[:, 0], theirs)
+    assert float(c.min()) >= 0.999, c
+
+
+def test_final_gradcam_matches_captum_at_a_signed_layer(resnet):
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(10))
+    ours = get_method("gradcam")(resnet, SIGNED_LAYER)(x, targets=[100, 7])
+    module = dict(resnet.named_modules())[SIGNED_LAYER]
+    attr = captum_attr.LayerGradCam(resnet, module).attribute(
+        x, target=[100, 7], relu_attributions=True
+    )
+    up = captum_attr.LayerAttribution.interpolate(attr, (128, 128), "bilinear").detach()
+    c = corr(ours.maps[:, 0], up[:, 0])
+    assert float(c.min()) >= 0.999, c
+    assert 0.2 < float((ours.raw < 0).float().mean()) < 0.8  # where the ReLU order matters
+
+
+@pytest.mark.parametrize("name", ["gradcam", "hirescam"])
+def test_final_maps_match_pytorch_grad_cam_on_the_embedded_models_head_bn(embedded, photo, name):
+    """Lite0's head batch norm, before its activation: the real network with negative cells."""
+    model = embedded.model
+    ours = get_method(name)(model, "_bn1")(photo, targets=[967])
+    theirs = pgc_final_maps(name, model, "_bn1", photo, [967])
+    assert float(corr(ours.maps[:, 0], theirs).min()) >= 0.999
+
+
 def test_gradcam_matches_captum_on_resnet18(resnet):
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(5))
     ours = get_method("gradcam")(resnet, "layer3")(x, targets=[2, 8])
@@ -155,6 +221,19 @@ def test_scorecam_matches_pytorch_grad_cam_on_the_embedded_model(embedded, photo
     ours = get_method("scorecam")(model, "_blocks.1", batch_size=24)(photo, targets=[967])
     theirs = pgc_layer_maps("scorecam", model, "_blocks.1", photo, [967])
     assert float(corr(ours.raw[:, 0], theirs).min()) >= 0.99
+
+
+def test_eigengradcam_reproduces_pytorch_grad_cams_sign_and_centering(embedded, photo):
+    """``center=True, sign="numpy"``: pytorch-grad-cam's EigenGradCAM map, sign included; our
+    default orientation correlates positively with HiResCAM of the same class."""
+    model = embedded.model
+    theirs = pgc_layer_maps("eigengradcam", model, "_swish", photo, [967])
+    pgc_like = get_method("eigengradcam")(model, "_swish", center=True, sign="numpy")
+    ours = pgc_like(photo, targets=[967])
+    assert float(corr(ours.raw[:, 0], theirs).min()) >= 0.9999
+    default = get_method("eigengradcam")(model, "_swish")(photo, targets=[967])
+    hires = get_method("hirescam")(model, "_swish")(photo, targets=[967])
+    assert float(corr(default.raw[:, 0], hires.raw[:, 0]).min()) > 0.3
 
 
 def test_eigencam_centered_matches_pytorch_grad_cam_up_to_sign(embedded, sample_images):

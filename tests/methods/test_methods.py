@@ -404,3 +404,31 @@ def test_gradient_graph_starts_at_the_last_call_of_a_shared_module():
     before = model.forwards
     torch.testing.assert_close(cam(x, 1).raw, first.raw)
     assert model.forwards - before == 2
+
+
+def _relu_methods() -> list[str]:
+    from eigencam.methods.registry import available_methods, get_method, param_names
+
+    return [n for n in available_methods() if "relu" in param_names(get_method(n))]
+
+
+@pytest.mark.parametrize("name", _relu_methods())
+def test_relu_is_applied_at_the_layers_resolution_before_upsampling(name):
+    """The Grad-CAM paper's order, and the peers': clip the signed layer map, then upsample and
+    normalise. Clipping after upsampling would blur negative cells into their neighbours."""
+    from eigencam.methods.registry import get_method
+
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    # CAM needs the layer that feeds the pooling, c-MWP a non-negative one; the others take the
+    # signed convolution.
+    layer = "features" if name in ("cam", "cmwp") else "features.3"
+    cls = get_method(name)
+    explainer = cls(model, layer, relu=True)
+    result = explainer(x, targets=[1, 1]) if explainer.class_specific else explainer(x)
+    raw = result.raw.float()
+    expected = normalize(upsample(raw.clamp_min(0), (16, 16)))
+    torch.testing.assert_close(result.maps, expected, rtol=0, atol=1e-6)
+    if (raw < 0).any(raw.ndim - 2).any(-1).all():  # every map has negative cells: order matters
+        assert not torch.allclose(expected, normalize(upsample(raw, (16, 16)).clamp_min(0)))

@@ -316,7 +316,8 @@ class Explainer:
         raise NotImplementedError(f"{type(self).__name__} must implement _compute")
 
     def _finish(self, raw: Tensor, inputs: Tensor, extent: tuple[float, float] | None) -> Tensor:
-        """Raw maps -> ``maps``: upsampled to the input, ReLU when ``relu``, normalised."""
+        """Raw maps -> ``maps``: ReLU when ``relu`` (at the layer's resolution), upsampled to
+        the input, normalised."""
         size = tuple(inputs.shape[-2:])
         return upsample_normalize(raw.float(), size, relu=self.relu, extent=extent)
 

@@ -36,11 +36,11 @@ _NOTES = """\
 ## Conventions
 
 - **Maps.** `raw` is the map before the ReLU of the papers (Grad-CAM's
-  `sum_k w_k A_k`, Eigen-CAM's signed projection); `maps` upsample it bilinearly to the input
-  size, then apply the ReLU when `params["relu"]` is true (the default of the CAM family), then
-  min-max normalise each map. pytorch-grad-cam and torchcam apply the ReLU before upsampling;
-  both orders agree at the layer's resolution (see `tests/test_peers.py`), ours keeps sharper
-  zero crossings once upsampled.
+  `sum_k w_k A_k`, Eigen-CAM's signed projection); `maps` apply the ReLU at the layer's
+  resolution when `params["relu"]` is true (the default of the CAM family), then upsample
+  bilinearly to the input size and min-max normalise each map: the order of the Grad-CAM paper,
+  pytorch-grad-cam, torchcam and Captum, checked map for map at layers with negative cells in
+  `tests/test_peers.py`.
 - **Targets.** Several targets per image (`"top3"`) cost one forward pass for every method:
   gradient methods run one backward pass per target from the scores down to the layer only;
   perturbation methods read every target from the same perturbed passes; CAM reads the

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,9 +29,9 @@ from eigencam.errors import (
 )
 from eigencam.methods.base import CAMResult, Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
+from eigencam.methods.weighting import SIGNS, numpy_svd_signs
 from eigencam.postprocess.maps import gaussian_blur, normalize, upsample, upsample_normalize
 
-SIGNS = ("mean", "numpy")
 COMBINES = (None, "sum", "energy")
 
 
@@ -234,29 +233,6 @@ class EigenCAM(Explainer):
         elif self.combine == "energy":
             proj = proj.square().sum(dim=1, keepdim=True).sqrt()
         return proj, dec.explained_variance_ratio
-
-
-def numpy_svd_signs(activations: Tensor, projections: Tensor, *, center: bool) -> Tensor:
-    """Signs (B, k) that turn our oriented projections into the ones ``numpy.linalg.svd`` gives.
-
-    pytorch-grad-cam projects on ``VT[i]`` of ``numpy.linalg.svd(O)`` (O centered, one image at
-    a time), whose sign is whatever LAPACK returns. This recomputes that SVD on the host for
-    each image (thin SVD: the same first rows of VT as ``full_matrices=True``) and compares.
-    """
-    b, c, h, w = activations.shape
-    k = projections.shape[1]
-    acts = activations.detach().to("cpu", torch.float32).numpy().reshape(b, c, h * w)
-    ours = projections.detach().to("cpu", torch.float64).numpy().reshape(b, k, h * w)
-    signs = np.ones((b, k))
-    for i in range(b):
-        o = np.nan_to_num(acts[i]).T  # (n, C), as pytorch-grad-cam builds it
-        if center:
-            o = o - o.mean(axis=0)
-        _, _, vt = np.linalg.svd(o, full_matrices=False)
-        theirs = o @ vt[:k].T  # (n, k)
-        dots = np.einsum("kn,nk->k", ours[i], theirs)
-        signs[i] = np.where(dots < 0, -1.0, 1.0)
-    return torch.as_tensor(signs, dtype=projections.dtype, device=projections.device)
 
 
 def _clip(raw: Tensor, relu: bool) -> Tensor:

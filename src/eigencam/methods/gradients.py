@@ -28,11 +28,16 @@ from torch import Tensor, nn
 from eigencam.capture.hooks import LayerRef, preserved_state
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
-from eigencam.errors import LayerSelectionError, NonFiniteActivationError, ShapeError
+from eigencam.errors import (
+    LayerSelectionError,
+    NonFiniteActivationError,
+    ShapeError,
+    check_choice,
+)
 from eigencam.methods.base import Computed, Explainer, Observation, as_map, store_args
 from eigencam.methods.registry import register
 from eigencam.methods.targets import Targets, TargetSpec, resolve_targets
-from eigencam.methods.weighting import weighted_maps
+from eigencam.methods.weighting import SIGNS, numpy_svd_signs, weighted_maps
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,13 +337,16 @@ class EigenGradCAM(_GradCAMFamily):
     .. math::  L^c = (G \odot O)\, V_1
 
     with :math:`G \odot O` the (h w, C) matrix of element-wise products and :math:`V_1` its first
-    right singular vector, computed by :func:`eigencam.eigen_cam` (oriented by its sign rule,
-    i.e. positively correlated with the HiResCAM map). Class-specific, unlike Eigen-CAM.
+    right singular vector, computed by :func:`eigencam.eigen_cam`. Class-specific, unlike
+    Eigen-CAM. ``center=True, sign="numpy"`` reproduces pytorch-grad-cam's EigenGradCAM.
 
     Args:
         model, target_layer, relu, reshape_transform, eval_mode: as :class:`GradCAM`.
         center: subtract each channel's mean first (PCA, as pytorch-grad-cam's EigenGradCAM);
             default False is Eigen-CAM's uncentered SVD.
+        sign: ``mean`` (default): oriented by Eigen-CAM's sign rule, i.e. positively correlated
+            with the HiResCAM map; ``numpy``: the arbitrary sign ``numpy.linalg.svd`` returns
+            (pytorch-grad-cam's, which can turn the map upside down).
     """
 
     name = "eigengradcam"
@@ -352,11 +360,21 @@ class EigenGradCAM(_GradCAMFamily):
         target_layer: Any = "auto",
         *,
         center: bool = False,
+        sign: str = "mean",
         relu: bool = True,
         reshape_transform: Callable[[Any], Tensor] | None = None,
         eval_mode: bool = True,
     ) -> None:
         store_args(self, locals())
 
+    def _check_options(self) -> None:
+        check_choice("sign", self.sign, SIGNS)
+
     def _raw(self, activations: Tensor, gradients: Tensor) -> Tensor:
-        return weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)
+        maps = weighted_maps(gradients, activations, eigen_smooth=True, center=self.center)
+        if self.sign == "numpy":
+            b, k = maps.shape[:2]
+            products = (gradients * activations[:, None]).flatten(0, 1)
+            signs = numpy_svd_signs(products, maps.flatten(0, 1)[:, None], center=self.center)
+            maps = maps * signs.reshape(b, k, 1, 1)
+        return maps

@@ -69,8 +69,10 @@ def upsample_normalize(
     relu: bool = False,
     extent: tuple[float, float] | None = None,
 ) -> Tensor:
-    """:func:`upsample` then :func:`normalize`: what explainers return as ``maps``."""
-    return normalize(upsample(maps, size, extent=extent), relu=relu)
+    """What explainers return as ``maps``: the ReLU (``relu``) at the maps' own resolution, then
+    :func:`upsample` and :func:`normalize` (the order of the Grad-CAM paper and of the peers:
+    clipping after upsampling would blur negative cells into the positive ones)."""
+    return normalize(upsample(maps.clamp_min(0) if relu else maps, size, extent=extent))
 
 
 def renormalize_in_boxes(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
