@@ -205,6 +205,18 @@ def test_models_layers_methods(capsys):
     assert code == 0 and "eigencam" in out
 
 
+def test_layers_ends_with_the_automatic_choice_and_takes_one_model(capsys):
+    code, out, _ = run(capsys, "layers", "resnet18")
+    last = out.strip().splitlines()[-1]
+    assert code == 0 and last.startswith("automatic layer: layer4 (512x7x7), the last spatial")
+    code, out, _ = run(capsys, "layers", "--model", "timm:resnet18")
+    assert code == 0 and "timm's feature_info" in out.strip().splitlines()[-1]
+    code, _, err = run(capsys, "layers", "resnet18", "--model", "vgg16")
+    assert code == 2 and "two models given" in err and "vgg16" in err
+    code, out, _ = run(capsys, "layers", "resnet18", "--model", "resnet18")
+    assert code == 0
+
+
 def test_help_has_examples(capsys):
     """Every command's --help shows an example (one subprocess checks `python -m eigencam`)."""
     from eigencam.cli.main import build_parser

@@ -7,9 +7,11 @@ import json
 import sys
 
 from eigencam.capture import family_of, list_layers, runner_for
+from eigencam.capture.families import declared_feature_name
 from eigencam.capture.reshape import parse_reshape
 from eigencam.cli import args as cli_args
 from eigencam.cli import common
+from eigencam.errors import check
 from eigencam.methods import available_methods, method_info
 from eigencam.methods.catalog import methods_page
 from eigencam.models import registered_models
@@ -46,8 +48,15 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
         "  eigencam layers model.onnx",
         run_layers,
     )
-    la.add_argument("model_name", metavar="MODEL", help="model name (see eigencam models)")
+    la.add_argument(
+        "model_name",
+        metavar="MODEL",
+        nargs="?",
+        help="model name (see eigencam models); the same as --model, which it replaces "
+        "(default: efficientnet_lite0)",
+    )
     cli_args.add_model_args(la)
+    la.set_defaults(model=None)
     cli_args.add_reshape_arg(la)
     la.add_argument("--all", action="store_true", help="list every module, not only candidates")
     la.add_argument("--json", action="store_true", help="machine-readable output")
@@ -133,7 +142,12 @@ def _shape(shape) -> str:
 def run_layers(args: argparse.Namespace) -> int:
     import torch
 
-    args.model = args.model_name
+    check(
+        args.model_name is None or args.model is None or args.model_name == args.model,
+        f"two models given: {args.model_name!r} and --model {args.model!r}; give one (the "
+        "positional MODEL or --model, they mean the same)",
+    )
+    args.model = args.model_name or args.model or "efficientnet_lite0"
     loaded, pre, device = common.load_model_from_args(args)
     example = torch.zeros(1, 3, *pre.input_size, device=device)
     reshape = parse_reshape(args.reshape)
@@ -173,9 +187,26 @@ def run_layers(args: argparse.Namespace) -> int:
     common.print_table(
         rows, ("auto", "layer", "type", "output (C x h x w)", "map (C x h x w)", "calls")
     )
-    if not any(i.auto for i in infos):
+    chosen = next((i for i in infos if i.auto), None)
+    if chosen is None:
         print("no automatic choice: pass --layer NAME", file=sys.stderr)
+    else:
+        why = _why_auto(loaded.model, chosen.name, reshape)
+        print(f"automatic layer: {chosen.name} ({_shape(chosen.map_shape)}), {why}")
     return 0
+
+
+def _why_auto(model, name: str, reshape) -> str:
+    """The rule of :func:`eigencam.capture.layers.resolve_target` that picked ``name``."""
+    runner = runner_for(model)
+    family = family_of(runner)
+    if reshape is None and family is not None and family.layer == name:
+        return f"the default layer of the {family.name} family (docs/models.md)"
+    if declared_feature_name(runner) == name:
+        return "the last feature layer the model declares (timm's feature_info)"
+    if reshape is not None:
+        return "the last module whose output --reshape turns into a spatial map"
+    return "the last spatial map in the forward pass before the global pooling"
 
 
 def run_methods(args: argparse.Namespace) -> int:
