@@ -217,6 +217,22 @@ def test_layers_ends_with_the_automatic_choice_and_takes_one_model(capsys):
     assert code == 0
 
 
+def test_misspellings_get_a_suggestion_and_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["explian", "photo.jpg"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "did you mean 'explain'?" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", "photo.jpg", "--targets", "top3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: eigencam explain" in err
+    assert "--targets: did you mean --target?" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "photo.jpg", "--metods", "eigencam"])
+    err = capsys.readouterr().err
+    assert "usage: eigencam compare" in err and "did you mean --methods?" in err
+
+
 def test_help_has_examples(capsys):
     """Every command's --help shows an example (one subprocess checks `python -m eigencam`)."""
     from eigencam.cli.main import build_parser

@@ -7,6 +7,7 @@ library at its top), so ``eigencam --help`` and ``--version`` answer at once.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 import traceback
@@ -104,13 +105,40 @@ def _report(args: argparse.Namespace, err: BaseException, code: int) -> int:
     return code
 
 
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f" (choose from {', '.join(choices)})"
+
+
+def _unrecognized(parser: argparse.ArgumentParser, command: str, extras: list[str]) -> None:
+    """Exit 2 with the subcommand's usage, naming each unknown option's closest spelling."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subparser = sub.choices[command]
+    options = [o for o in subparser._option_string_actions if o.startswith("--")]
+    hints = []
+    for extra in extras:
+        name = extra.split("=", 1)[0]
+        if name.startswith("--"):
+            close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{name}: did you mean {close[0]}?")
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    subparser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 some inputs failed, 2 usage error,
     3 environment or model failure, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _command_of(argv)
     parser = build_parser(command if command in COMMANDS else "")
-    args = parser.parse_args(argv)
+    if command is not None and command not in COMMANDS:
+        parser.error(f"unknown command {command!r}{_did_you_mean(command, COMMANDS)}")
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unrecognized(parser, args.command, extras)
     try:
         return int(args.run(args))
     except ENVIRONMENT_ERRORS as err:
