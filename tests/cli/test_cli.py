@@ -256,3 +256,22 @@ def test_console_script_runs():
         pytest.skip("eigencam console script not installed (pip install -e .)")
     proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("eigencam ")
+
+
+def test_models_and_methods_listing_matches_the_registries():
+    from eigencam.cli import listing_build
+
+    assert listing_build.render(listing_build.build()) == listing_build.LISTING.read_text(), (
+        "src/eigencam/cli/listing.json is stale: run python -m eigencam.cli.listing_build"
+    )
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["models"], ["methods", "--json"]])
+def test_listing_commands_do_not_import_torch(argv):
+    code = (
+        "import sys\nfrom eigencam.cli.main import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

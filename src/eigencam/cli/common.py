@@ -14,6 +14,7 @@ from typing import Any
 
 from eigencam import __version__
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
+from eigencam.cli.listing import print_table  # noqa: F401  (re-exported)
 from eigencam.errors import InvalidParameterError, check
 from eigencam.evaluation.datasets import Dataset, open_dataset, read_class_map, stratified
 from eigencam.methods import (
@@ -336,15 +337,3 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str], file=None) -> None:
-    """A plain aligned text table."""
-    file = file or sys.stdout
-    cols = [list(map(str, col)) for col in zip(header, *rows)] if rows else [[h] for h in header]
-    widths = [max(len(c) for c in col) for col in cols]
-    lines = [header, *rows]
-    for i, row in enumerate(lines):
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip(), file=file)
-        if i == 0:
-            print("  ".join("-" * w for w in widths), file=file)

@@ -1,4 +1,4 @@
-"""``eigencam models``, ``eigencam layers`` and ``eigencam methods``: what is available."""
+"""``eigencam layers``: the candidate target layers of a model, and the automatic choice."""
 
 from __future__ import annotations
 
@@ -12,27 +12,9 @@ from eigencam.capture.reshape import parse_reshape
 from eigencam.cli import args as cli_args
 from eigencam.cli import common
 from eigencam.errors import check
-from eigencam.methods import available_methods, method_info
-from eigencam.methods.catalog import methods_page
-from eigencam.models import registered_models
-from eigencam.models.sources.detection import DETECTORS
-from eigencam.models.sources.segmentation import SEGMENTERS
-from eigencam.models.sources.torchvision import names as torchvision_classifiers
 
 
 def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
-    m = cli_args.command(
-        parsers,
-        "models",
-        "List the models --model accepts: registered models (with shipped weights) first, then "
-        "torchvision classifiers, detectors and segmenters (random weights unless --weights is "
-        "given), and the name patterns for timm, Ultralytics YOLO, ONNX, TorchScript and your "
-        "own factories.",
-        "example:\n  eigencam models --json",
-        run_models,
-    )
-    m.add_argument("--json", action="store_true", help="machine-readable output")
-
     la = cli_args.command(
         parsers,
         "layers",
@@ -60,79 +42,6 @@ def register(parsers: dict[str, argparse.ArgumentParser]) -> None:
     cli_args.add_reshape_arg(la)
     la.add_argument("--all", action="store_true", help="list every module, not only candidates")
     la.add_argument("--json", action="store_true", help="machine-readable output")
-
-    me = cli_args.command(
-        parsers,
-        "methods",
-        "List every registered explanation method with a one-line description: whether it "
-        "needs gradients, whether it explains a class, its cost.",
-        "examples:\n  eigencam methods --json\n"
-        "  eigencam methods --markdown > docs/methods.md   # the docs page",
-        run_methods,
-    )
-    fmt = me.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="machine-readable output")
-    fmt.add_argument(
-        "--markdown", action="store_true", help="the docs page (docs/methods.md) with the table"
-    )
-
-
-def run_models(args: argparse.Namespace) -> int:
-
-    registered = registered_models()
-    names = {e.name for e in registered}
-    tv = [n for n in torchvision_classifiers() if n not in names]
-    patterns = [
-        ("timm:NAME", "any timm model, e.g. timm:resnet50, timm:vit_small_patch16_224"),
-        ("NAME.yaml", "an Ultralytics model yaml, e.g. yolov8n.yaml, yolo11s.yaml, or a path"),
-        ("FILE.onnx", "an ONNX model run with onnxruntime"),
-        ("FILE.pt", "a TorchScript archive (torch.jit.save); .pth/.ts/.torchscript too"),
-        ("module:factory", "your own model: package.module:factory or file.py:factory"),
-    ]
-    if args.json:
-        data = [
-            {
-                "name": e.name,
-                "kind": "registered",
-                "pretrained": e.pretrained,
-                "input_size": list(e.preprocessing.input_size),
-                "description": e.description,
-            }
-            for e in registered
-        ]
-        for kind, group in (
-            ("torchvision classifier", tv),
-            ("torchvision detector", DETECTORS),
-            ("torchvision segmenter", SEGMENTERS),
-        ):
-            data += [{"name": n, "kind": kind, "pretrained": False} for n in group]
-        data += [{"name": p, "kind": "pattern", "description": d} for p, d in patterns]
-        print(json.dumps(data, indent=2))
-        return 0
-    rows = [
-        (
-            e.name,
-            "shipped" if e.pretrained else "random",
-            "x".join(map(str, e.preprocessing.input_size)),
-            e.description,
-        )
-        for e in registered
-    ]
-    common.print_table(rows, ("name", "weights", "input", "description"))
-    for title, group in (
-        ("torchvision classifiers", tv),
-        ("torchvision detectors", list(DETECTORS)),
-        ("torchvision segmenters", list(SEGMENTERS)),
-    ):
-        print(f"\n{title} (random weights unless --weights FILE):")
-        width = max(len(n) for n in group) + 2
-        per_line = max(1, 96 // width)
-        for i in range(0, len(group), per_line):
-            print("  " + "".join(n.ljust(width) for n in group[i : i + per_line]).rstrip())
-    print("\nmore models, by name pattern:")
-    for pattern, description in patterns:
-        print(f"  {pattern:<16}{description}")
-    return 0
 
 
 def _shape(shape) -> str:
@@ -207,26 +116,3 @@ def _why_auto(model, name: str, reshape) -> str:
     if reshape is not None:
         return "the last module whose output --reshape turns into a spatial map"
     return "the last spatial map in the forward pass before the global pooling"
-
-
-def run_methods(args: argparse.Namespace) -> int:
-
-    infos = [method_info(name) for name in available_methods()]
-    if args.json:
-        print(json.dumps(infos, indent=2))
-        return 0
-    if args.markdown:
-        sys.stdout.write(methods_page())
-        return 0
-    rows = [
-        (
-            i["name"],
-            "yes" if i["needs_gradients"] else "no",
-            "yes" if i["class_specific"] else "no",
-            i["summary"],
-        )
-        for i in infos
-    ]
-    common.print_table(rows, ("method", "gradients", "class-specific", "description"))
-    print("\npapers, layer requirements and costs: eigencam methods --markdown (docs/methods.md)")
-    return 0

@@ -38,9 +38,9 @@ examples:
 COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("explain", "explain images: overlays, maps (.npy) and results.json"),
     "demo": ("explain", "explain the bundled sample photos with the embedded EfficientNet-Lite0"),
-    "models": ("info", "list model names"),
+    "models": ("listing", "list model names"),
     "layers": ("info", "list candidate target layers of a model with their output shapes"),
-    "methods": ("info", "list explanation methods"),
+    "methods": ("listing", "list explanation methods"),
     "compare": ("compare", "compare methods side by side: one figure grid per image"),
     "localize": (
         "localize",
