@@ -469,3 +469,30 @@ def test_ray_pool_sizing_and_argument_errors(tmp_path):
     ):
         with pytest.raises(ValueError, match=message):
             RayEngine(ShardWorker(SPEC, tmp_path, "f"), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "named"),
+    [
+        ([], "pyarrow", "pip install 'eigencam[batch]'"),
+        (["--engine", "ray"], "ray", "pip install 'eigencam[ray]'"),
+        (["--model", "timm:resnet18"], "timm", "pip install 'eigencam[timm]'"),
+    ],
+)
+def test_batch_names_a_missing_package_before_any_model_loads(
+    monkeypatch, capsys, tmp_path, images, argv, missing, named
+):
+    """No model load and no progress bar: the one-line error and exit 2 come first."""
+    import importlib.util
+
+    from eigencam.cli import common
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a)
+    )
+    monkeypatch.setattr(common, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["batch", str(images[0].parent), "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err
+    assert not (tmp_path / "o").exists() and "%" not in err  # nothing written, no bar

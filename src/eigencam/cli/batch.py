@@ -164,6 +164,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         or not (args.ray_address or args.num_workers or args.num_gpus_per_worker),
         "--ray-address, --num-workers and --num-gpus-per-worker apply to --engine ray",
     )
+    common.check_dependencies(spec.model, parquet=True, ray=args.engine == "ray")
     plan = plan_inputs(
         args.inputs,
         input_format=args.input_format,

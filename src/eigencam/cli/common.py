@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.util
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from typing import Any
 from eigencam import __version__
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
 from eigencam.cli.listing import print_table  # noqa: F401  (re-exported)
-from eigencam.errors import InvalidParameterError, check
+from eigencam.errors import InvalidParameterError, MissingDependencyError, check
 from eigencam.evaluation.datasets import Dataset, open_dataset, read_class_map, stratified
 from eigencam.methods import (
     Explainer,
@@ -44,6 +45,24 @@ def resolve_device(name: str | None):
             f"--device {name}: CUDA is not available on this machine; use --device cpu"
         )
     return device
+
+
+def check_dependencies(model: str, *, parquet: bool = False, ray: bool = False) -> None:
+    """Raise :class:`MissingDependencyError` for a package the run will need, before any model
+    loads or any progress bar starts: pyarrow (``parquet``), Ray (``ray``), and the package of
+    the model's family (timm, onnxruntime, ultralytics), found without importing them."""
+    name = str(model).lower()
+    yolo = name.endswith((".yaml", ".yml"))
+    needed = [
+        (parquet, "pyarrow", "pyarrow", "batch", "eigencam batch (Parquet shards)"),
+        (ray, "ray", "ray[data]", "ray", "the Ray engine"),
+        (name.startswith("timm:"), "timm", "timm", "timm", f"model {model!r}"),
+        (name.endswith(".onnx"), "onnxruntime", "onnxruntime", "onnx", f"model {model!r}"),
+        (yolo, "ultralytics", "ultralytics", "yolo", f"model {model!r}"),
+    ]
+    for wanted, module, package, extra, what in needed:
+        if wanted and importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(package, extra, what)
 
 
 def load_model_from_args(args: argparse.Namespace):
