@@ -275,3 +275,21 @@ def test_listing_commands_do_not_import_torch(argv):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_threads_is_an_option_of_every_compute_command(capsys, tmp_path, sample_images):
+    from eigencam.cli.main import build_parser
+
+    for command in ("explain", "compare", "localize", "attack", "faithfulness", "batch"):
+        sub = build_parser(command)._subparsers._group_actions[0].choices[command]
+        assert "--threads" in sub._option_string_actions, command
+    before = torch.get_num_threads()
+    try:
+        argv = ["explain", str(sample_images[0]), "--out", str(tmp_path), "--quiet"]
+        assert main([*argv, "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", str(sample_images[0]), "--threads", "0"])
+    assert exc.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err

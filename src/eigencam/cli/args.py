@@ -168,7 +168,8 @@ def add_run_args(
     workers: bool = True,
 ) -> tuple[Any, Any]:
     """The ``output`` group (--out, and --resume/--overwrite with ``resume``) and the
-    ``throughput`` group (--batch-size, --workers with ``workers``, --max-pixels, --quiet).
+    ``throughput`` group (--batch-size, --workers and --threads with ``workers``, --max-pixels,
+    --quiet).
 
     Returns:
         (output group, throughput group), for the command's own options.
@@ -192,6 +193,13 @@ def add_run_args(
     option(t, "--batch-size", batch_size, "images per forward pass")
     if workers:
         option(t, "--workers", 2, "decoding/writing threads")
+        t.add_argument(
+            "--threads",
+            type=positive_int,
+            metavar="N",
+            help="torch threads for the model on CPU (default: torch's, all cores); CPU "
+            "results depend on it in the last bits",
+        )
     option(
         t,
         "--max-pixels",
@@ -201,6 +209,17 @@ def add_run_args(
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     return o, t
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def add_dataset_args(

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from eigencam import __version__
 from eigencam.capture.reshape import RESHAPES, parse_reshape  # noqa: F401  (re-exported)
 from eigencam.cli.listing import print_table  # noqa: F401  (re-exported)
@@ -66,7 +68,10 @@ def check_dependencies(model: str, *, parquet: bool = False, ray: bool = False) 
 
 
 def load_model_from_args(args: argparse.Namespace):
-    """(LoadedModel, Preprocessing, device) from the model arguments; warnings go to stderr."""
+    """(LoadedModel, Preprocessing, device) from the model arguments; warnings go to stderr.
+    ``--threads N`` (compute commands) sets torch's CPU threads first."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     options = parse_model_args(getattr(args, "model_arg", None) or [])
     with warnings.catch_warnings(record=True) as caught:
