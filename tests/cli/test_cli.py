@@ -293,3 +293,17 @@ def test_threads_is_an_option_of_every_compute_command(capsys, tmp_path, sample_
     with pytest.raises(SystemExit) as exc:
         main(["explain", str(sample_images[0]), "--threads", "0"])
     assert exc.value.code == 2 and "expected a whole number >= 1" in capsys.readouterr().err
+
+
+def test_method_and_methods_are_one_option_on_every_command(capsys):
+    from eigencam.cli.main import build_parser
+
+    for command in ("explain", "batch"):
+        args = build_parser(command).parse_args([command, "x.jpg", "--methods", "gradcam"])
+        assert args.method == "gradcam"
+    for command in ("compare", "localize", "attack", "faithfulness"):
+        args = build_parser(command).parse_args([command, "x", "--method", "gradcam,eigencam"])
+        assert args.methods == ["gradcam", "eigencam"]
+    with pytest.raises(SystemExit) as exc:
+        main(["explain", "x.jpg", "--methods", "gradcam,eigencam"])
+    assert exc.value.code == 2 and "eigencam compare" in capsys.readouterr().err

@@ -94,11 +94,13 @@ def add_reshape_arg(group: Any) -> None:
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:
-    """One ``--method`` spec with --layer, --reshape, --target and the old method flags
+    """One ``--method`` spec (``--methods`` is the same option, the spelling of the commands
+    that take several) with --layer, --reshape, --target and the old method flags
     (--eigen-smooth, --components, --center, --solver), aliases of spec options."""
     g = parser.add_argument_group("method")
     g.add_argument(
         "--method",
+        "--methods",
         default="eigencam",
         type=method_spec,
         metavar="NAME[:KEY=VALUE...]",
@@ -139,10 +141,12 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_methods_args(parser: argparse.ArgumentParser, default: str, note: str = "") -> Any:
-    """``--methods`` (comma-separated specs) and ``--layer``; returns the group."""
+    """``--methods`` (comma-separated specs; ``--method`` is the same option) and ``--layer``;
+    returns the group."""
     m = parser.add_argument_group("methods")
     m.add_argument(
         "--methods",
+        "--method",
         type=comma_list,
         default=comma_list(default),
         metavar="LIST",
@@ -285,6 +289,11 @@ def pixel_limit(value: str) -> int:
 
 def method_spec(value: str) -> str:
     """``--method``: a spec ``name[:key=value...]`` of a registered method (checked now)."""
+    if "," in value:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: this command explains with one method; to see several side by side, "
+            "use eigencam compare IMAGE --methods a,b"
+        )
     try:
         get_method(parse_spec(value).name)
     except EigenCAMError as err:
