@@ -310,3 +310,25 @@ def test_attack_on_real_dev_images(tmp_path):
     eig = metrics["methods"]["eigencam"]["adversarial"]
     assert eig["ssim"]["median"] > 0.9 and eig["pearson"]["median"] > 0.9
     assert len(list((out / "figures").glob("*.png"))) == 3
+
+
+def test_attack_progress_moves_per_method_within_a_batch(tmp_path):
+    """Each method explained on the batch moves the bar by its share of the batch's images."""
+    ds = read_dev(make_data(tmp_path / "data"))
+    good = [s for s in ds.samples if Path(s.key).name.startswith("img")]
+    model = tiny_model()
+    advanced, done = [], []
+
+    class Ticks:
+        def __call__(self, stats) -> None:
+            done.append(stats.done)
+
+        def advance(self, images: float) -> None:
+            advanced.append(images)
+
+    run = RunOptions(batch_size=64, progress=Ticks())
+    expl = explainers(model)
+    run_attack(ds, model, PRE, expl, tmp_path / "out", run=run)
+    assert len(advanced) == len(expl)  # one batch: a step per method
+    assert sum(advanced) == pytest.approx(len(good))
+    assert done[-1] == len(ds.samples)

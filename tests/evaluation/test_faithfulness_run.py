@@ -230,3 +230,43 @@ def test_faithfulness_on_real_dev_images(tmp_path):
     for entry in m.values():
         for metric in ("deletion_auc", "insertion_auc", "road_morf", "road_lerf"):
             assert 0 <= entry[metric]["mean"] <= 1
+
+
+class Ticks:
+    """A progress object that records what the run reports, as the CLI's bar gets it."""
+
+    def __init__(self) -> None:
+        self.advanced: list[float] = []
+        self.done: list[int] = []
+
+    def __call__(self, stats) -> None:
+        self.done.append(stats.done)
+
+    def advance(self, images: float) -> None:
+        self.advanced.append(images)
+
+
+def test_faithfulness_progress_moves_per_method_within_a_batch(tmp_path):
+    """Explaining and scoring each method and baseline moves the bar: one batch of 4 images,
+    3 methods + 2 baselines -> 8 steps of half an image, before the batch is recorded."""
+    model = RegionModel()
+    ds = read_dev(make_data(tmp_path / "data", corrupt=False))
+    ticks = Ticks()
+    run = RunOptions(batch_size=8, progress=ticks)
+    run_faithfulness(ds, model, PRE, explainers(model), tmp_path / "o", settings=SETTINGS, run=run)
+    assert len(ticks.advanced) == 2 * 3 + 2
+    assert sum(ticks.advanced) == pytest.approx(4)
+    assert ticks.done[-1] == 4
+
+
+def test_progress_bar_counts_fractions_and_settles_on_the_batch(monkeypatch):
+    from eigencam.cli.common import Progress
+    from eigencam.runs.loop import RunStats
+
+    bar = Progress(8, "faithfulness", min_items=1)
+    for _ in range(3):
+        bar.advance(4 / 3)
+    assert bar.bar.n == pytest.approx(4)
+    bar(RunStats(total=8, ok=4))
+    assert bar.bar.n == pytest.approx(4) and "4/8" in str(bar.bar)
+    bar.close()

@@ -308,8 +308,14 @@ class Progress:
 
     Called with a :class:`~eigencam.runs.loop.RunStats` (``48/96`` with ``resumed=48`` and
     ``failed=`` in the postfix), or as ``progress(done, failed)`` by callers that count
-    themselves.
+    themselves. Tasks whose batches are slow (attack, faithfulness: every method on every
+    image) move it within a batch with :meth:`advance`, so the bar and its estimate move per
+    image and method, not per batch.
     """
+
+    #: tqdm's default layout, with the count shown whole while :meth:`advance` moves it in
+    #: fractions of an image.
+    FORMAT = "{l_bar}{bar}| {n:.0f}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
     def __init__(
         self, total: int | None, desc: str, enabled: bool = True, min_items: int = 4
@@ -331,6 +337,7 @@ class Progress:
                 unit="img",
                 file=sys.stderr,
                 dynamic_ncols=True,
+                bar_format=self.FORMAT,
             )
         self._last = initial
 
@@ -351,6 +358,13 @@ class Progress:
             postfix["failed"] = failed
         if postfix:
             self.bar.set_postfix(postfix)
+
+    def advance(self, images: float) -> None:
+        """Move the bar by ``images`` (a fraction of an image allowed) before the batch's part
+        is recorded; the next call with the run's counts settles the count."""
+        if self.bar is not None:
+            self.bar.update(images)
+            self._last += images
 
     def close(self) -> None:
         if self.bar is not None:

@@ -165,6 +165,13 @@ class Benchmark:
         """One row per image that could be measured (the others fail in ``batch``)."""
         raise NotImplementedError
 
+    def advance(self, images: float) -> None:
+        """Move the run's progress within a batch (a progress object with ``advance``, as
+        :class:`eigencam.cli.common.Progress`), by ``images`` (fractions allowed)."""
+        advance = getattr(self.options.progress, "advance", None)
+        if callable(advance):
+            advance(images)
+
     def summarize(self, records: RunRecords) -> dict[str, Any]:
         """The aggregates of ``metrics.json``."""
         raise NotImplementedError

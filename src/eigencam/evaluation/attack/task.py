@@ -77,6 +77,7 @@ class AttackTask(bm.Benchmark):
         for key, expl in self.explainers.items():
             maps, errs = _variant_maps(expl, settings, x, x_adv, x_noise, clean_c, adv_c, noise_c)
             per_method[key] = _measure(maps, errs, regions, gt, settings, settings.threshold(key))
+            self.advance(len(items) / len(self.explainers))
         rows = []
         for i, (img, s) in enumerate(items):
             c, a = int(clean_c[i]), int(adv_c[i])

@@ -52,10 +52,13 @@ class FaithfulnessTask(bm.Benchmark):
         pred = probs.argmax(1)
         size = tuple(x.shape[-2:])
         all_maps: dict[str, tuple[Tensor, dict[int, str]]] = {}
+        # progress: explaining and scoring each of the methods and the two baselines
+        step = len(keys) / (2 * len(self.explainers) + 2)
         for key, expl in self.explainers.items():
             specific = bool(getattr(expl, "class_specific", False))
             maps, errors = bm.method_maps(expl, x, pred[:, None] if specific else None)
             all_maps[key] = maps[:, 0], errors
+            self.advance(step)
         all_maps["random"] = (random_maps(keys, size, seed=settings.seed, device=x.device), {})
         all_maps["center_gaussian"] = (
             center_gaussian(len(keys), size, sigma=settings.gaussian_sigma, device=x.device),
@@ -80,6 +83,7 @@ class FaithfulnessTask(bm.Benchmark):
                         },
                     }
             per_method[key] = entries
+            self.advance(step)
         rows = []
         for i, (img, s) in enumerate(items):
             c = int(pred[i])
