@@ -496,3 +496,29 @@ def test_batch_names_a_missing_package_before_any_model_loads(
     err = capsys.readouterr().err
     assert code == 2 and named in err
     assert not (tmp_path / "o").exists() and "%" not in err  # nothing written, no bar
+
+
+def _arrow_type_name(t) -> str:
+    """An Arrow type as docs/scale.md writes it: int32, float32, list<T>, fixed_size_list<T>[n]."""
+    if pa.types.is_fixed_size_list(t):
+        return f"fixed_size_list<{_arrow_type_name(t.value_type)}>[{t.list_size}]"
+    if pa.types.is_list(t):
+        return f"list<{_arrow_type_name(t.value_type)}>"
+    return {"float": "float32", "int32": "int32", "string": "string", "binary": "binary"}[str(t)]
+
+
+def test_shard_columns_have_the_types_docs_scale_md_documents():
+    from eigencam.batch.shards import result_schema
+
+    docs = (Path(__file__).parents[2] / "docs" / "scale.md").read_text()
+    table = docs.split("Columns of the shard files")[1].split("\n\n")[1]
+    documented = {}
+    for line in table.splitlines()[2:]:
+        names, types = line.split("|")[1:3]
+        names = [n.strip(" `") for n in names.split(",")]
+        types = [t.strip() for t in types.split(",")]
+        types = types if len(types) == len(names) else types * len(names)
+        documented.update(zip(names, types))
+    schema = result_schema(["maps", "boxes", "map-png", "overlays"])
+    actual = {f.name: _arrow_type_name(f.type) for f in schema}
+    assert documented == actual
