@@ -264,6 +264,13 @@ def test_cli_localize_and_table(tmp_path, capsys):
         str(Path(__file__).parents[1]) + "/", "tests/"
     )
     assert "### MaxBoxAccV2 (%)" in table
+    # runs of one model without --name: columns named by their folders, not "(2)"
+    assert main([*args, "--out", str(tmp_path / "half1"), "--part", "1/2"]) == 0
+    capsys.readouterr()
+    assert main(["localize-table", str(tmp_path / "r1"), str(tmp_path / "half1")]) == 0
+    header = capsys.readouterr().out.split("\n| Method |")[1].split("\n")[0]
+    assert "TinyCNN (r1) |" in header and header.rstrip(" |").endswith("TinyCNN (half1)")
+    assert "(2)" not in header
     # Errors are usage errors (exit 2) with a message.
     assert main([*args, "--out", str(tmp_path / "r1")]) == 2
     assert "--resume" in capsys.readouterr().err

@@ -196,9 +196,10 @@ def run_table(args: argparse.Namespace) -> int:
         if not f.is_file():
             raise FileNotFoundError(f"{d}: no metrics.json (run `eigencam localize` first)")
         try:
-            runs.append(json.loads(f.read_text()))
+            metrics = json.loads(f.read_text())
         except json.JSONDecodeError as err:
             raise InvalidParameterError(f"{f}: not valid JSON ({err})") from None
+        runs.append({**metrics, "folder": f.parent.name})
     text = table_markdown(runs)
     if args.out:
         atomic_write(args.out, lambda fh: fh.write(text), mode="w")

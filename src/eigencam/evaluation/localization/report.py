@@ -162,12 +162,20 @@ def table_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _unique_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
-    labels, seen = [], {}
-    for r in runs:
-        label = run_label(r)
+    """Column names: each run's label; runs that share one are told apart by their folder's
+    name (``folder``, set by ``eigencam localize-table``), else numbered."""
+    labels = [run_label(r) for r in runs]
+    out = []
+    for label, r in zip(labels, runs):
+        if labels.count(label) > 1 and r.get("folder") and r["folder"] != label:
+            label = f"{label} ({r['folder']})"
+        out.append(label)
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):
         seen[label] = seen.get(label, 0) + 1
-        labels.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-    return labels
+        if out.count(label) > 1:
+            out[i] = f"{label} ({seen[label]})"
+    return out
 
 
 # -- per-image CSV ----------------------------------------------------------------------------
