@@ -255,6 +255,9 @@ def test_cli_localize_and_table(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "r1"), "--batch-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "GT-known err" in out and "eigencam:center=true" in out
+    assert " ±" in out and "standard error" in out  # every accuracy with its n and error
+    head = next(line for line in out.splitlines() if line.startswith("method"))
+    assert head.split()[-1] == "n"
     rows = list(csv.DictReader((tmp_path / "r1" / "per_image.csv").open()))
     assert len(rows) == 5 * 2 * 11
     assert main([*args, "--out", str(tmp_path / "r2"), "--name", "second", "--part", "1/2"]) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -159,6 +160,7 @@ SUMMARY_HEADER = (
     "MaxBoxAcc",
     "MaxBoxAccV2",
     "thr",
+    "n",
 )
 
 
@@ -166,18 +168,29 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _pct_se(v: float | None, n: int) -> str:
+    """A proportion in % with its standard error, sqrt(p (1 - p) / n)."""
+    if v is None or not n:
+        return _pct(v)
+    return f"{100 * v:.1f} ±{100 * math.sqrt(v * (1 - v) / n):.1f}"
+
+
 def _print_summary(metrics: dict) -> None:
     rows = []
     for key, m in metrics["methods"].items():
         a, chosen = m["paper"]["at_chosen"], m["paper"]["chosen_threshold"]
-        errors = ("top1_loc_error", "top5_loc_error", "gt_known_error", "class_independent_error")
+        images = m["paper"].get("images") or {}
+        n, n_all = int(images.get("labelled", 0)), int(images.get("all", 0))
+        errors = ("top1_loc_error", "top5_loc_error", "gt_known_error")
         rows.append(
             [
                 key,
-                *(_pct(a[e]) for e in errors),
-                _pct(m["maxboxacc"]["value"]),
-                _pct(m["maxboxacc_v2"]["value"]),
+                *(_pct_se(a[e], n) for e in errors),
+                _pct_se(a["class_independent_error"], n_all),
+                _pct_se(m["maxboxacc"]["value"], n),
+                _pct_se(m["maxboxacc_v2"]["value"], n),
                 "-" if chosen is None else f"{chosen:.2f}",
+                n,
             ]
         )
     cls = metrics["classification"]
@@ -186,6 +199,10 @@ def _print_summary(metrics: dict) -> None:
         f"top-5 {_pct(cls['top5_acc'])}%"
     )
     common.print_table(rows, SUMMARY_HEADER)
+    print(
+        "(% of the n labelled images, class-indep err of all images; ± one standard error "
+        "of a proportion, sqrt(p (1 - p) / n))"
+    )
 
 
 def run_table(args: argparse.Namespace) -> int:
