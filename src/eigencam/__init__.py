@@ -30,7 +30,10 @@ _SOURCES = {
     "eigencam.models": "OnnxModel Detections load_model available_models Preprocessing",
     "eigencam.postprocess.maps": "normalize upsample",
     "eigencam.errors": "errors",
+    "eigencam.samples": "samples",
 }
+# Names that are the module itself.
+_MODULES = {"errors", "samples"}
 _LAZY = {name: module for module, names in _SOURCES.items() for name in names.split()}
 __all__ = [
     "CAM",
@@ -64,6 +67,7 @@ __all__ = [
     "list_layers",
     "load_model",
     "normalize",
+    "samples",
     "tokens_to_grid",
     "upsample",
 ]
@@ -74,7 +78,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'eigencam' has no attribute {name!r}")
     mod = importlib.import_module(module)
-    value = mod if name == "errors" else getattr(mod, name)
+    value = mod if name in _MODULES else getattr(mod, name)
     globals()[name] = value
     return value
 
