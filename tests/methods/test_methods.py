@@ -368,11 +368,12 @@ def test_perturbation_methods_on_tokens_and_bad_options():
         ScoreCAM(TinyCNN(), batch_size=0)(torch.randn(1, 3, 8, 8))
 
 
-def test_maps_apply_the_relu_after_upsampling():
+def test_maps_apply_the_relu_before_upsampling():
+    """Issue 18: the ReLU at the layer's resolution, then upsampling (the peers' order)."""
     model = TinyCNN().eval()
     x = torch.randn(2, 3, 16, 16)
     r = GradCAM(model)(x)
-    torch.testing.assert_close(r.maps, normalize(upsample(r.raw, (16, 16)), relu=True))
+    torch.testing.assert_close(r.maps, normalize(upsample(r.raw.clamp_min(0), (16, 16))))
     r = GradCAM(model, relu=False)(x)
     torch.testing.assert_close(r.maps, normalize(upsample(r.raw, (16, 16))))
 
