@@ -298,7 +298,7 @@ class Explainer:
 
     def _explain(self, inputs: Tensor, seen: Observation, targets: TargetSpec) -> CAMResult:
         """Compute and finish: the result from what the observe step recorded."""
-        out = self._compute(seen, inputs, targets)
+        out = self._computed(seen, inputs, targets)
         return CAMResult(
             maps=self._finish(out.raw, inputs, seen.extent),
             raw=out.raw.float(),
@@ -334,7 +334,7 @@ class Explainer:
                     "several target layers need a model that does not pad its input internally "
                     f"(layer {seen.layer!r} extends past the image); explain one layer at a time"
                 )
-            parts.append((seen, one._compute(seen, inputs, targets)))
+            parts.append((seen, one._computed(seen, inputs, targets)))
         first_seen, first = parts[0]
         for seen, out in parts[1:]:
             same = (first.targets is None and out.targets is None) or (
@@ -366,6 +366,14 @@ class Explainer:
             targets=first.targets,
             params=MappingProxyType(self.get_params() | dict(first.params)),
         )
+
+    def _computed(self, seen: Observation, inputs: Tensor, targets: TargetSpec) -> Computed:
+        """:meth:`_compute`, its raw maps checked to have more than one cell (a method that
+        reads the layer without :func:`as_map`, c-MWP, would return constant maps)."""
+        out = self._compute(seen, inputs, targets)
+        if out.raw.ndim == 4 and out.raw.shape[-2:] == (1, 1):
+            raise _FlatLayerError(_flat_message(seen.layer, tuple(out.raw.shape)))
+        return out
 
     # -- the hooks a method fills in ------------------------------------------------------
     def _check_options(self) -> None:
@@ -567,12 +575,16 @@ def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None
             "(eigencam.tokens_to_grid() for transformer tokens).",
         )
     if t.shape[-2:] == (1, 1):
-        raise _FlatLayerError(
-            f"target layer {ref.label!r} outputs a 1 x 1 map {tuple(t.shape)}: a single cell "
-            "has no spatial information, so every map would be constant; pick a layer before "
-            "the global pooling (see `eigencam layers`)."
-        )
+        raise _FlatLayerError(_flat_message(ref.label, tuple(t.shape)))
     return t
+
+
+def _flat_message(layer: str, shape: tuple[int, ...]) -> str:
+    return (
+        f"target layer {layer!r} outputs a 1 x 1 map {shape}: a single cell has no spatial "
+        "information, so every map would be constant; pick a layer before the global pooling "
+        "(see `eigencam layers`)."
+    )
 
 
 class _FlatLayerError(LayerSelectionError):
