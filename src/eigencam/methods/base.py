@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
+from eigencam.capture.families import fit_to_output
 from eigencam.capture.geometry import crop_to_input, recording_geometry
 from eigencam.capture.hooks import (
     ForwardRecorder,
@@ -478,6 +479,8 @@ class Explainer:
                 output, ref, activation, calls = _record_auto(runner, inputs, key, transform)
             else:
                 output, activation, calls = _record_layer(runner, inputs, key, ref)
+            if self.reshape_transform is None:
+                transform = fit_to_output(transform, activation)
             activation = as_map(activation, ref, transform)
             activation, extent = crop_to_input(activation, geometry.geometry(inputs))
         return Capture(

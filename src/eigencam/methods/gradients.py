@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from eigencam.capture.families import fit_to_output
 from eigencam.capture.hooks import LayerRef, preserved_state, submodule
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
@@ -142,6 +143,8 @@ class GradientExplainer(Explainer):
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
+        if self.reshape_transform is None:
+            transform = fit_to_output(transform, leaf)
         activations = as_map(leaf.detach(), ref, transform)
         gradients = torch.stack([as_map(g, ref, transform) for g in grads], dim=1)
         if not bool(torch.isfinite(activations).all() & torch.isfinite(gradients).all()):
