@@ -367,8 +367,10 @@ def test_peer_library_habits_raise_typed_errors():
 
     model = TinyCNN().eval()
     x = torch.randn(2, 3, 16, 16)
-    with pytest.raises(EigenCAMError, match="dotted name"):  # target_layers=[module]
-        GradCAM(model, [model.features])(x)
+    listed = GradCAM(model, [model.features])(x)  # pgc's target_layers=[module]: accepted
+    torch.testing.assert_close(listed.maps, GradCAM(model, "features")(x).maps)
+    with pytest.raises(EigenCAMError, match="dotted name"):
+        GradCAM(model, 3)(x)
     with pytest.raises(EigenCAMError, match="torch.Tensor"):  # torchcam: cam(class_idx, scores)
         GradCAM(model, "features")(3, model(x))
     with pytest.raises(EigenCAMError, match="class indices"):  # pytorch-grad-cam targets

@@ -223,8 +223,18 @@ def test_score_that_does_not_depend_on_the_layer():
         GradCAM(Detached(), "conv")(torch.randn(1, 3, 8, 8))
 
 
+class MeanTokenViT(TinyViT):
+    """TinyViT whose head reads the mean of all tokens: the block's patch tokens reach the score
+    (with TinyViT's class-token head their gradients are zero, a refused layer)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], dim=1)
+        return self.head(self.norm(self.block(t)).mean(1))
+
+
 def test_gradient_methods_on_transformer_tokens():
-    model = TinyViT().eval()
+    model = MeanTokenViT().eval()
     x = torch.randn(2, 3, 32, 32)
     for cls in (GradCAM, LayerCAM, HiResCAM):
         r = cls(model, "block", reshape_transform=tokens_to_grid(num_prefix_tokens=1))(x)

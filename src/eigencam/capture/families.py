@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from eigencam.capture.hooks import submodule
 from eigencam.capture.reshape import FeaturePyramid, tokens_to_grid
+from eigencam.capture.tree import first_tensor
 from eigencam.errors import ShapeError
 
 Transform = Callable[[Any], Tensor]
@@ -233,6 +234,24 @@ def _torchvision_segmenter(model: nn.Module) -> Family | None:
         layer=f"backbone.{name}",
         proposals=tuple(_children(model, "backbone")),
     )
+
+
+#: The transform for token output (B, N, C) at a layer of a channels-last family.
+FLAT_TOKENS = tokens_to_grid(num_prefix_tokens=0)
+
+
+def fit_to_output(transform: Transform | None, output: Any) -> Transform | None:
+    """A family's transform, fitted to what the layer returned: the token transform
+    :data:`FLAT_TOKENS` for token output (B, N, C) where the family applies a channels-last one
+    (B, h, w, C) (the ``norm2`` and MLP of a timm Swin block run on flattened tokens).
+
+    Only for transforms a family chose; one the caller passed is used as given.
+    """
+    if isinstance(transform, tokens_to_grid) and transform.channels_last:
+        t = first_tensor(output)
+        if isinstance(t, Tensor) and t.ndim == 3:
+            return FLAT_TOKENS
+    return transform
 
 
 def family_of(model: nn.Module) -> Family | None:

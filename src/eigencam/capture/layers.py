@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
-from eigencam.capture.families import declared_feature_name, family_of
+from eigencam.capture.families import declared_feature_name, family_of, fit_to_output
 from eigencam.capture.hooks import (
     ForwardRecorder,
     LayerRef,
@@ -217,7 +217,7 @@ def list_layers(
         levels = pyramid_levels(output) if isinstance(output, (dict, list, tuple)) else []
         transform = reshape_transform
         if transform is None and family is not None and family.transform_for is not None:
-            transform = family.transform_for(name, module)
+            transform = fit_to_output(family.transform_for(name, module), output)
         try:
             t = transform(output) if transform is not None else first_tensor(output)
         except Exception:  # a transform that cannot take this output: not a candidate

@@ -14,6 +14,10 @@ from torch import Tensor
 from eigencam.errors import InvalidParameterError, ShapeError
 
 _NHWC_HINT = "Use tokens_to_grid(channels_last=True) for (B, h, w, C) outputs."
+_TOKENS_HINT = (
+    "The layer outputs tokens (B, N, C): use tokens_to_grid() (CLI: --reshape tokens:0 for no "
+    "prefix tokens, as a Swin block's norm2)."
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,8 @@ class tokens_to_grid:
     def __call__(self, tokens: Tensor) -> Tensor:
         if self.channels_last:
             if tokens.ndim != 4:
-                raise ShapeError("channels-last output", "(B, h, w, C)", tuple(tokens.shape))
+                hint = _TOKENS_HINT if tokens.ndim == 3 else ""
+                raise ShapeError("channels-last output", "(B, h, w, C)", tuple(tokens.shape), hint)
             return tokens.permute(0, 3, 1, 2)
         if tokens.ndim != 3:
             raise ShapeError("token output", "(B, N, C)", tuple(tokens.shape), _NHWC_HINT)

@@ -108,7 +108,12 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
         f"(default: %(default)s; one of {', '.join(available_methods())})",
     )
     g.add_argument(
-        "--layer", default=None, metavar="auto|NAME", help="target layer (default: auto)"
+        "--layer",
+        default=None,
+        action=LayerAction,
+        metavar="auto|NAME[,NAME...]",
+        help="target layer (default: auto); several, comma-separated or --layer repeated "
+        "(layer3,layer4): their maps, each normalised, are averaged",
     )
     add_reshape_arg(g)
     g.add_argument(
@@ -157,8 +162,10 @@ def add_methods_args(parser: argparse.ArgumentParser, default: str, note: str = 
     m.add_argument(
         "--layer",
         default=None,
-        metavar="auto|NAME",
-        help="target layer for the methods that use one (default: the model's)",
+        action=LayerAction,
+        metavar="auto|NAME[,NAME...]",
+        help="target layer for the methods that use one (default: the model's); several, "
+        "comma-separated or --layer repeated: their maps, each normalised, are averaged",
     )
     return m
 
@@ -314,6 +321,29 @@ def target_spec(value: str) -> str | int:
     raise argparse.ArgumentTypeError(
         f"expected 'predicted', a class index or 'top<k>' (e.g. top3), got {value!r}"
     )
+
+
+class LayerAction(argparse.Action):
+    """``--layer``: one name (kept a string), or several, comma-separated or repeated (a list).
+
+    ``--layer layer4`` gives ``"layer4"``; ``--layer layer3,layer4`` and ``--layer layer3
+    --layer layer4`` give ``["layer3", "layer4"]`` (the explainers' list ``target_layer``).
+    """
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        names = [] if before is None else [before] if isinstance(before, str) else list(before)
+        added = [v.strip() for v in str(values).split(",") if v.strip()]
+        if not added:
+            raise argparse.ArgumentError(self, f"expected a layer name, got {values!r}")
+        names += added
+        setattr(namespace, self.dest, names[0] if len(names) == 1 else names)
 
 
 def comma_list(value: str) -> list[str]:

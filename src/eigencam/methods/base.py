@@ -15,10 +15,11 @@ each under its own name: :meth:`Explainer.get_params` reads them back from the s
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from eigencam.capture.adapters import runner_for
+from eigencam.capture.families import fit_to_output
 from eigencam.capture.geometry import crop_to_input, recording_geometry
 from eigencam.capture.hooks import (
     ForwardRecorder,
@@ -54,10 +56,11 @@ from eigencam.errors import (
     LayerSelectionError,
     ShapeError,
     TargetError,
+    UnsupportedModelError,
     check,
 )
 from eigencam.methods.targets import TargetSpec
-from eigencam.postprocess.maps import upsample_normalize
+from eigencam.postprocess.maps import normalize, upsample, upsample_normalize
 
 #: Constructor arguments that say where and how to run, not how the method computes: they are
 #: attributes of every explainer but not part of :meth:`Explainer.get_params`.
@@ -208,7 +211,10 @@ class Explainer:
     Args:
         model: any ``torch.nn.Module``.
         target_layer: a submodule, its dotted name (``"layer4"``, ``"relu#2"`` for the third call
-            of a shared module), or ``"auto"`` (see :mod:`eigencam.capture.layers`).
+            of a shared module), or ``"auto"`` (see :mod:`eigencam.capture.layers`); or a list
+            of them (``["layer3", "layer4"]``): the maps of each layer, clipped when ``relu``,
+            normalised to [0, 1] at the finest layer's resolution and averaged (as
+            pytorch-grad-cam's ``target_layers=[...]``); ``layer`` is then ``"layer3+layer4"``.
         reshape_transform: turns the layer's output into (B, C, h, w), e.g.
             :class:`eigencam.tokens_to_grid` for transformer tokens.
         eval_mode: run every submodule in eval mode for the call (the flags are restored after).
@@ -279,6 +285,9 @@ class Explainer:
         inputs = check_inputs(inputs, model)
         with model_lock(model):
             try:
+                layers = layer_list(self.target_layer)
+                if layers is not None:
+                    return self._explain_layers(inputs, targets, layers)
                 return self._explain(inputs, self._observe(inputs, targets), targets)
             except RuntimeError as err:
                 mismatch = input_mismatch(err, inputs, model)
@@ -290,7 +299,7 @@ class Explainer:
 
     def _explain(self, inputs: Tensor, seen: Observation, targets: TargetSpec) -> CAMResult:
         """Compute and finish: the result from what the observe step recorded."""
-        out = self._compute(seen, inputs, targets)
+        out = self._computed(seen, inputs, targets)
         return CAMResult(
             maps=self._finish(out.raw, inputs, seen.extent),
             raw=out.raw.float(),
@@ -302,6 +311,70 @@ class Explainer:
             params=MappingProxyType(self.get_params() | dict(out.params)),
             extent=seen.extent,
         )
+
+    def _explain_layers(self, inputs: Tensor, targets: TargetSpec, layers: list[Any]) -> CAMResult:
+        """The result for several target layers: one observe and compute per layer.
+
+        ``maps``: the mean of the layers' maps (each upsampled to the input and normalised),
+        normalised again, as pytorch-grad-cam aggregates ``target_layers``; ``raw``: the mean of
+        the layers' raw maps, each clipped (``relu``) and normalised at the finest layer's
+        resolution, as Eigen-CAM's ``fuse_layers``. ``targets``, output and explained variance
+        are the first layer's.
+        """
+        if len(layers) == 1:  # that layer
+            one = copy.copy(self)
+            one.target_layer = layers[0]
+            return one._explain(inputs, one._observe(inputs, targets), targets)
+        parts = []
+        for layer in layers:
+            one = copy.copy(self)
+            one.target_layer = layer
+            seen = one._observe(inputs, targets)
+            if seen.extent is not None:
+                raise UnsupportedModelError(
+                    "several target layers need a model that does not pad its input internally "
+                    f"(layer {seen.layer!r} extends past the image); explain one layer at a time"
+                )
+            parts.append((seen, one._computed(seen, inputs, targets)))
+        first_seen, first = parts[0]
+        for seen, out in parts[1:]:
+            same = (first.targets is None and out.targets is None) or (
+                first.targets is not None
+                and out.targets is not None
+                and torch.equal(first.targets, out.targets)
+            )
+            check(
+                same and out.raw.shape[:2] == first.raw.shape[:2],
+                f"layers {first_seen.layer!r} and {seen.layer!r} explain different targets "
+                f"or map counts ({tuple(first.raw.shape[:2])} vs {tuple(out.raw.shape[:2])}); "
+                "pass explicit class indices as targets",
+            )
+        finest = max((out.raw.shape[-2:] for _, out in parts), key=lambda s: s[0] * s[1])
+        raw = torch.stack(
+            [
+                normalize(upsample(_clip(out.raw.float(), self.relu), tuple(finest)))
+                for _, out in parts
+            ]
+        ).mean(0)
+        maps = torch.stack([self._finish(out.raw, inputs, None) for _, out in parts]).mean(0)
+        return CAMResult(
+            maps=normalize(maps),
+            raw=raw,
+            layer="+".join(seen.layer for seen, _ in parts),
+            method=self.name,
+            output=first_seen.output,
+            explained_variance_ratio=first.explained_variance_ratio,
+            targets=first.targets,
+            params=MappingProxyType(self.get_params() | dict(first.params)),
+        )
+
+    def _computed(self, seen: Observation, inputs: Tensor, targets: TargetSpec) -> Computed:
+        """:meth:`_compute`, its raw maps checked to have more than one cell (a method that
+        reads the layer without :func:`as_map`, c-MWP, would return constant maps)."""
+        out = self._compute(seen, inputs, targets)
+        if out.raw.ndim == 4 and out.raw.shape[-2:] == (1, 1):
+            raise _FlatLayerError(_flat_message(seen.layer, tuple(out.raw.shape)))
+        return out
 
     # -- the hooks a method fills in ------------------------------------------------------
     def _check_options(self) -> None:
@@ -406,6 +479,8 @@ class Explainer:
                 output, ref, activation, calls = _record_auto(runner, inputs, key, transform)
             else:
                 output, activation, calls = _record_layer(runner, inputs, key, ref)
+            if self.reshape_transform is None:
+                transform = fit_to_output(transform, activation)
             activation = as_map(activation, ref, transform)
             activation, extent = crop_to_input(activation, geometry.geometry(inputs))
         return Capture(
@@ -417,6 +492,23 @@ class Explainer:
             transform=transform,
             calls=calls,
         )
+
+
+def _clip(raw: Tensor, relu: bool) -> Tensor:
+    """ReLU at the layer's resolution, before upsampling (the Grad-CAM paper's order)."""
+    return raw.clamp_min(0) if relu else raw
+
+
+def layer_list(target_layer: Any) -> list[Any] | None:
+    """The layers of a list or tuple ``target_layer``, or None for one layer."""
+    if not isinstance(target_layer, Sequence) or isinstance(target_layer, str):
+        return None
+    layers = list(target_layer)
+    check(
+        len(layers) > 0,
+        "target_layer is an empty list; name one layer or several, e.g. ['layer3', 'layer4']",
+    )
+    return layers
 
 
 def _record_auto(
@@ -486,12 +578,16 @@ def as_map(output: Any, ref: LayerRef, transform: Callable[[Any], Tensor] | None
             "(eigencam.tokens_to_grid() for transformer tokens).",
         )
     if t.shape[-2:] == (1, 1):
-        raise _FlatLayerError(
-            f"target layer {ref.label!r} outputs a 1 x 1 map {tuple(t.shape)}: a single cell "
-            "has no spatial information, so every map would be constant; pick a layer before "
-            "the global pooling (see `eigencam layers`)."
-        )
+        raise _FlatLayerError(_flat_message(ref.label, tuple(t.shape)))
     return t
+
+
+def _flat_message(layer: str, shape: tuple[int, ...]) -> str:
+    return (
+        f"target layer {layer!r} outputs a 1 x 1 map {shape}: a single cell has no spatial "
+        "information, so every map would be constant; pick a layer before the global pooling "
+        "(see `eigencam layers`)."
+    )
 
 
 class _FlatLayerError(LayerSelectionError):

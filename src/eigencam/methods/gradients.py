@@ -17,6 +17,7 @@ it from the input or the parameters up, which costs more memory and time, see ``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from eigencam.capture.hooks import LayerRef, preserved_state
+from eigencam.capture.families import fit_to_output
+from eigencam.capture.hooks import LayerRef, preserved_state, submodule
 from eigencam.capture.layers import auto_key, known_calls, remember_calls
 from eigencam.capture.tree import detach_tree, first_tensor, replace_first_tensor
 from eigencam.errors import (
@@ -141,6 +143,8 @@ class GradientExplainer(Explainer):
             resolved = resolve_targets(targets, detach_tree(output), batch)
             scores = score_tensor(resolved, output, batch)
             grads = _score_gradients(scores, leaf, ref)
+        if self.reshape_transform is None:
+            transform = fit_to_output(transform, leaf)
         activations = as_map(leaf.detach(), ref, transform)
         gradients = torch.stack([as_map(g, ref, transform) for g in grads], dim=1)
         if not bool(torch.isfinite(activations).all() & torch.isfinite(gradients).all()):
@@ -148,8 +152,35 @@ class GradientExplainer(Explainer):
                 f"layer {ref.label!r}: activations or gradients contain NaN or infinity; check "
                 "the input for NaN and the model for overflow (fp16 models: try float32)"
             )
+        if not bool(gradients.any()):
+            raise LayerSelectionError(
+                f"the gradients of the target scores w.r.t. layer {ref.label!r} are exactly zero "
+                "for every image, so every map would be empty: the scores do not depend on "
+                "this layer's output (after a transformer's last block only the class token "
+                "reaches the head), or the target scores are constant. "
+                + self._zero_gradient_hint(inputs, ref)
+            )
         return LayerGradients(
             activations, gradients, resolved, output=detach_tree(output), layer=ref.label
+        )
+
+    def _zero_gradient_hint(self, inputs: Tensor, ref: LayerRef) -> str:
+        """A layer to use instead of ``ref``, whose gradients are all zero: a pre-norm
+        transformer block's first norm (the peers' choice), else the previous numbered block,
+        else an earlier layer (the automatic choice may lie past the same cut)."""
+        norm = next(
+            (n for n in ("norm1", "ln_1") if isinstance(getattr(ref.module, n, None), nn.Module)),
+            None,
+        )
+        if norm is not None and getattr(ref.module, "norm_first", True) is not False:
+            return f"Use the block's first norm, target_layer={ref.name + '.' + norm!r}."
+        numbered = re.fullmatch(r"(.*?)(\d+)", ref.name)
+        if numbered is not None and int(numbered[2]) > 0:
+            previous = f"{numbered[1]}{int(numbered[2]) - 1}"
+            if submodule(self._resolve_layer(inputs).runner, previous) is not None:
+                return f"Use an earlier layer, e.g. the previous block target_layer={previous!r}."
+        return (
+            "Pick an earlier layer, one whose output the scores depend on (see `eigencam layers`)."
         )
 
 
